@@ -1,0 +1,1 @@
+"""Command-line interface: `accelerando <command> ...`. Each subcommand lives in its own module."""

@@ -1,0 +1,48 @@
+"""Entry point of the `accelerando` console script.
+
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets ``func`` to a callable
+taking the parsed arguments and returning an exit code. Bad input raises :class:`accelerando.errors.UserError`,
+which is printed as one line on stderr with exit code 2.
+"""
+
+import argparse
+import importlib
+import sys
+
+from accelerando import __version__
+from accelerando.errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+# Subcommand modules, imported lazily so `accelerando --help` stays fast.
+_COMMANDS = ("accelerando.cli.data", "accelerando.cli.demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + message and exits 2; keep it to one line
+        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="accelerando", description="Efficient music generation, full stack.")
+    parser.add_argument("--version", action="version", version=f"accelerando {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
+        return 130
