@@ -1,0 +1,17 @@
+"""`accelerando demo`: the main job with the built-in components (see README)."""
+
+import argparse
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="render and analyse a short corpus excerpt")
+    p.add_argument("--out", default=None, help="where to write (default: $ACCELERANDO_CACHE/demo)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from accelerando.demo import run_demo
+
+    return run_demo(args.out)
