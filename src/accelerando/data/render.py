@@ -100,7 +100,7 @@ class Renderer:
             float32 array [2, S] (left, right).
         """
         fs = self._synth
-        fs.system_reset()  # silences voices and clears the reverb so each stem starts from the same state
+        self._flush()
         fs.program_select(0, self._sfid, 0, program)
         fs.cc(0, 10, pan)
         sr = self.sample_rate
@@ -125,6 +125,19 @@ class Renderer:
         if num_samples > cur:
             self._render_into(out, cur, num_samples - cur)
         return out
+
+    def _flush(self) -> None:
+        """Return the synth to silence: reset, then run it until voices and reverb tails have died out.
+
+        ``fluid_synth_system_reset`` takes effect at the next rendered block and releases rather than cuts voices,
+        so without this a stem would begin with the tail of the previous one.
+        """
+        self._synth.system_reset()
+        buf = np.zeros((2, 1024), dtype=np.float32)
+        for _ in range(int(20 * self.sample_rate / 1024)):  # at most 20 s
+            self._render_into(buf, 0, 1024)
+            if np.abs(buf).max() < 1e-6:  # -120 dBFS: the reverb can hold a tiny DC offset for ever
+                return
 
     def _render_into(self, out: np.ndarray, offset: int, n: int) -> None:
         left, right = out[0], out[1]

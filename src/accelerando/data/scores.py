@@ -179,6 +179,15 @@ def _bars(part) -> list[Bar]:
     return bars
 
 
+def _meter_at(bars: list[Bar], ql: float) -> str:
+    meter = bars[0].meter
+    for b in bars:
+        if b.start > ql + _EPS:
+            break
+        meter = b.meter
+    return meter
+
+
 def _sections(part, bars: list[Bar]) -> tuple[list[float], list[str]]:
     """Section starts from double/final barlines and repeat jumps, labelled by which measures they replay."""
     measures = [m for m in part.getElementsByClass("Measure") if m.duration.quarterLength > _EPS]
@@ -195,12 +204,19 @@ def _sections(part, bars: list[Bar]) -> tuple[list[float], list[str]]:
             starts.append(end)
         prev_num = num
     end_all = bars[-1].start + bars[-1].length if bars else 0.0
-    starts = sorted({round(s, 6) for s in starts if s < end_all - _EPS})
-    # Label each span by the set of measure numbers it plays; spans that replay mostly the same measures share one.
+    # A boundary less than a bar after the previous one (a pickup before a start-repeat) is not a section.
+    kept: list[float] = []
+    for s in sorted({round(s, 6) for s in starts if s < end_all - _EPS}):
+        if not kept or s - kept[-1] >= _bar_len(_meter_at(bars, s)) - _EPS:
+            kept.append(s)
+    starts = kept
+    # Label each span by the full measures it plays; spans that replay mostly the same measures share a label.
     spans = []
     for i, s in enumerate(starts):
         e = starts[i + 1] if i + 1 < len(starts) else end_all
-        spans.append({b.number for b in bars if s - _EPS <= b.start < e - _EPS})
+        spans.append(
+            {b.number for b in bars if s - _EPS <= b.start < e - _EPS and b.length >= _bar_len(b.meter) - _EPS}
+        )
     labels: list[str] = []
     seen: list[tuple[set[int], str]] = []
     for nums in spans:
