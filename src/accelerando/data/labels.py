@@ -63,12 +63,19 @@ class ClipTiming:
 
 
 def plan_clip(
-    score: ScoreData, bpm: float, transpose: int = 0, max_seconds: float | None = None, seed: int = 0
+    score: ScoreData,
+    bpm: float,
+    transpose: int = 0,
+    max_seconds: float | None = None,
+    seed: int = 0,
+    release_gap: tuple[float, float] = (0.15, 0.12),
 ) -> ClipTiming:
     """Map ``score`` onto a timeline at ``bpm`` beat-units per minute, cut at the last bar line before max_seconds.
 
     Velocities get a metrical accent (downbeats loudest) and a small seeded variation; timing is never humanised,
-    so every note starts exactly on its score position.
+    so every note starts exactly on its score position. Each note is released early by ``release_gap``
+    = (fraction of its length, cap in seconds), a detached articulation that lets slow-attack instruments (voices,
+    bowed strings, winds) re-articulate every note instead of blurring into one legato line.
     """
     qpm = bpm * score.beat_ql
     sec = 60.0 / qpm
@@ -108,12 +115,13 @@ def plan_clip(
             if start >= cut - _EPS:
                 continue
             end = min(end, cut)
+            dur = (end - start) * sec
             pos = round(start, 6)
             vel = 74 + (14 if pos in downbeat_set else 7 if pos in beat_set else 0) + (6 if i == 0 else 0)
             vel = max(1, min(127, vel + rng.randint(-4, 4)))
             p = pitch + transpose
             if 0 <= p <= 127:
-                out.append((start * sec, end * sec, p, vel))
+                out.append((start * sec, start * sec + dur - min(release_gap[0] * dur, release_gap[1]), p, vel))
         notes.append(out)
     music_end = max((n[1] for part in notes for n in part), default=0.0)
 
