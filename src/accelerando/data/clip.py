@@ -75,15 +75,26 @@ def caption(label: dict, seed: float) -> str:
     coll = COLLECTIONS[label["collection"]]
     instr = INSTRUMENTATIONS[label["instrumentation"]].caption
     key, meter, bpm = label["key"]["name"], label["meter"], round(label["bpm"])
-    composer = label["composer"]
+    composer = _composer(label["composer"])
     by = "" if composer in ("traditional", "anonymous") else f" by {composer}"
-    trad = " traditional" if composer == "traditional" else ""
+    trad = "traditional " if composer == "traditional" else ""
+    what = f"{trad}{coll.era} {coll.style}"
+    a = "an" if what[0].lower() in "aeiou" else "a"
     templates = (
-        f"A {tempo_word(bpm)}{trad} {coll.era} {coll.style}{by} for {instr}, in {key}, {meter} time at {bpm} BPM.",
-        f"{instr[0].upper() + instr[1:]} plays a{trad} {coll.era} {coll.style}{by} in {key} at {bpm} BPM ({meter}).",
+        f"A {tempo_word(bpm)} {what}{by} for {instr}, in {key}, {meter} time at {bpm} BPM.",
+        f"{instr[0].upper() + instr[1:]} plays {a} {what}{by} in {key} at {bpm} BPM ({meter}).",
         f"{coll.era[0].upper() + coll.era[1:]} {coll.style} in {key}, {meter}, {bpm} BPM, arranged for {instr}.",
     )
     return templates[int(seed * len(templates)) % len(templates)]
+
+
+def _composer(name: str) -> str:
+    """'Palestrina, Giovanni Pierluigi da' -> 'Giovanni Pierluigi da Palestrina'."""
+    name = name.strip().rstrip(".").strip()
+    if name.count(",") == 1:
+        last, first = (x.strip() for x in name.split(","))
+        name = f"{first} {last}"
+    return name
 
 
 def _loudness_gain(mix: np.ndarray, stems: np.ndarray, sample_rate: int, target_lufs: float) -> tuple[float, float]:

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from accelerando.eval.beats import (
+    beat_f_measure,
+    beat_f_measure_aligned,
+    beat_f_measure_any_level,
+    metrical_variants,
+    track_beats,
+)
+from accelerando.eval.key import estimate_key, key_score, to_majmin
+
+pytest.importorskip("librosa")
+pytest.importorskip("mir_eval")
+SR = 22050
+
+
+def _clicks(bpm: float, seconds: float = 20.0, offset: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    beats = np.arange(offset, seconds - 0.5, 60.0 / bpm)
+    y = np.zeros(int(seconds * SR))
+    click = np.hanning(64) * np.sin(2 * np.pi * 2000 * np.arange(64) / SR)
+    for b in beats:
+        i = int(b * SR)
+        y[i : i + 64] += click
+    return y, beats
+
+
+@pytest.mark.parametrize("bpm", [90, 120, 140])
+def test_tracker_finds_click_track_tempo_and_beats(bpm):
+    y, beats = _clicks(bpm)
+    tempo, est = track_beats(y, SR, start_bpm=bpm * 0.9)
+    assert abs(tempo - bpm) / bpm < 0.04
+    assert beat_f_measure(beats, est) > 0.9
+
+
+def test_f_measure_matches_mir_eval_conventions():
+    ref = np.arange(0, 30, 0.5)
+    assert beat_f_measure(ref, ref) == 1.0
+    assert beat_f_measure(ref, ref + 0.2) == 0.0  # outside the 70 ms window
+    assert beat_f_measure(ref, ref + 0.05) == 1.0
+
+
+def test_metrical_levels_and_alignment():
+    ref = np.arange(0, 30, 0.6)
+    double = metrical_variants(ref)["double"]
+    assert np.allclose(np.diff(double), 0.3)
+    f, level = beat_f_measure_any_level(ref, double)
+    assert f == 1.0 and level == "double"
+    late = ref + 0.15  # a tracker with 150 ms latency
+    assert beat_f_measure(ref, late) == 0.0
+    f, shift, level = beat_f_measure_aligned(ref, late)
+    assert f == 1.0 and abs(shift - 0.15) <= 0.035 and level == "beat"
+    # a constant shift cannot repair a wrong tempo
+    assert beat_f_measure_aligned(ref, np.arange(0, 30, 0.55))[0] < 0.5
+
+
+def _triad_audio(root_midi: int, minor: bool, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    third = 3 if minor else 4
+    return sum(np.sin(2 * np.pi * 440 * 2 ** ((root_midi + i - 69) / 12) * t) for i in (0, third, 7))
+
+
+@pytest.mark.parametrize("tonic,minor,name", [(60, False, "C"), (67, False, "G"), (69, True, "A"), (62, True, "D")])
+def test_key_of_a_cadence(tonic, minor, name):
+    # i/I - iv/IV - V - i/I: the tonic chord twice as long as the others
+    iv = 5
+    progression = [(tonic, minor, 2.0), (tonic + iv, minor, 1.0), (tonic + 7, False, 1.0), (tonic, minor, 2.0)]
+    y = np.concatenate([_triad_audio(r, m, s) for r, m, s in progression])
+    assert estimate_key(y, SR) == (name, "minor" if minor else "major")
+
+
+def test_key_score_is_mirex_weighted():
+    assert key_score(("C", "major"), ("C", "major")) == 1.0
+    assert key_score(("C", "major"), ("G", "major")) == 0.5
+    assert key_score(("A", "minor"), ("C", "major")) == 0.3
+    assert key_score(("D", "dorian"), ("D", "minor")) == 1.0
+    assert to_majmin("mixolydian") == "major"
