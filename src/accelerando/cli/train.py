@@ -1,0 +1,76 @@
+"""`accelerando train codec` and `accelerando data pack`: train the built-in models outside the work tree."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from accelerando.errors import UserError
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the built-in codec (and later the generator)")
+    tsub = p.add_subparsers(dest="train_command", metavar="MODEL", parser_class=type(p))
+    c = tsub.add_parser("codec", help="train the mel-latent codec on an audio pack")
+    c.add_argument("--data", type=Path, required=True, help="audio pack (.flac + .json) from `accelerando pack`")
+    c.add_argument("--val", type=Path, default=None, help="validation pack")
+    c.add_argument("--out", type=Path, default=None, help="run directory (default: $ACCELERANDO_CACHE/runs/codec)")
+    c.add_argument("--steps", type=int, default=20000)
+    c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--lr", type=float, default=5e-4)
+    c.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    c.add_argument("--no-bf16", action="store_true", help="train in float32")
+    c.add_argument("--tiny", action="store_true", help="tiny model (for smoke tests)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_codec)
+    p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
+
+    k = sub.add_parser("pack", help="cut training segments from a corpus into one compact FLAC pack")
+    k.add_argument("--corpus", type=Path, default=None, help="corpus directory (default: the cache corpus)")
+    k.add_argument("--split", default="train", choices=("train", "valid"), help="never the test split")
+    k.add_argument("--segments", type=int, default=500)
+    k.add_argument("--seconds", type=float, default=4.0)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("-o", "--out", type=Path, required=True, help="output path (.flac and .json are written)")
+    k.set_defaults(func=_pack)
+
+
+def _codec(args: argparse.Namespace) -> int:
+    from accelerando.models.codec import CodecConfig
+    from accelerando.paths import cache_dir
+    from accelerando.training.codec_trainer import CodecTrainConfig, train_codec
+
+    for pack in (args.data, args.val):
+        if pack is not None and not pack.with_suffix(".json").is_file():
+            raise UserError(f"no audio pack at {pack} (.json missing); make one with `accelerando pack -o {pack}`")
+    try:
+        cfg = CodecTrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_minutes=args.max_minutes,
+            bf16=not args.no_bf16,
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    out = args.out or cache_dir("runs", "codec")
+    path = train_codec(
+        args.data, out, CodecConfig.tiny() if args.tiny else None, cfg, args.val, progress=not args.quiet
+    )
+    print(path)
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from accelerando.data.build import default_corpus_dir
+    from accelerando.training.audio_pack import write_pack
+
+    corpus = args.corpus or default_corpus_dir()
+    if not (corpus / "manifest.jsonl").is_file():
+        raise UserError(f"no corpus manifest in {corpus}; run `accelerando data build --out {corpus}` first")
+    sr = json.loads((corpus / "build.json").read_text())["format"]["sample_rate"]
+    meta = write_pack(corpus, args.out, args.segments, args.seconds, sr, args.seed, args.split)
+    print(f"{len(meta['segments'])} segments of {args.seconds} s -> {args.out.with_suffix('.flac')}")
+    return 0

@@ -1,0 +1,1 @@
+"""Model families, one per module. nn.Modules only: no training code, no pipelines."""

@@ -1,0 +1,178 @@
+"""Train the built-in codec (models/codec.py) on a pack of audio segments.
+
+Checkpoints every ``ckpt_every`` steps into ``out/checkpoint/`` (weights as safetensors, optimizer state loaded
+back with ``torch.load(weights_only=True)``, step counter as JSON), logs losses to ``out/train_log.csv`` and
+validation scores to ``out/eval_log.csv``, and exports ``out/codec.safetensors`` at the end. Rerunning with the same
+``out`` resumes from the last checkpoint.
+"""
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from accelerando.models.codec import CodecConfig, MelCodec
+from accelerando.models.io import load_state, save_model
+from accelerando.training.audio_pack import read_pack
+from accelerando.training.losses import MelLoss, MultiResolutionSTFTLoss
+
+__all__ = ["CodecTrainConfig", "train_codec"]
+
+
+@dataclass
+class CodecTrainConfig:
+    steps: int = 20000
+    batch_size: int = 16
+    segment_samples: int = 24576  # training crop, a multiple of the codec's samples per frame
+    lr: float = 5e-4
+    warmup: int = 500
+    weight_decay: float = 0.01
+    mel_weight: float = 1.0
+    stft_weight: float = 1.0
+    latent_l2: float = 1e-4  # keeps the latent small and centred for the generator
+    log_every: int = 50
+    ckpt_every: int = 1000
+    eval_every: int = 1000
+    max_minutes: float | None = None  # stop (with a checkpoint) before this wall-clock budget runs out
+    bf16: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "segment_samples", "log_every", "ckpt_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+
+
+def _lr_at(step: int, cfg: CodecTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _batch(segments: np.ndarray, n: int, length: int, rng: np.random.Generator) -> torch.Tensor:
+    idx = rng.integers(0, len(segments), n)
+    starts = rng.integers(0, segments.shape[1] - length + 1, n)
+    x = np.stack([segments[i, s : s + length] for i, s in zip(idx, starts, strict=True)])
+    gain = rng.uniform(0.3, 1.0, (n, 1)).astype(np.float32)  # level augmentation
+    return torch.from_numpy(x * gain)  # [B, S]
+
+
+def _evaluate(model: MelCodec, val: np.ndarray, device: str, mel_loss, stft_loss) -> dict:
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(val[:, : (val.shape[1] // model.samples_per_frame) * model.samples_per_frame]).to(device)
+        mel, mr = [], []
+        for chunk in x.split(8):
+            y = model(chunk[:, None])[:, 0]
+            mel.append(mel_loss(y, chunk).item())
+            mr.append(stft_loss(y, chunk).item())
+    model.train()
+    return {"mel_l1": float(np.mean(mel)), "mrstft": float(np.mean(mr))}
+
+
+def train_codec(
+    pack: Path,
+    out: Path,
+    codec_cfg: CodecConfig | None = None,
+    cfg: CodecTrainConfig | None = None,
+    val_pack: Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) a codec on ``pack``; returns the path of the exported ``codec.safetensors``."""
+    from tqdm import tqdm
+
+    cfg = cfg or CodecTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    ckpt = out / "checkpoint"
+    state_file = ckpt / "state.json"
+    step = 0
+    if state_file.exists():
+        st = json.loads(state_file.read_text())
+        codec_cfg = CodecConfig(**st["codec_config"])
+        model = MelCodec(codec_cfg).to(device)
+        weights, _ = load_state(ckpt / "model.safetensors", "codec")
+        model.load_state_dict(weights)
+        step = st["step"]
+    else:
+        codec_cfg = codec_cfg or CodecConfig()
+        model = MelCodec(codec_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
+    if step and (ckpt / "optim.pt").exists():
+        opt.load_state_dict(torch.load(ckpt / "optim.pt", weights_only=True, map_location=device))
+    segments, _ = read_pack(pack)
+    val = read_pack(val_pack)[0][:64] if val_pack else segments[-32:]
+    mel_loss = MelLoss(codec_cfg.sample_rate, n_mels=codec_cfg.n_mels).to(device)
+    stft_loss = MultiResolutionSTFTLoss().to(device)
+    rng = np.random.default_rng(cfg.seed + step)
+    t0 = time.time()
+    log = open(out / "train_log.csv", "a", newline="")
+    writer = csv.writer(log)
+    if step == 0:
+        writer.writerow(["step", "lr", "loss", "mel", "mrstft", "latent_rms", "seconds"])
+
+    def save_checkpoint():
+        ckpt.mkdir(exist_ok=True)
+        save_model(model, ckpt / "model.safetensors", "codec", codec_cfg.to_dict())
+        torch.save(opt.state_dict(), ckpt / ".optim.tmp")
+        (ckpt / ".optim.tmp").replace(ckpt / "optim.pt")
+        tmp = ckpt / ".state.tmp"
+        tmp.write_text(json.dumps({"step": step, "codec_config": codec_cfg.to_dict(), "train": asdict(cfg)}))
+        tmp.replace(state_file)
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="codec", disable=not progress, mininterval=5)
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    try:
+        while step < cfg.steps:
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            x = _batch(segments, cfg.batch_size, cfg.segment_samples, rng).to(device)
+            with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=cfg.bf16):
+                z = model.encode(x[:, None])
+                y = model.decode(z)[:, 0]
+            y = y.float()
+            lm, ls = mel_loss(y, x), stft_loss(y, x)
+            loss = cfg.mel_weight * lm + cfg.stft_weight * ls + cfg.latent_l2 * z.float().pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                rms = z.float().pow(2).mean().sqrt().item()
+                writer.writerow(
+                    [
+                        step,
+                        f"{_lr_at(step, cfg):.3g}",
+                        f"{loss.item():.4f}",
+                        f"{lm.item():.4f}",
+                        f"{ls.item():.4f}",
+                        f"{rms:.3f}",
+                        f"{time.time() - t0:.0f}",
+                    ]
+                )
+                log.flush()
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                scores = _evaluate(model, val, device, mel_loss, stft_loss)
+                with open(out / "eval_log.csv", "a") as fh:
+                    fh.write(f"{step},{scores['mel_l1']:.4f},{scores['mrstft']:.4f}\n")
+            if step % cfg.ckpt_every == 0:
+                save_checkpoint()
+            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+                break
+    finally:
+        bar.close()
+        log.close()
+        save_checkpoint()
+    return save_model(model, out / "codec.safetensors", "codec", codec_cfg.to_dict())
