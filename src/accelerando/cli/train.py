@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
     c.add_argument("--no-bf16", action="store_true", help="train in float32")
     c.add_argument("--tiny", action="store_true", help="tiny model (for smoke tests)")
+    c.add_argument("--latent", choices=("learned", "mel"), default="learned", help="learned bottleneck or log-mel")
+    c.add_argument("--latent-dim", type=int, default=64)
+    c.add_argument("--dec-dim", type=int, default=256)
+    c.add_argument("--mel-weight", type=float, default=1.0)
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_codec)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
@@ -52,13 +56,18 @@ def _codec(args: argparse.Namespace) -> int:
             lr=args.lr,
             max_minutes=args.max_minutes,
             bf16=not args.no_bf16,
+            mel_weight=args.mel_weight,
         )
+        if args.tiny:
+            codec_cfg = CodecConfig.tiny()
+        elif args.latent == "mel":
+            codec_cfg = CodecConfig.mel_vocoder(dec_dim=args.dec_dim)
+        else:
+            codec_cfg = CodecConfig(latent_dim=args.latent_dim, dec_dim=args.dec_dim)
     except ValueError as err:
         raise UserError(str(err)) from None
     out = args.out or cache_dir("runs", "codec")
-    path = train_codec(
-        args.data, out, CodecConfig.tiny() if args.tiny else None, cfg, args.val, progress=not args.quiet
-    )
+    path = train_codec(args.data, out, codec_cfg, cfg, args.val, progress=not args.quiet)
     print(path)
     return 0
 

@@ -32,7 +32,8 @@ class CodecConfig:
     n_fft: int = 1024  # analysis and synthesis FFT size
     hop_length: int = 256  # samples per mel frame
     n_mels: int = 100
-    latent_dim: int = 64  # D per audio channel
+    latent: str = "learned"  # "learned": a trained bottleneck; "mel": the log-mel itself is the latent
+    latent_dim: int = 64  # D per audio channel (n_mels when latent == "mel")
     time_downsample: int = 4  # mel frames per latent frame (a power of 2)
     enc_dim: int = 256
     enc_layers: int = 4
@@ -41,6 +42,10 @@ class CodecConfig:
     version: int = CODEC_CONFIG_VERSION
 
     def __post_init__(self):
+        if self.latent not in ("learned", "mel"):
+            raise ValueError(f"latent={self.latent!r}; use 'learned' or 'mel'")
+        if self.latent == "mel" and (self.time_downsample != 1 or self.latent_dim != self.n_mels):
+            raise ValueError("latent='mel' needs time_downsample=1 and latent_dim=n_mels")
         if self.time_downsample < 1 or self.time_downsample & (self.time_downsample - 1):
             raise ValueError(f"time_downsample={self.time_downsample} must be a power of 2")
         if self.channels not in (1, 2):
@@ -52,6 +57,11 @@ class CodecConfig:
     def tiny(cls) -> "CodecConfig":
         """A random-weight test configuration that runs in milliseconds."""
         return cls(n_mels=32, latent_dim=8, enc_dim=16, enc_layers=1, dec_dim=24, dec_layers=2)
+
+    @classmethod
+    def mel_vocoder(cls, **kw) -> "CodecConfig":
+        """The log-mel spectrogram as latent (100 x 93.75 Hz) with a trained decoder: a vocoder."""
+        return cls(latent="mel", latent_dim=kw.pop("n_mels", 100), time_downsample=1, **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,15 +77,16 @@ class MelCodec(nn.Module):
         super().__init__()
         cfg = self.config = config or CodecConfig()
         self.mel = MelSpectrogram(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, power=1.0, log=True)
-        self.encoder = ConvNeXtStack(cfg.n_mels, cfg.enc_dim, cfg.enc_layers)
         n_down = int(math.log2(cfg.time_downsample))
-        self.down = nn.Sequential(
-            *[
-                nn.Sequential(nn.Conv1d(cfg.enc_dim, cfg.enc_dim, 4, stride=2, padding=1), nn.GELU())
-                for _ in range(n_down)
-            ]
-        )
-        self.to_latent = nn.Conv1d(cfg.enc_dim, cfg.latent_dim, 1)
+        if cfg.latent == "learned":
+            self.encoder = ConvNeXtStack(cfg.n_mels, cfg.enc_dim, cfg.enc_layers)
+            self.down = nn.Sequential(
+                *[
+                    nn.Sequential(nn.Conv1d(cfg.enc_dim, cfg.enc_dim, 4, stride=2, padding=1), nn.GELU())
+                    for _ in range(n_down)
+                ]
+            )
+            self.to_latent = nn.Conv1d(cfg.enc_dim, cfg.latent_dim, 1)
         self.from_latent = nn.Conv1d(cfg.latent_dim, cfg.dec_dim, 3, padding=1)
         self.up = nn.Sequential(
             *[
@@ -115,7 +126,10 @@ class MelCodec(nn.Module):
         t = max(1, math.ceil(s / spf))
         x = nn.functional.pad(wav.reshape(b * c, s), (0, t * spf - s))  # [B*C, S']
         mel = self.mel(x)[..., :-1]  # [B*C, n_mels, T*down]: drop the centred extra frame
-        z = self.to_latent(self.down(self.encoder(mel)))  # [B*C, D, T]
+        if self.config.latent == "mel":
+            z = mel  # [B*C, n_mels, T]
+        else:
+            z = self.to_latent(self.down(self.encoder(mel)))  # [B*C, D, T]
         return z.reshape(b, c * z.shape[1], t)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
