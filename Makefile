@@ -14,6 +14,7 @@ demo: setup
 	$(PY) -m accelerando demo
 
 test: setup
+	$(PY) -m accelerando.testing.warmup
 	$(PY) -m pytest -q -n 2 tests
 
 setup: sysdeps $(STAMP)

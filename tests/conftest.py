@@ -1,13 +1,3 @@
-import os
-import tempfile
-
-# numba (under librosa) writes its JIT cache next to the installed package; two xdist workers compiling the same
-# function into a fresh venv race on those files and can segfault. Give every worker its own cache directory.
-os.environ.setdefault(
-    "NUMBA_CACHE_DIR",
-    os.path.join(tempfile.gettempdir(), f"accelerando-numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"),
-)
-
 import pytest
 
 from accelerando.testing import test_soundfont
