@@ -1,0 +1,209 @@
+"""Train the built-in generator (MusicDiT + ControlEncoder) with rectified flow on a latent pack.
+
+Each example is a random crop of a clip. Convention: ``x_t = (1 - t) x0 + t noise``, target velocity
+``noise - x0``, t drawn logit-normal. Masked conditioning: a random part of the crop is given as known latent
+(nothing, a prefix for continuation, a suffix, or inner spans for inpainting), and the loss covers the unknown
+frames. Classifier-free guidance: text and controls are dropped independently.
+
+Checkpoints (safetensors + optimizer via ``torch.load(weights_only=True)``) every ``ckpt_every`` steps in
+``out/checkpoint``; ``out/train_log.csv``; resume by rerunning with the same ``out``; ``out/generator.safetensors``
+at the end.
+"""
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from accelerando.models.dit import DiTConditioning, MusicDiTConfig
+from accelerando.models.generator import MusicGenerator
+from accelerando.models.io import load_state, save_model
+from accelerando.training.latent_pack import LatentPack
+
+__all__ = ["GeneratorTrainConfig", "train_generator", "make_batch"]
+
+
+@dataclass
+class GeneratorTrainConfig:
+    steps: int = 20000
+    batch_size: int = 16
+    seconds: float = 10.0  # crop length
+    lr: float = 3e-4
+    warmup: int = 500
+    weight_decay: float = 0.01
+    p_drop_text: float = 0.15
+    p_drop_controls: float = 0.15
+    p_mask: float = 0.5  # probability that part of the crop is given as known latent
+    log_every: int = 50
+    ckpt_every: int = 1000
+    max_minutes: float | None = None
+    bf16: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.seconds <= 0:
+            raise ValueError(f"seconds={self.seconds} must be positive")
+
+
+def _known_mask(frames: int, rng: np.random.Generator, p_mask: float) -> torch.Tensor:
+    """[frames] float: 1 where the latent is given. Types: none, prefix, suffix, one or two inner spans."""
+    m = torch.zeros(frames)
+    if rng.random() >= p_mask:
+        return m
+    kind = rng.integers(0, 3)
+    if kind == 0:  # continuation: a known prefix
+        m[: rng.integers(frames // 8, frames * 3 // 4)] = 1
+    elif kind == 1:  # a known suffix
+        m[rng.integers(frames // 4, frames * 7 // 8) :] = 1
+    else:  # inpaint: known everywhere except one or two holes
+        m[:] = 1
+        for _ in range(int(rng.integers(1, 3))):
+            a = int(rng.integers(0, frames - frames // 8))
+            m[a : a + int(rng.integers(frames // 16, frames // 3))] = 0
+    return m
+
+
+def make_batch(pack: LatentPack, model: MusicGenerator, idx: list[int], frames: int, rng, p_mask: float = 0.5):
+    """Latents [B, T, D] (normalised), phases [B, T, 4], known masks [B, T], control tensors and text."""
+    from accelerando.conditioning.controls import frame_phases
+
+    t = pack.t
+    lengths = pack.lengths()
+    xs, phases, masks = [], [], []
+    for i in idx:
+        start = int(rng.integers(0, max(1, int(lengths[i]) - frames)))
+        xs.append(pack.latent(i, start, frames))
+        off = start / pack.frame_rate
+        beats = [b - off for b in pack.times("beats", i)]
+        downbeats = [b - off for b in pack.times("downbeats", i)]
+        phases.append(
+            frame_phases(
+                frames,
+                pack.frame_rate,
+                float(t["bpm"][i]),
+                int(t["beats_per_bar"][i]),
+                beats=beats,
+                downbeats=downbeats,
+            )
+        )
+        masks.append(_known_mask(frames, rng, p_mask))
+    x0 = model.normalize(torch.stack(xs))
+    ctrl = {k: t[k][idx] for k in ("bpm", "key_pc", "key_mode", "meter_idx", "instr_idx")}
+    text = (t["text_tokens"][idx].float(), t["text_mask"][idx], t["text_pooled"][idx].float())
+    return x0, torch.stack(phases), torch.stack(masks), ctrl, text
+
+
+def train_generator(
+    pack_path: Path,
+    out: Path,
+    dit_cfg: MusicDiTConfig | None = None,
+    cfg: GeneratorTrainConfig | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) the generator on a latent pack; returns the exported ``generator.safetensors``."""
+    from tqdm import tqdm
+
+    cfg = cfg or GeneratorTrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    pack = LatentPack(pack_path)
+    ckpt = out / "checkpoint"
+    state_file = ckpt / "state.json"
+    step = 0
+    if state_file.exists():
+        st = json.loads(state_file.read_text())
+        model = MusicGenerator(MusicDiTConfig(**st["dit_config"]))
+        weights, _ = load_state(ckpt / "model.safetensors", "generator")
+        model.load_state_dict(weights)
+        step = st["step"]
+    else:
+        dit_cfg = dit_cfg or MusicDiTConfig(frame_rate=pack.frame_rate)
+        model = MusicGenerator(dit_cfg)
+        z = pack.t["latents"][:: max(1, len(pack.t["latents"]) // 20000)].float()
+        z = z / 255 * (pack.hi - pack.lo) + pack.lo
+        model.set_latent_stats(z.mean(0), z.std(0).clamp(min=1e-3))
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    if step and (ckpt / "optim.pt").exists():
+        opt.load_state_dict(torch.load(ckpt / "optim.pt", weights_only=True, map_location=device))
+    frames = int(round(cfg.seconds * pack.frame_rate))
+    usable = [i for i, n in enumerate(pack.lengths().tolist()) if n >= frames // 2]
+    rng = np.random.default_rng(cfg.seed + step)
+    log = open(out / "train_log.csv", "a", newline="")
+    writer = csv.writer(log)
+    if step == 0:
+        writer.writerow(["step", "lr", "loss", "seconds"])
+
+    def save_checkpoint():
+        ckpt.mkdir(exist_ok=True)
+        save_model(model, ckpt / "model.safetensors", "generator", model.config.to_dict())
+        torch.save(opt.state_dict(), ckpt / ".optim.tmp")
+        (ckpt / ".optim.tmp").replace(ckpt / "optim.pt")
+        tmp = ckpt / ".state.tmp"
+        tmp.write_text(json.dumps({"step": step, "dit_config": model.config.to_dict(), "train": asdict(cfg)}))
+        tmp.replace(state_file)
+
+    t0 = time.time()
+    bar = tqdm(total=cfg.steps, initial=step, desc="generator", disable=not progress, mininterval=5)
+    try:
+        while step < cfg.steps:
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / cfg.steps)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = [usable[int(i)] for i in rng.integers(0, len(usable), cfg.batch_size)]
+            x0, phases, known, ctrl, (tok, tmask, pooled) = make_batch(pack, model, idx, frames, rng, cfg.p_mask)
+            x0, phases, known = x0.to(device), phases.to(device), known.to(device)
+            b = x0.shape[0]
+            t = torch.sigmoid(torch.randn(b, device=device))  # logit-normal flow time
+            noise = torch.randn_like(x0)
+            xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
+            xt = torch.where(known[..., None] > 0, x0, xt)  # known frames are clean
+            drop_text = torch.from_numpy(rng.random(b) < cfg.p_drop_text).to(device)
+            drop_ctrl = torch.from_numpy(rng.random(b) < cfg.p_drop_controls).to(device)
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.bf16):
+                control = model.controls(**{k: v.to(device) for k, v in ctrl.items()}, drop=drop_ctrl)
+                cond = DiTConditioning(
+                    text_tokens=tok.to(device),
+                    text_mask=tmask.to(device),
+                    text_pooled=pooled.to(device),
+                    control=control,
+                    phases=phases,
+                    known=x0 * known[..., None],
+                    known_mask=known,
+                    drop_text=drop_text,
+                )
+                v = model.dit(xt, t, cond)
+            err = (v.float() - (noise - x0)).pow(2).mean(-1)  # [B, T]
+            weight = 1 - known
+            loss = (err * weight).sum() / weight.sum().clamp(min=1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                writer.writerow([step, f"{lr:.3g}", f"{loss.item():.4f}", f"{time.time() - t0:.0f}"])
+                log.flush()
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if step % cfg.ckpt_every == 0:
+                save_checkpoint()
+            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+                break
+    finally:
+        bar.close()
+        log.close()
+        save_checkpoint()
+    return save_model(model, out / "generator.safetensors", "generator", model.config.to_dict())
