@@ -29,7 +29,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--mel-weight", type=float, default=1.0)
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_codec)
+    g = tsub.add_parser("generator", help="train the MusicDiT generator on a latent pack")
+    g.add_argument("--data", type=Path, required=True, help="latent pack from `accelerando latents`")
+    g.add_argument("--out", type=Path, default=None, help="run directory (default: $ACCELERANDO_CACHE/runs/generator)")
+    g.add_argument("--steps", type=int, default=20000)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--seconds", type=float, default=10.0, help="training crop length")
+    g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--width", type=int, default=384)
+    g.add_argument("--depth", type=int, default=6)
+    g.add_argument("--heads", type=int, default=6)
+    g.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    g.add_argument("--no-bf16", action="store_true")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=_generator)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
+
+    lat = sub.add_parser("latents", help="encode corpus clips into a compact latent pack for generator training")
+    lat.add_argument("--corpus", type=Path, default=None)
+    lat.add_argument("--split", default="train", choices=("train", "valid"), help="never the test split")
+    lat.add_argument("--clips", type=int, default=None, help="at most this many clips (random, seeded)")
+    lat.add_argument("--max-seconds", type=float, default=None, help="one window of at most this long per clip")
+    lat.add_argument("--seed", type=int, default=0)
+    lat.add_argument("-o", "--out", type=Path, required=True)
+    lat.set_defaults(func=_latents)
 
     k = sub.add_parser("pack", help="cut training segments from a corpus into one compact FLAC pack")
     k.add_argument("--corpus", type=Path, default=None, help="corpus directory (default: the cache corpus)")
@@ -82,4 +105,40 @@ def _pack(args: argparse.Namespace) -> int:
     sr = json.loads((corpus / "build.json").read_text())["format"]["sample_rate"]
     meta = write_pack(corpus, args.out, args.segments, args.seconds, sr, args.seed, args.split)
     print(f"{len(meta['segments'])} segments of {args.seconds} s -> {args.out.with_suffix('.flac')}")
+    return 0
+
+
+def _generator(args: argparse.Namespace) -> int:
+    from accelerando.models.dit import MusicDiTConfig
+    from accelerando.paths import cache_dir
+    from accelerando.training.generator_trainer import GeneratorTrainConfig, train_generator
+
+    if not args.data.is_file():
+        raise UserError(f"no latent pack at {args.data}; make one with `accelerando latents -o {args.data}`")
+    try:
+        cfg = GeneratorTrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seconds=args.seconds,
+            lr=args.lr,
+            max_minutes=args.max_minutes,
+            bf16=not args.no_bf16,
+        )
+        dit = MusicDiTConfig(width=args.width, depth=args.depth, heads=args.heads)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    out = args.out or cache_dir("runs", "generator")
+    print(train_generator(args.data, out, dit, cfg, progress=not args.quiet))
+    return 0
+
+
+def _latents(args: argparse.Namespace) -> int:
+    from accelerando.data.build import default_corpus_dir
+    from accelerando.training.latent_pack import build_latent_pack
+
+    corpus = args.corpus or default_corpus_dir()
+    if not (corpus / "manifest.jsonl").is_file():
+        raise UserError(f"no corpus manifest in {corpus}; run `accelerando data build --out {corpus}` first")
+    info = build_latent_pack(corpus, args.out, args.clips, args.split, args.seed, args.max_seconds)
+    print(f"{info['clips']} clips, {info['frames']} frames, {info['bytes'] / 1e6:.1f} MB -> {args.out}")
     return 0

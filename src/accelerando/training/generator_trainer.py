@@ -95,7 +95,7 @@ def make_batch(pack: LatentPack, model: MusicGenerator, idx: list[int], frames: 
             )
         )
         masks.append(_known_mask(frames, rng, p_mask))
-    x0 = model.normalize(torch.stack(xs))
+    x0 = model.normalize(torch.stack(xs).to(model.dit.latent_mean.device))
     ctrl = {k: t[k][idx] for k in ("bpm", "key_pc", "key_mode", "meter_idx", "instr_idx")}
     text = (t["text_tokens"][idx].float(), t["text_mask"][idx], t["text_pooled"][idx].float())
     return x0, torch.stack(phases), torch.stack(masks), ctrl, text

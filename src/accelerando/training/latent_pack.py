@@ -35,9 +35,19 @@ def _ragged(seqs: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_latent_pack(
-    corpus: Path, out: Path, max_clips: int | None = None, split: str = "train", seed: int = 0, progress: bool = True
+    corpus: Path,
+    out: Path,
+    max_clips: int | None = None,
+    split: str = "train",
+    seed: int = 0,
+    max_seconds: float | None = None,
+    progress: bool = True,
 ) -> dict:
-    """Encode ``split`` clips of ``corpus`` with the built-in codec and the text encoder into ``out`` (safetensors)."""
+    """Encode ``split`` clips of ``corpus`` with the built-in codec and the text encoder into ``out`` (safetensors).
+
+    With ``max_seconds``, each clip contributes one window of at most that length starting at a random labelled
+    downbeat (its beats and downbeats are shifted to the window), so more clips fit in the same bytes.
+    """
     import soundfile as sf
     from safetensors.torch import save_file
     from tqdm import tqdm
@@ -50,7 +60,8 @@ def build_latent_pack(
         raise ValueError(f"split={split!r} may not be used for training; use one of {training_splits()} or 'valid'")
     rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["split"] == split]
-    random.Random(seed).shuffle(rows)
+    rng = random.Random(seed)
+    rng.shuffle(rows)
     rows = rows[:max_clips] if max_clips else rows
     codec = load_codec("builtin")
     text = TextEncoder()
@@ -60,6 +71,13 @@ def build_latent_pack(
         y, sr = sf.read(corpus / r["path"] / "mix.flac", dtype="float32", always_2d=True)
         if sr != codec.sample_rate:
             raise ValueError(f"{r['clip_id']} is at {sr} Hz; the codec needs {codec.sample_rate} Hz")
+        if max_seconds is not None and len(y) > max_seconds * sr:
+            starts = [d for d in label["downbeats"] if d + max_seconds <= len(y) / sr] or [0.0]
+            a = rng.choice(starts)
+            y = y[int(round(a * sr)) : int(round((a + max_seconds) * sr))]
+            label = dict(label)
+            label["beats"] = [b - a for b in label["beats"] if a - 1e-9 <= b < a + max_seconds]
+            label["downbeats"] = [b - a for b in label["downbeats"] if a - 1e-9 <= b < a + max_seconds]
         with torch.no_grad():
             z = codec.encode(torch.from_numpy(y.T.copy())[None])[0]  # [D, T]
         latents.append(_quantize(z.T))  # [T, D]
