@@ -1,0 +1,1 @@
+"""Inference orchestration: validate inputs, run the scheduler loop over a backbone, decode."""

@@ -1,0 +1,242 @@
+"""TextToMusicPipeline: prompt + exact controls -> audio, and the edits (extend, inpaint, remix) as one operation.
+
+Generation, continuation and inpainting differ only in which latent frames are known: the backbone was trained
+with random known masks, so the pipeline just sets the mask. Remix starts the flow from a partly noised version of
+the input (``strength`` = the starting flow time). Classifier-free guidance runs the conditional and unconditional
+(text and controls dropped) branches as one batch.
+
+Dims: ``B`` outputs, ``C`` channels, ``S`` samples, ``T`` latent frames, ``D`` latent channels.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from accelerando.conditioning.controls import ControlSpec, collate, frame_phases
+from accelerando.errors import UserError
+from accelerando.models.dit import DiTConditioning
+from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
+
+__all__ = ["AudioOutput", "TextToMusicPipeline"]
+
+_CROSSFADE_S = 0.02  # seam crossfade when splicing generated audio into kept audio
+
+
+@dataclass
+class AudioOutput:
+    audio: torch.Tensor  # [B, C, S] float32
+    sample_rate: int
+    metadata: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path, index: int = 0) -> Path:
+        from accelerando.audio import save
+
+        return save(path, self.audio[index], self.sample_rate)
+
+
+class TextToMusicPipeline:
+    def __init__(self, model, codec, text_encoder):
+        self.model = model.eval()
+        self.codec = codec.eval()
+        self.text_encoder = text_encoder
+        self.frame_rate = codec.frame_rate
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "builtin", text_encoder=None) -> "TextToMusicPipeline":
+        from accelerando.conditioning.text import TextEncoder
+        from accelerando.pretrained import load_codec, load_generator
+
+        return cls(load_generator(name_or_path), load_codec("builtin"), text_encoder or TextEncoder())
+
+    @property
+    def max_seconds(self) -> float:
+        return float(self.model.config.max_seconds)
+
+    def check_inputs(
+        self, prompt, spec_args: dict, duration: float, steps: int, cfg: float, sampler: str
+    ) -> ControlSpec:
+        """Validate everything before any compute; raise UserError naming the argument, the value and the fix."""
+        if not isinstance(prompt, str):
+            raise UserError(f"prompt must be a string, got {type(prompt).__name__}")
+        if not (0 < duration <= self.max_seconds):
+            raise UserError(f"duration={duration} s is outside 0-{self.max_seconds:.0f} s, the model's maximum")
+        if steps < 1 or steps > 200:
+            raise UserError(f"steps={steps}; use 1-200")
+        if not (0 <= cfg <= 20) or math.isnan(cfg):
+            raise UserError(f"cfg={cfg}; use a guidance scale between 0 and 20")
+        if sampler not in ("euler", "heun"):
+            raise UserError(f"sampler={sampler!r}; use 'euler' or 'heun'")
+        try:
+            return ControlSpec.from_user(duration=duration, **spec_args)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+
+    def _encode_audio(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Input audio [C, S] at any rate -> normalised latent [1, T, D] (mono)."""
+        from accelerando.audio import resample
+
+        if sample_rate != self.codec.sample_rate:
+            audio = resample(audio, sample_rate, self.codec.sample_rate)
+        mono = audio.float().mean(dim=0, keepdim=True)[None]  # [1, 1, S]
+        z = self.codec.encode(mono).transpose(1, 2)  # [1, T, D]
+        return self.model.normalize(z)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        bpm: float = 120.0,
+        key: str = "C major",
+        meter: str = "4/4",
+        instruments: str | None = None,
+        duration: float = 10.0,
+        steps: int = 8,
+        cfg: float = 3.0,
+        sampler: str = "euler",
+        num_outputs: int = 1,
+        generator: torch.Generator | None = None,
+        init_audio: torch.Tensor | None = None,
+        init_sample_rate: int | None = None,
+        regions: list[tuple[float, float]] | None = None,
+        strength: float | None = None,
+        callback=None,
+    ) -> AudioOutput:
+        """Generate (no ``init_audio``), extend (``init_audio`` shorter than ``duration``), inpaint (``regions``)
+        or remix (``strength``). Returns audio [num_outputs, 1, S]."""
+        t_start = time.perf_counter()
+        spec = self.check_inputs(
+            prompt, {"bpm": bpm, "key": key, "meter": meter, "instruments": instruments}, duration, steps, cfg, sampler
+        )
+        fr, sr = self.frame_rate, self.codec.sample_rate
+        n_frames = max(1, math.ceil(duration * fr))
+        known = known_mask = x_init = None
+        if init_audio is not None:
+            z = self._encode_audio(init_audio, init_sample_rate or sr)  # [1, T_in, D]
+            if strength is not None:
+                if not 0 <= strength <= 1:
+                    raise UserError(f"strength={strength}; use a value between 0 and 1")
+                n_frames = z.shape[1]
+                x_init = z.expand(num_outputs, -1, -1)
+            else:
+                t_in = min(z.shape[1], n_frames)
+                known = torch.zeros(num_outputs, n_frames, z.shape[2])
+                known[:, :t_in] = z[:, :t_in]
+                known_mask = torch.zeros(num_outputs, n_frames)
+                known_mask[:, :t_in] = 1
+                for a, b in regions or []:
+                    known_mask[:, max(0, int(a * fr)) : min(n_frames, math.ceil(b * fr))] = 0
+        t_text = time.perf_counter()
+        tokens, tmask, pooled = self.text_encoder.encode([prompt])
+        ctrl = collate([spec])
+        phases = frame_phases(n_frames, fr, spec.bpm, spec.beats_per_bar)[None]  # [1, T, 4]
+        b = num_outputs
+        guided = cfg != 1.0
+        nb = 2 * b if guided else b
+
+        def rep(x):
+            return x.expand(nb, *x.shape[1:]) if x.shape[0] == 1 else torch.cat([x] * (nb // x.shape[0]))
+
+        drop = torch.zeros(nb, dtype=torch.bool)
+        if guided:
+            drop[b:] = True
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            control = self.model.controls(**{k: rep(v) for k, v in ctrl.items()}, drop=drop)
+        cond = DiTConditioning(
+            text_tokens=rep(tokens),
+            text_mask=rep(tmask),
+            text_pooled=rep(pooled),
+            control=control,
+            phases=rep(phases),
+            known=None if known is None else rep(known),
+            known_mask=None if known_mask is None else rep(known_mask),
+            drop_text=drop,
+        )
+
+        def model_fn(x, t):
+            xx = torch.cat([x, x]) if guided else x
+            if known is not None:
+                xx = torch.where(cond.known_mask[..., None] > 0, cond.known, xx)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                v = self.model.dit(xx, t[:1].expand(nb), cond).float()
+            if not guided:
+                return v
+            vc, vu = v.chunk(2)
+            return vu + cfg * (vc - vu)
+
+        scheduler = FlowMatchEulerScheduler() if sampler == "euler" else FlowMatchHeunScheduler()
+        noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator)
+        t_sample = time.perf_counter()
+        x = sample(
+            model_fn,
+            noise,
+            scheduler,
+            steps,
+            t_max=strength if x_init is not None else 1.0,
+            x_init=x_init,
+            callback=callback,
+        )
+        if known is not None:
+            x = torch.where(known_mask[..., None] > 0, known, x)
+        t_decode = time.perf_counter()
+        latent = self.model.denormalize(x).transpose(1, 2)  # [B, D, T]
+        audio = self.codec.decode(latent)[..., : int(round(duration * sr))]  # [B, 1, S]
+        if init_audio is not None and strength is None:
+            audio = self._splice(audio, init_audio, init_sample_rate or sr, regions, duration)
+        t_end = time.perf_counter()
+        wall = t_end - t_start
+        return AudioOutput(
+            audio=audio.float(),
+            sample_rate=sr,
+            metadata={
+                "prompt": prompt,
+                "bpm": spec.bpm,
+                "key": key,
+                "meter": spec.meter,
+                "steps": steps,
+                "cfg": cfg,
+                "sampler": sampler,
+                "duration": duration,
+            },
+            timings={
+                "check_and_encode_s": t_text - t_start,
+                "text_s": t_sample - t_text,
+                "sampling_s": t_decode - t_sample,
+                "decode_s": t_end - t_decode,
+                "wall_s": wall,
+                "rtf": duration * b / wall,
+            },
+        )
+
+    def _splice(self, audio, init_audio, init_sr, regions, duration):
+        """Keep the input sample-exactly outside the generated parts, with a short crossfade at each seam."""
+        from accelerando.audio import resample
+
+        sr = self.codec.sample_rate
+        orig = init_audio.float().mean(dim=0)  # [S_in]
+        if init_sr != sr:
+            orig = resample(orig, init_sr, sr)
+        n = audio.shape[-1]
+        keep = torch.zeros(n)
+        keep[: min(n, orig.shape[-1])] = 1
+        for a, b in regions or []:
+            keep[int(a * sr) : int(b * sr)] = 0
+        fade = max(1, int(_CROSSFADE_S * sr))
+        # soften the keep mask only inside the generated side of each seam, so kept samples stay exact
+        soft = keep.clone()
+        ramp = torch.linspace(1, 0, fade + 2)[1:-1]
+        edges = torch.nonzero(keep[1:] != keep[:-1]).flatten().tolist()
+        for e in edges:
+            if keep[e] == 1:  # kept -> generated at e+1
+                seg = soft[e + 1 : e + 1 + fade]
+                soft[e + 1 : e + 1 + fade] = torch.maximum(seg, ramp[: len(seg)])
+            else:  # generated -> kept at e+1
+                lo = max(0, e + 1 - fade)
+                soft[lo : e + 1] = torch.maximum(soft[lo : e + 1], ramp.flip(0)[-(e + 1 - lo) :])
+        padded = torch.zeros(n)
+        padded[: min(n, orig.shape[-1])] = orig[:n]
+        return soft * padded + (1 - soft) * audio

@@ -1,0 +1,35 @@
+"""Tiny random-weight models and pipelines: every public API can be exercised in well under a second on a CPU."""
+
+import torch
+
+__all__ = ["tiny_codec", "tiny_generator", "tiny_pipeline"]
+
+
+def tiny_codec(seed: int = 0):
+    from accelerando.models.codec import CodecConfig, MelCodec
+
+    torch.manual_seed(seed)
+    return MelCodec(CodecConfig.tiny()).eval()
+
+
+def tiny_generator(seed: int = 0, latent_dim: int = 8, text_dim: int = 16, frame_rate: float = 23.4375):
+    from accelerando.models.dit import MusicDiTConfig
+    from accelerando.models.generator import MusicGenerator
+
+    torch.manual_seed(seed)
+    cfg = MusicDiTConfig.tiny(latent_dim=latent_dim, text_dim=text_dim)
+    cfg.frame_rate = frame_rate
+    model = MusicGenerator(cfg)
+    for p in model.parameters():  # adaLN-zero starts as the identity; give the tiny model non-trivial outputs
+        p.data.add_(0.02 * torch.randn_like(p))
+    return model.eval()
+
+
+def tiny_pipeline(seed: int = 0):
+    """A TextToMusicPipeline with a tiny codec, a tiny DiT and a lookup-table text encoder (no downloads)."""
+    from accelerando.conditioning.text import LookupTextEncoder
+    from accelerando.pipelines.text_to_music import TextToMusicPipeline
+
+    codec = tiny_codec(seed)
+    model = tiny_generator(seed, latent_dim=codec.latent_dim, frame_rate=codec.frame_rate)
+    return TextToMusicPipeline(model, codec, LookupTextEncoder(dim=16, seed=seed))

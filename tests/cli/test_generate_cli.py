@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import soundfile as sf
+import torch
+
+import accelerando.cli.generate as gen
+from accelerando.cli.main import main
+from accelerando.testing.models import tiny_pipeline
+
+
+@pytest.fixture(autouse=True)
+def _tiny(monkeypatch):
+    monkeypatch.setattr(gen, "load_pipeline", lambda model: tiny_pipeline())
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_json_report_and_variations(tmp_path, capsys):
+    out = tmp_path / "song.wav"
+    code, stdout, _ = _run(
+        capsys,
+        "generate",
+        "a chorale",
+        "--bpm",
+        "96",
+        "--key",
+        "F# minor",
+        "--meter",
+        "3/4",
+        "--duration",
+        "2",
+        "--steps",
+        "2",
+        "--variations",
+        "2",
+        "-o",
+        str(out),
+        "--json",
+    )
+    assert code == 0
+    rep = json.loads(stdout)
+    assert rep["outputs"] == [str(tmp_path / "song_1.wav"), str(tmp_path / "song_2.wav")]
+    assert rep["bpm"] == 96 and rep["key"] == "F# minor" and rep["meter"] == "3/4" and rep["steps"] == 2
+    assert rep["audio_seconds"] == pytest.approx(4.0) and rep["rtf"] > 0 and rep["peak_rss_mb"] > 0
+    a, sr = sf.read(rep["outputs"][0])
+    b, _ = sf.read(rep["outputs"][1])
+    assert sr == 24000 and len(a) == 48000 and not (a == b).all()
+
+
+def test_same_seed_same_audio(tmp_path, capsys):
+    for name in ("a.wav", "b.wav"):
+        assert (
+            _run(capsys, "generate", "x", "--duration", "1", "--steps", "2", "--seed", "7", "-o", str(tmp_path / name))[
+                0
+            ]
+            == 0
+        )
+    assert (sf.read(tmp_path / "a.wav")[0] == sf.read(tmp_path / "b.wav")[0]).all()
+
+
+def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
+    src = tmp_path / "in.wav"
+    sf.write(src, (0.1 * torch.randn(24000 * 3)).numpy(), 24000, subtype="PCM_16")  # a typical 16-bit input
+    x, _ = sf.read(src, dtype="float32")
+    out = tmp_path / "inpainted.wav"
+    code, _, _ = _run(capsys, "inpaint", str(src), "--region", "1-2", "--steps", "2", "-o", str(out))
+    y, _ = sf.read(out, dtype="float32")
+    assert code == 0 and len(y) == len(x)
+    assert (
+        (y[:24000] == x[:24000]).all()
+        and (y[48000:] == x[48000:]).all()
+        and not (y[24500:47500] == x[24500:47500]).all()
+    )
+    code, _, _ = _run(capsys, "extend", str(src), "--seconds", "1.5", "--steps", "2", "-o", str(tmp_path / "ext.wav"))
+    z, _ = sf.read(tmp_path / "ext.wav", dtype="float32")
+    assert code == 0 and len(z) == 24000 * 4.5 and (z[: len(x)] == x).all()
+    code, _, _ = _run(
+        capsys, "remix", str(src), "new", "--strength", "0.5", "--steps", "2", "-o", str(tmp_path / "r.wav")
+    )
+    assert code == 0 and len(sf.read(tmp_path / "r.wav")[0]) == len(x)
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["generate", "x", "--key", "H major"], "H major"),
+        (["generate", "x", "--bpm", "500"], "40-200"),
+        (["generate", "x", "--meter", "5/0"], "5/0"),
+        (["generate", "x", "--duration", "600"], "duration=600"),
+        (["generate", "x", "--variations", "0"], "--variations 0"),
+        (["generate", "x", "-o", "out.mp3"], "-o out.mp3"),
+        (["inpaint", "missing.wav", "--region", "1-2"], "missing.wav"),
+        (["extend", "missing.wav", "--seconds", "2"], "missing.wav"),
+        (["remix", "missing.wav", "x", "--strength", "0.5"], "missing.wav"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_region_and_corrupt_audio(tmp_path, capsys):
+    src = tmp_path / "in.wav"
+    sf.write(src, (0.1 * torch.randn(24000)).numpy(), 24000)
+    code, _, err = _run(capsys, "inpaint", str(src), "--region", "0.5-3", "-o", str(tmp_path / "o.wav"))
+    assert code == 2 and "0.5-3" in err
+    code, _, err = _run(capsys, "inpaint", str(src), "--region", "abc", "-o", str(tmp_path / "o.wav"))
+    assert code == 2 and "START-END" in err
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really audio")
+    code, _, err = _run(capsys, "remix", str(bad), "x", "--strength", "0.5", "-o", str(tmp_path / "o.wav"))
+    assert code == 2 and "bad.wav" in err
+    code, _, err = _run(capsys, "remix", str(src), "x", "--strength", "1.5", "-o", str(tmp_path / "o.wav"))
+    assert code == 2 and "strength=1.5" in err
+
+
+def test_missing_builtin_generator_is_a_clear_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.undo()  # the real loader
+    import accelerando.pretrained as pre
+
+    monkeypatch.setattr(pre, "BUILTIN_DIR", tmp_path)
+    code, _, err = _run(capsys, "generate", "x", "-o", str(tmp_path / "o.wav"))
+    assert code == 2 and "no built-in generator" in err
