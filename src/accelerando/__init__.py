@@ -6,4 +6,16 @@ heavy optional imports. Subpackages are imported on use.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_pipeline"]
+
+
+def load_pipeline(model: str = "builtin"):
+    """The text-to-music pipeline for ``model`` ("builtin" or a generator .safetensors path).
+
+    ``pipe = load_pipeline("builtin"); out = pipe("...", bpm=100, key="D major", duration=20, generator=g)``
+    returns an :class:`~accelerando.pipelines.text_to_music.AudioOutput` (audio ``[B, C, S]``, ``sample_rate``,
+    ``metadata``, ``timings``, ``.save(path)``).
+    """
+    from accelerando.pipelines.text_to_music import TextToMusicPipeline
+
+    return TextToMusicPipeline.from_pretrained(model)
