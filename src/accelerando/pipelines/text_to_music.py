@@ -106,22 +106,36 @@ class TextToMusicPipeline:
         strength: float | None = None,
         callback=None,
     ) -> AudioOutput:
-        """Generate (no ``init_audio``), extend (``init_audio`` shorter than ``duration``), inpaint (``regions``)
-        or remix (``strength``). Returns audio [num_outputs, 1, S]."""
+        """Generate (no ``init_audio``), extend (``init_audio`` [C, S] shorter than ``duration``), inpaint
+        (``regions`` in seconds) or remix (``strength``; the output keeps the input's length).
+
+        Returns audio [num_outputs, 1, round(duration * sample_rate)].
+        """
         t_start = time.perf_counter()
+        fr, sr = self.frame_rate, self.codec.sample_rate
+        if strength is not None and not 0 <= strength <= 1:
+            raise UserError(f"strength={strength}; use a value between 0 and 1")
+        if init_audio is not None:
+            if init_audio.dim() == 1:
+                init_audio = init_audio[None]  # [S] -> [1, S]
+            if init_audio.dim() != 2 or init_audio.shape[-1] == 0:
+                raise UserError(f"init_audio must be [C, S] audio, got shape {tuple(init_audio.shape)}")
+            if strength is not None:  # remix keeps the input's length
+                duration = init_audio.shape[-1] / (init_sample_rate or sr)
+        elif regions or strength is not None:
+            raise UserError("regions and strength edit an input: pass init_audio as well")
+        for a, b in regions or []:
+            if not 0 <= a < b <= duration:
+                raise UserError(f"region ({a}, {b}) must satisfy 0 <= start < end <= {duration:.2f} s")
         spec = self.check_inputs(
             prompt, {"bpm": bpm, "key": key, "meter": meter, "instruments": instruments}, duration, steps, cfg, sampler
         )
-        fr, sr = self.frame_rate, self.codec.sample_rate
         n_frames = max(1, math.ceil(duration * fr))
         known = known_mask = x_init = None
         if init_audio is not None:
             z = self._encode_audio(init_audio, init_sample_rate or sr)  # [1, T_in, D]
             if strength is not None:
-                if not 0 <= strength <= 1:
-                    raise UserError(f"strength={strength}; use a value between 0 and 1")
-                n_frames = z.shape[1]
-                x_init = z.expand(num_outputs, -1, -1)
+                x_init = z[:, :n_frames].expand(num_outputs, -1, -1)
             else:
                 t_in = min(z.shape[1], n_frames)
                 known = torch.zeros(num_outputs, n_frames, z.shape[2])

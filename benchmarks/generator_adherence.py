@@ -1,0 +1,97 @@
+"""Tempo and key adherence, and CPU speed, of a generator on prompts built from test-split metadata.
+
+    .venv/bin/python benchmarks/generator_adherence.py --model PATH [--n 32] [--seconds 10] [--steps 8] [--cfg 3]
+
+For ``--n`` test-split clips (seeded choice) the clip's caption, bpm, key, meter and instrumentation become the
+request; one clip is generated per request (seed = its index). The audio is analysed independently of the model:
+librosa's beat tracker for tempo (acc1: within 4%; acc2: also at 2x, 3x, 1/2, 1/3), Krumhansl-Schmuckler on chroma
+for key (MIREX weighted score against the requested key, church modes mapped to major/minor). Then 30 s is
+generated with the default settings to time it (median of 3) and the peak RSS is read.
+"""
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from accelerando.data.build import default_corpus_dir
+from accelerando.eval.beats import track_beats
+from accelerando.eval.key import estimate_key, key_score
+from accelerando.eval.tempo import tempo_adherence
+from accelerando.pipelines.text_to_music import TextToMusicPipeline
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--corpus", type=Path, default=default_corpus_dir())
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--cfg", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    pipe = TextToMusicPipeline.from_pretrained(args.model)
+    rows = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["split"] == "test" and 40 <= r["bpm"] <= 200]
+    picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
+    results = []
+    for i, r in enumerate(picked):
+        out = pipe(
+            r["caption"],
+            bpm=r["bpm"],
+            key=r["key"],
+            meter=r["meter"],
+            instruments=r["instrumentation"],
+            duration=args.seconds,
+            steps=args.steps,
+            cfg=args.cfg,
+            generator=torch.Generator().manual_seed(i),
+        )
+        y = out.audio[0, 0].numpy()
+        tempo, _ = track_beats(y, out.sample_rate)
+        adh = tempo_adherence(tempo, r["bpm"])
+        tonic, mode = r["key"].split(" ", 1)
+        results.append(
+            {
+                "clip": r["clip_id"],
+                "bpm": r["bpm"],
+                "tracked_bpm": tempo,
+                "acc1": adh["acc1"],
+                "acc2": adh["acc2"],
+                "rel_error": abs(tempo - r["bpm"]) / r["bpm"],
+                "key": r["key"],
+                "key_score": key_score((tonic, mode), estimate_key(y, out.sample_rate)),
+            }
+        )
+    summary = {
+        "n": len(results),
+        "acc1": statistics.fmean(x["acc1"] for x in results),
+        "acc2": statistics.fmean(x["acc2"] for x in results),
+        "median_rel_tempo_error": statistics.median(x["rel_error"] for x in results),
+        "mean_key_score": statistics.fmean(x["key_score"] for x in results),
+    }
+    times = []
+    for k in range(3):
+        t = time.perf_counter()
+        pipe("a chorale", bpm=100, key="G major", duration=30.0, generator=torch.Generator().manual_seed(k))
+        times.append(time.perf_counter() - t)
+    summary["rtf_30s_default"] = 30.0 / statistics.median(times)
+    summary["wall_30s_default_s"] = statistics.median(times)
+    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "clips": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
