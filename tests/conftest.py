@@ -1,4 +1,11 @@
+import os
+
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per xdist worker: on a 2-core machine two workers with 2 threads each thrash
+    torch.set_num_threads(1)
 
 from accelerando.testing import test_soundfont
 
