@@ -84,7 +84,7 @@ def test_lengths_are_matched_and_silence_has_no_onsets():
 
 def test_bad_input_raises():
     y, _ = _hits()
-    with pytest.raises(ValueError, match="pred has 0 samples"):
+    with pytest.raises(ValueError, match="pred is empty"):
         transient_smearing_ratio(np.zeros(0), y, SR)
     bad = y.copy()
     bad[10] = np.inf

@@ -18,6 +18,8 @@ import re
 
 import numpy as np
 
+from accelerando.eval._validate import check_mono
+
 __all__ = ["KSI_VERSION", "key_adherence", "key_stability_index", "parse_key"]
 
 KSI_VERSION = "ksi-v1"
@@ -38,6 +40,14 @@ _KEY_RE = re.compile(r"^\s*([A-Ga-g])([#b\u266f\u266d]*)[\s:_-]*([A-Za-z]*)\s*$"
 _SILENCE_DB = -60.0  # windows this far below the clip's RMS are skipped
 
 
+def _check_keyed(y, sample_rate: int, min_seconds: float = 0.0) -> np.ndarray:
+    """:func:`check_mono`, and refuse digital silence, which has no key."""
+    y = check_mono(y, sample_rate, min_seconds)
+    if not np.any(y):
+        raise ValueError("audio is silent (all samples are zero); it has no key")
+    return y
+
+
 def parse_key(name: str) -> tuple[str, str]:
     """Parse a key name such as "F# minor", "Bb major", "G mixolydian", "C#m" or "Eb"; return (tonic, mode).
 
@@ -53,24 +63,6 @@ def parse_key(name: str) -> tuple[str, str]:
     letter, accidentals = match.group(1), match.group(2)
     shift = sum(1 if a in "#\u266f" else -1 for a in accidentals)
     return _NAMES[(_PITCH_CLASS[letter.lower()] + shift) % 12], to_majmin(mode)
-
-
-def _check_audio(y: np.ndarray, sample_rate: int, min_seconds: float = 0.0) -> np.ndarray:
-    """Validate mono audio ``y`` [S] and its rate; return it as float64."""
-    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1:
-        raise ValueError(f"audio must be mono with shape [S], got shape {y.shape}")
-    if y.size == 0:
-        raise ValueError("audio is empty (0 samples)")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"audio has {int(np.sum(~np.isfinite(y)))} non-finite (NaN/inf) samples")
-    if y.size < min_seconds * sample_rate:
-        raise ValueError(f"audio is {y.size / sample_rate:.2f} s long, need at least {min_seconds:g} s")
-    if not np.any(y):
-        raise ValueError("audio is silent (all samples are zero); it has no key")
-    return y
 
 
 def _window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -93,7 +85,7 @@ def key_stability_index(
 
     if not (np.isfinite(window_s) and np.isfinite(hop_s) and 0 < hop_s and 0 < window_s):
         raise ValueError(f"window_s and hop_s must be positive, got window_s={window_s!r}, hop_s={hop_s!r}")
-    y = _check_audio(y, sample_rate, window_s)
+    y = _check_keyed(y, sample_rate, window_s)
     window, hop = round(window_s * sample_rate), max(1, round(hop_s * sample_rate))
     floor = np.sqrt(np.mean(y**2)) * 10 ** (_SILENCE_DB / 20)
     global_key = estimate_key(y, sample_rate)
@@ -121,4 +113,4 @@ def key_adherence(y: np.ndarray, sample_rate: int, requested_key: str) -> float:
     from accelerando.eval.key import estimate_key, key_score
 
     requested = parse_key(requested_key)
-    return key_score(requested, estimate_key(_check_audio(y, sample_rate), sample_rate))
+    return key_score(requested, estimate_key(_check_keyed(y, sample_rate), sample_rate))

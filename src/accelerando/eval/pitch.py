@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from accelerando.eval._validate import check_mono
+
 if TYPE_CHECKING:
     import torch
 
@@ -76,22 +78,6 @@ def _local_average(probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return bins, 10.0 * 2 ** (cents / 1200)
 
 
-def _check_audio(y: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Validate mono audio ``y`` [S] (at least one 1024-sample CREPE window at 16 kHz); return it as float32."""
-    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"audio must be mono with shape [S], got shape {y.shape}")
-    if y.size == 0:
-        raise ValueError("audio is empty (0 samples)")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"audio has {int(np.sum(~np.isfinite(y)))} non-finite (NaN/inf) samples")
-    if y.size * _SR < 1024 * sample_rate:
-        raise ValueError(f"audio is {y.size / sample_rate:.3f} s long, need at least {1024 / _SR:g} s")
-    return y.astype(np.float32)
-
-
 def _circular_mean(d: np.ndarray) -> float:
     """Circular mean of cents offsets ``d`` [N] with period 100, in [-50, 50)."""
     angle = np.angle(np.mean(np.exp(2j * np.pi * d / 100)))
@@ -120,7 +106,7 @@ def pitch_drift(
         raise ValueError(f"model must be 'tiny' or 'full', got {model!r}")
     if not 0.0 <= periodicity_threshold <= 1.0:
         raise ValueError(f"periodicity_threshold must be in [0, 1], got {periodicity_threshold!r}")
-    y = _check_audio(y, sample_rate)
+    y = check_mono(y, sample_rate, 1024 / _SR).astype(np.float32)
     torchcrepe = _import_torchcrepe()
     audio = resample(torch.from_numpy(y), sample_rate, _SR)[None]  # [1, S16]
     f0, periodicity = torchcrepe.predict(

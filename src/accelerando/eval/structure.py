@@ -22,6 +22,8 @@ has no inner boundary.
 
 import numpy as np
 
+from accelerando.eval._validate import check_mono
+
 __all__ = ["SEGMENT_VERSION", "estimate_segments", "segment_scores", "structure_accuracy"]
 
 SEGMENT_VERSION = "seg-v1"
@@ -32,22 +34,6 @@ _MIN_GAP_S = 2.0
 _MIN_NOVELTY, _MIN_PROMINENCE = 0.1, 0.05
 _LABEL_DISTANCE = 0.5  # cosine distance at which the segment dendrogram is cut
 _N_MFCC = 13
-
-
-def _check_audio(y: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Validate mono audio ``y`` [S] (at least two kernel half-widths long) and its rate; return it as float64."""
-    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1:
-        raise ValueError(f"audio must be mono with shape [S], got shape {y.shape}")
-    if y.size == 0:
-        raise ValueError("audio is empty (0 samples)")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"audio has {int(np.sum(~np.isfinite(y)))} non-finite (NaN/inf) samples")
-    if y.size < 2 * _KERNEL_S * sample_rate:
-        raise ValueError(f"audio is {y.size / sample_rate:.2f} s long, need at least {2 * _KERNEL_S:g} s")
-    return y
 
 
 def _features(y: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
@@ -109,7 +95,7 @@ def estimate_segments(
     for name, value in (("n_segments", n_segments), ("n_labels", n_labels)):
         if value is not None and (not isinstance(value, int | np.integer) or value < 1):
             raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-    x, frame_s = _features(_check_audio(y, sample_rate), sample_rate)
+    x, frame_s = _features(check_mono(y, sample_rate, 2 * _KERNEL_S), sample_rate)
     novelty = _novelty(x, round(_KERNEL_S / frame_s))
     if n_segments is None:
         peaks, _ = scipy.signal.find_peaks(

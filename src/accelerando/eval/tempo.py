@@ -23,6 +23,8 @@ tracker follows the change, the DP tracker does not) and only a little in ``S``.
 
 import numpy as np
 
+from accelerando.eval._validate import check_mono
+
 __all__ = ["BCS_VERSION", "TEMPO_VERSION", "beat_consistency", "estimate_tempo", "tempo_adherence"]
 
 TEMPO_VERSION = "tempo-acc-v1"
@@ -37,22 +39,6 @@ _MIN_SECONDS = 10.0  # the beat F-measure trims the first 5 s; keep at least 5 s
 _MIN_BEATS = 4
 
 
-def _check_audio(y: np.ndarray, sample_rate: int, min_seconds: float = 0.0) -> np.ndarray:
-    """Validate mono audio ``y`` [S] and its rate; return it as float64."""
-    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1:
-        raise ValueError(f"audio must be mono with shape [S], got shape {y.shape}")
-    if y.size == 0:
-        raise ValueError("audio is empty (0 samples)")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"audio has {int(np.sum(~np.isfinite(y)))} non-finite (NaN/inf) samples")
-    if y.size < min_seconds * sample_rate:
-        raise ValueError(f"audio is {y.size / sample_rate:.2f} s long, need at least {min_seconds:g} s")
-    return y
-
-
 def _check_bpm(name: str, bpm: float) -> float:
     bpm = float(bpm)
     if not np.isfinite(bpm) or bpm <= 0:
@@ -64,7 +50,7 @@ def estimate_tempo(y: np.ndarray, sample_rate: int, start_bpm: float = 120.0) ->
     """Global tempo in BPM of mono audio ``y`` [S] (librosa, via :func:`accelerando.eval.beats.track_beats`)."""
     from accelerando.eval.beats import track_beats
 
-    y = _check_audio(y, sample_rate)
+    y = check_mono(y, sample_rate)
     return track_beats(y, sample_rate, start_bpm=_check_bpm("start_bpm", start_bpm))[0]
 
 
@@ -109,7 +95,7 @@ def beat_consistency(y: np.ndarray, sample_rate: int) -> dict[str, float | str]:
     """
     from accelerando.eval.beats import beat_f_measure_any_level, track_beats
 
-    y = _check_audio(y, sample_rate, _MIN_SECONDS)
+    y = check_mono(y, sample_rate, _MIN_SECONDS)
     tempo, beats_dp = track_beats(y, sample_rate)
     beats_plp = _plp_beats(y, sample_rate)
     out = {"tempo": tempo, "n_beats_dp": len(beats_dp), "n_beats_plp": len(beats_plp), "version": BCS_VERSION}

@@ -26,6 +26,8 @@ onset detection and flux; scipy the Hilbert envelope and the filter.
 
 import numpy as np
 
+from accelerando.eval._validate import check_mono
+
 __all__ = ["TSR_VERSION", "transient_smearing_ratio"]
 
 TSR_VERSION = "tsr-v1"
@@ -39,20 +41,6 @@ _MIN_ATTACK_S = 0.0005
 _HIGH_HZ = 4000.0
 _EPS_FLUX = 1e-3
 _MIN_SHARE = 1e-6  # floor of the high-band energy share (-60 dB)
-
-
-def _check_audio(name: str, y: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Validate mono audio ``y`` [S] and its rate; return it as float64."""
-    if not isinstance(sample_rate, int | np.integer) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be mono with shape [S], got shape {y.shape}")
-    if y.size < 4 * _HOP:
-        raise ValueError(f"{name} has {y.size} samples, need at least {4 * _HOP}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"{name} has {int(np.sum(~np.isfinite(y)))} non-finite (NaN/inf) samples")
-    return y
 
 
 def _envelope(y: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -105,8 +93,8 @@ def transient_smearing_ratio(pred: np.ndarray, ref: np.ndarray, sample_rate: int
     """
     import librosa
 
-    pred = _check_audio("pred", pred, sample_rate)
-    ref = _check_audio("ref", ref, sample_rate)
+    pred = check_mono(pred, sample_rate, 4 * _HOP / sample_rate, "pred")
+    ref = check_mono(ref, sample_rate, 4 * _HOP / sample_rate, "ref")
     n = min(len(pred), len(ref))
     pred, ref = pred[:n], ref[:n]
     onsets = librosa.onset.onset_detect(y=ref, sr=sample_rate, hop_length=_HOP, backtrack=True, units="samples")

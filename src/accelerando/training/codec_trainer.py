@@ -7,7 +7,6 @@ validation scores to ``out/eval_log.csv``, and exports ``out/codec.safetensors``
 """
 
 import csv
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -17,8 +16,9 @@ import numpy as np
 import torch
 
 from accelerando.models.codec import CodecConfig, MelCodec
-from accelerando.models.io import load_state, save_model
+from accelerando.models.io import save_model
 from accelerando.training.audio_pack import read_pack
+from accelerando.training.checkpoint import Checkpoint
 from accelerando.training.losses import MelLoss, MultiResolutionSTFTLoss
 
 __all__ = ["CodecTrainConfig", "train_codec"]
@@ -93,22 +93,20 @@ def train_codec(
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
-    ckpt = out / "checkpoint"
-    state_file = ckpt / "state.json"
+    ckpt = Checkpoint(out, "codec")
     step = 0
-    if state_file.exists():
-        st = json.loads(state_file.read_text())
+    if ckpt.exists():
+        st = ckpt.state()
         codec_cfg = CodecConfig(**st["codec_config"])
         model = MelCodec(codec_cfg).to(device)
-        weights, _ = load_state(ckpt / "model.safetensors", "codec")
-        model.load_state_dict(weights)
+        ckpt.load_weights(model)
         step = st["step"]
     else:
         codec_cfg = codec_cfg or CodecConfig()
         model = MelCodec(codec_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.8, 0.99))
-    if step and (ckpt / "optim.pt").exists():
-        opt.load_state_dict(torch.load(ckpt / "optim.pt", weights_only=True, map_location=device))
+    if step:
+        ckpt.load_optimizer(opt, device)
     segments, _ = read_pack(pack)
     val = read_pack(val_pack)[0][:64] if val_pack else segments[-32:]
     mel_loss = MelLoss(codec_cfg.sample_rate, n_mels=codec_cfg.n_mels).to(device)
@@ -121,13 +119,8 @@ def train_codec(
         writer.writerow(["step", "lr", "loss", "mel", "mrstft", "latent_rms", "seconds"])
 
     def save_checkpoint():
-        ckpt.mkdir(exist_ok=True)
-        save_model(model, ckpt / "model.safetensors", "codec", codec_cfg.to_dict())
-        torch.save(opt.state_dict(), ckpt / ".optim.tmp")
-        (ckpt / ".optim.tmp").replace(ckpt / "optim.pt")
-        tmp = ckpt / ".state.tmp"
-        tmp.write_text(json.dumps({"step": step, "codec_config": codec_cfg.to_dict(), "train": asdict(cfg)}))
-        tmp.replace(state_file)
+        state = {"step": step, "codec_config": codec_cfg.to_dict(), "train": asdict(cfg)}
+        ckpt.save(model, opt, codec_cfg.to_dict(), state)
 
     bar = tqdm(total=cfg.steps, initial=step, desc="codec", disable=not progress, mininterval=5)
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32

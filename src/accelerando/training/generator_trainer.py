@@ -11,7 +11,6 @@ at the end.
 """
 
 import csv
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -22,7 +21,8 @@ import torch
 
 from accelerando.models.dit import DiTConditioning, MusicDiTConfig
 from accelerando.models.generator import MusicGenerator
-from accelerando.models.io import load_state, save_model
+from accelerando.models.io import save_model
+from accelerando.training.checkpoint import Checkpoint
 from accelerando.training.latent_pack import LatentPack
 
 __all__ = ["GeneratorTrainConfig", "train_generator", "make_batch"]
@@ -118,14 +118,12 @@ def train_generator(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     pack = LatentPack(pack_path)
-    ckpt = out / "checkpoint"
-    state_file = ckpt / "state.json"
+    ckpt = Checkpoint(out, "generator")
     step = 0
-    if state_file.exists():
-        st = json.loads(state_file.read_text())
+    if ckpt.exists():
+        st = ckpt.state()
         model = MusicGenerator(MusicDiTConfig(**st["dit_config"]))
-        weights, _ = load_state(ckpt / "model.safetensors", "generator")
-        model.load_state_dict(weights)
+        ckpt.load_weights(model)
         step = st["step"]
     else:
         dit_cfg = dit_cfg or MusicDiTConfig(frame_rate=pack.frame_rate)
@@ -135,8 +133,8 @@ def train_generator(
         model.set_latent_stats(z.mean(0), z.std(0).clamp(min=1e-3))
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    if step and (ckpt / "optim.pt").exists():
-        opt.load_state_dict(torch.load(ckpt / "optim.pt", weights_only=True, map_location=device))
+    if step:
+        ckpt.load_optimizer(opt, device)
     frames = int(round(cfg.seconds * pack.frame_rate))
     usable = [i for i, n in enumerate(pack.lengths().tolist()) if n >= frames // 2]
     rng = np.random.default_rng(cfg.seed + step)
@@ -146,13 +144,8 @@ def train_generator(
         writer.writerow(["step", "lr", "loss", "seconds"])
 
     def save_checkpoint():
-        ckpt.mkdir(exist_ok=True)
-        save_model(model, ckpt / "model.safetensors", "generator", model.config.to_dict())
-        torch.save(opt.state_dict(), ckpt / ".optim.tmp")
-        (ckpt / ".optim.tmp").replace(ckpt / "optim.pt")
-        tmp = ckpt / ".state.tmp"
-        tmp.write_text(json.dumps({"step": step, "dit_config": model.config.to_dict(), "train": asdict(cfg)}))
-        tmp.replace(state_file)
+        state = {"step": step, "dit_config": model.config.to_dict(), "train": asdict(cfg)}
+        ckpt.save(model, opt, model.config.to_dict(), state)
 
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="generator", disable=not progress, mininterval=5)

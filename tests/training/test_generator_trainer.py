@@ -1,0 +1,71 @@
+import torch
+from safetensors.torch import save_file
+
+from accelerando.models.dit import MusicDiTConfig
+from accelerando.models.io import load_state
+from accelerando.training.generator_trainer import GeneratorTrainConfig, _known_mask, train_generator
+from accelerando.training.latent_pack import LatentPack
+
+
+def _pack(path, n=4, frames=200, d=8, e=16):
+    """A synthetic latent pack with the real layout: a pulse every 25 frames (4 beats/bar at 120 bpm, 50 fps)."""
+    g = torch.Generator().manual_seed(0)
+    lat = torch.full((n * frames, d), 60, dtype=torch.uint8)
+    lat[::25] = 200
+    beats = [[i * 0.5 for i in range(frames // 25)] for _ in range(n)]
+    flat = torch.tensor([b for bs in beats for b in bs])
+    offs = torch.tensor([0] + [len(bs) * (k + 1) for k, bs in enumerate(beats)])
+    down = torch.tensor([b for bs in beats for b in bs[::4]])
+    doffs = torch.tensor([0] + [len(bs[::4]) * (k + 1) for k, bs in enumerate(beats)])
+    t = {
+        "latents": lat,
+        "latent_offsets": torch.arange(n + 1) * frames,
+        "text_tokens": torch.randn(n, 24, e, generator=g).half(),
+        "text_mask": torch.ones(n, 24, dtype=torch.bool),
+        "text_pooled": torch.randn(n, e, generator=g).half(),
+        "beats": flat,
+        "beat_offsets": offs,
+        "downbeats": down,
+        "downbeat_offsets": doffs,
+        "beats_per_bar": torch.full((n,), 4),
+        "bpm": torch.full((n,), 120.0),
+        "key_pc": torch.zeros(n, dtype=torch.long),
+        "key_mode": torch.zeros(n, dtype=torch.long),
+        "meter_idx": torch.ones(n, dtype=torch.long),
+        "instr_idx": torch.ones(n, dtype=torch.long),
+    }
+    save_file(
+        t, str(path), metadata={"frame_rate": "50.0", "lo": "-11.6", "hi": "4.0", "split": "train", "clips": "[]"}
+    )
+
+
+def test_known_masks_cover_every_kind():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    masks = [_known_mask(100, rng, 1.0) for _ in range(200)]
+    assert all(m.shape == (100,) and set(m.unique().tolist()) <= {0.0, 1.0} for m in masks)
+    assert any(m[0] == 1 and m[-1] == 0 for m in masks)  # prefix
+    assert any(m[0] == 0 and m[-1] == 1 for m in masks)  # suffix
+    assert any(m[0] == 1 and m[-1] == 1 and m.sum() < 100 for m in masks)  # holes
+    assert all(_known_mask(100, rng, 0.0).sum() == 0 for _ in range(10))
+
+
+def test_generator_training_learns_checkpoints_and_resumes(tmp_path):
+    _pack(tmp_path / "pack.safetensors")
+    assert LatentPack(tmp_path / "pack.safetensors").times("beats", 1)[:2] == [0.0, 0.5]
+    cfg = GeneratorTrainConfig(
+        steps=24, batch_size=4, seconds=1.0, lr=3e-3, warmup=4, log_every=6, ckpt_every=12, bf16=False
+    )
+    dit = MusicDiTConfig.tiny(latent_dim=8, text_dim=16)
+    dit.frame_rate = 50.0
+    out = train_generator(tmp_path / "pack.safetensors", tmp_path / "run", dit, cfg, device="cpu", progress=False)
+    rows = (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]
+    losses = [float(r.split(",")[2]) for r in rows]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    _, config = load_state(out, "generator")
+    assert config["latent_dim"] == 8
+    cfg.steps = 30
+    train_generator(tmp_path / "pack.safetensors", tmp_path / "run", None, cfg, device="cpu", progress=False)
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps[-1] == 30 and steps.count(24) == 1
