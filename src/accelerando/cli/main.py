@@ -15,7 +15,13 @@ from accelerando.errors import UserError
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules, imported lazily so `accelerando --help` stays fast.
-_COMMANDS = ("accelerando.cli.data", "accelerando.cli.demo", "accelerando.cli.train", "accelerando.cli.generate")
+_COMMANDS = (
+    "accelerando.cli.data",
+    "accelerando.cli.demo",
+    "accelerando.cli.train",
+    "accelerando.cli.generate",
+    "accelerando.cli.eval",
+)
 
 
 class _Parser(argparse.ArgumentParser):
