@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from accelerando.eval.efficiency import count_flops, gemm_peak_flops, peak_memory_mb, rtf, time_call
+
+
+def test_count_flops_of_a_linear_layer_is_exact():
+    lin = torch.nn.Linear(64, 32, bias=False)
+    x = torch.randn(10, 64)
+    assert count_flops(lambda: lin(x)) == 2 * 10 * 64 * 32
+
+
+def test_timing_rtf_memory_and_peak():
+    calls = []
+    t = time_call(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5 and t >= 0
+    assert rtf(30.0, 1.5) == 20.0
+    with pytest.raises(ValueError, match="wall_seconds=0"):
+        rtf(1.0, 0)
+    with pytest.raises(ValueError, match="repeats=0"):
+        time_call(lambda: None, repeats=0)
+    assert peak_memory_mb() > 10
+    assert gemm_peak_flops(torch.float32, n=128, repeats=2) > 1e6
