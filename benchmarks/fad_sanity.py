@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--n-ref", type=int, default=30)
     parser.add_argument("--n-eval", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--embedder", default="crepe")
+    parser.add_argument("--embedder", default="melstats")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)

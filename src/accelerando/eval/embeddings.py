@@ -18,6 +18,7 @@ one window. Window ``i`` covers samples ``[i * H, i * H + W)``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -47,7 +48,8 @@ __all__ = [
     "window_starts",
 ]
 
-DEFAULT_EMBEDDER = "crepe"
+# crepe-tiny failed the degradation check in BENCHMARKS.md; melstats passed it for noise and low-pass.
+DEFAULT_EMBEDDER = "melstats"
 
 
 class Embedder(Protocol):
@@ -95,7 +97,7 @@ class CrepeEmbedder:
         from accelerando.eval.pitch import _import_torchcrepe
 
         self._torchcrepe = _import_torchcrepe()
-        self.version = f"emb-crepe-v1-{model}-torchcrepe{getattr(self._torchcrepe, '__version__', '0.0.24')}"
+        self.version = f"emb-crepe-v1-{model}-torchcrepe{importlib.metadata.version('torchcrepe')}"
 
     @torch.no_grad()
     def embed(self, y: np.ndarray) -> np.ndarray:
