@@ -275,7 +275,7 @@ def load_score(ref: ScoreRef) -> ScoreData:
     top = expanded.parts[0]
     bars = _bars(top)
     if not bars:
-        raise ValueError(f"{ref.score_id}: no measures")
+        raise ValueError(f"{ref.score_id}: no measures (an unmetered score has no beats to label)")
     starts, labels = _sections(top, bars)
     md = score.metadata
     coll = COLLECTIONS[ref.collection]
