@@ -6,7 +6,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="render and analyse a short corpus excerpt")
+    p = sub.add_parser("demo", help="render, analyse and codec-round-trip a short corpus excerpt")
     p.add_argument("--out", default=None, help="where to write (default: $ACCELERANDO_CACHE/demo)")
     p.set_defaults(func=_run)
 

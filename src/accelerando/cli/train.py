@@ -11,7 +11,7 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the built-in codec (and later the generator)")
+    p = sub.add_parser("train", help="train the built-in codec or generator")
     tsub = p.add_subparsers(dest="train_command", metavar="MODEL", parser_class=type(p))
     c = tsub.add_parser("codec", help="train the mel-latent codec on an audio pack")
     c.add_argument("--data", type=Path, required=True, help="audio pack (.flac + .json) from `accelerando pack`")
