@@ -1,0 +1,25 @@
+"""Post-training quantization: configs, ``quantize_`` and the quantized layers it installs.
+
+>>> from accelerando.quant import RTNConfig, quantize_
+>>> quantize_(model, RTNConfig(w_bits=4, a_bits=8, group_size=32))  # doctest: +SKIP
+"""
+
+from accelerando.quant.api import default_filter, quantize_, quantized_layers, register_handler
+from accelerando.quant.configs import QUANT_CONFIG_VERSION, Int8DynamicConfig, QuantConfig, RTNConfig, config_from_dict
+from accelerando.quant.io import load_quantized, save_quantized
+from accelerando.quant.linear import QuantLinear
+
+__all__ = [
+    "QUANT_CONFIG_VERSION",
+    "Int8DynamicConfig",
+    "QuantConfig",
+    "QuantLinear",
+    "RTNConfig",
+    "config_from_dict",
+    "default_filter",
+    "load_quantized",
+    "quantize_",
+    "quantized_layers",
+    "register_handler",
+    "save_quantized",
+]

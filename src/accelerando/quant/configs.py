@@ -1,0 +1,80 @@
+"""Quantization configs: one dataclass per method, validated on construction, serialised as versioned JSON.
+
+A serialised config is ``{"_type": <class name>, "_version": QUANT_CONFIG_VERSION, "_data": {field: value}}``;
+:func:`config_from_dict` reads it back through a registry of config classes (no import paths are stored).
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["QUANT_CONFIG_VERSION", "QuantConfig", "RTNConfig", "Int8DynamicConfig", "config_from_dict"]
+
+QUANT_CONFIG_VERSION = 1
+
+_CONFIG_TYPES: dict[str, type["QuantConfig"]] = {}
+
+
+class QuantConfig:
+    """Base of every quantization config; subclasses are dataclasses and register themselves by class name."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _CONFIG_TYPES[cls.__name__] = cls
+
+    def to_dict(self) -> dict:
+        return {"_type": type(self).__name__, "_version": QUANT_CONFIG_VERSION, "_data": asdict(self)}
+
+
+def config_from_dict(d: dict) -> QuantConfig:
+    """Rebuild a config written by ``to_dict()``. ValueError on an unknown type, version or field."""
+    if not isinstance(d, dict) or not {"_type", "_version", "_data"} <= d.keys():
+        raise ValueError(f"not a serialised quant config (needs _type, _version, _data): {d!r}")
+    cls = _CONFIG_TYPES.get(d["_type"])
+    if cls is None:
+        raise ValueError(f"unknown quant config _type={d['_type']!r}; known: {sorted(_CONFIG_TYPES)}")
+    if d["_version"] != QUANT_CONFIG_VERSION:
+        raise ValueError(
+            f"quant config _version={d['_version']!r} is not supported (expected {QUANT_CONFIG_VERSION}); "
+            "re-quantize the float model with this version of accelerando"
+        )
+    known = {f.name for f in fields(cls)}
+    unknown = set(d["_data"]) - known
+    if unknown:
+        raise ValueError(f"{d['_type']} has no field(s) {sorted(unknown)}; fields are {sorted(known)}")
+    return cls(**d["_data"])
+
+
+@dataclass
+class RTNConfig(QuantConfig):
+    """Round-to-nearest, symmetric, no calibration: the baseline every other method must beat.
+
+    Weights: per output channel (``group_size=None``) or per group of ``group_size`` input features, integer range
+    ``[-(2^(b-1)-1), 2^(b-1)-1]`` (int4 packed two per byte). Activations: per-token dynamic int8 (``a_bits=8``)
+    or left in floating point (``a_bits=16``: weight-only, the weights are dequantized before the matmul).
+    """
+
+    w_bits: int = 8  # 8 or 4
+    a_bits: int = 8  # 8 (dynamic per-token int8) or 16 (weight-only)
+    group_size: int | None = None  # None: one scale per output channel; else input features per scale
+
+    def __post_init__(self):
+        if self.w_bits not in (4, 8):
+            raise ValueError(f"RTNConfig.w_bits={self.w_bits!r}; use 4 or 8")
+        if self.a_bits not in (8, 16):
+            raise ValueError(f"RTNConfig.a_bits={self.a_bits!r}; use 8 or 16")
+        if self.group_size is not None:
+            if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 2:
+                raise ValueError(f"RTNConfig.group_size={self.group_size!r}; use None or an int >= 2")
+            if self.w_bits == 4 and self.group_size % 2:
+                raise ValueError(f"RTNConfig.group_size={self.group_size!r} must be even for 4-bit packing")
+
+
+@dataclass
+class Int8DynamicConfig(QuantConfig):
+    """torchao's ``Int8DynamicActivationInt8WeightConfig`` equivalent: the int8 reference baseline.
+
+    Per-channel symmetric int8 weights and per-token symmetric dynamic int8 activations, both with torchao's
+    mapping: ``scale = amax / 127.5``, values clamped to the full ``[-128, 127]``. No fields.
+    """
+
+    def __post_init__(self):
+        pass

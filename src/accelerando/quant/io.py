@@ -1,0 +1,62 @@
+"""Save and load quantized models as safetensors, with every quantized layer's config in the file's metadata.
+
+Metadata: ``format`` (:data:`QUANT_FORMAT`, versioned), ``layers`` (JSON: module name -> serialised config) and an
+optional ``model_config`` (JSON, passed through). Loading rebuilds the quantized layers on a fresh float model with
+``quantize_`` and then loads the stored buffers over them, strictly.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from accelerando.quant.api import quantize_, quantized_layers
+from accelerando.quant.configs import config_from_dict
+
+__all__ = ["QUANT_FORMAT", "save_quantized", "load_quantized", "read_quant_metadata"]
+
+QUANT_FORMAT = "accelerando.quant/1"
+
+
+def save_quantized(model: nn.Module, path: str | Path, model_config: dict | None = None) -> Path:
+    """Write ``model``'s full state dict (quantized buffers included) and its quantization recipe to ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layers = {name: cfg.to_dict() for name, cfg in quantized_layers(model).items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": QUANT_FORMAT, "layers": json.dumps(layers), "model_config": json.dumps(model_config or {})}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def read_quant_metadata(path: str | Path) -> tuple[dict, dict]:
+    """(module name -> config, model_config) stored in a file written by :func:`save_quantized`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("format") != QUANT_FORMAT:
+        raise ValueError(
+            f"{path} has format {meta.get('format')!r}, expected {QUANT_FORMAT!r}; re-save it with save_quantized"
+        )
+    layers = {name: config_from_dict(d) for name, d in json.loads(meta["layers"]).items()}
+    return layers, json.loads(meta.get("model_config", "{}"))
+
+
+def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
+    """Quantize the float ``model`` with the recipe stored at ``path`` and load its weights (strict). In place."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"quantized weights file {path} does not exist")
+    layers, _ = read_quant_metadata(path)
+    quantize_(model, None, overrides=layers)
+    device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
+    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    return model

@@ -1,0 +1,140 @@
+"""``QuantLinear``: a Linear whose weights are stored as packed integers plus float scales, run with real int8 GEMMs.
+
+This first step swaps modules instead of storing the weights as tensor subclasses (HOUSE_STYLE habit 5): a module
+with plain buffers (``qweight``, ``weight_scale``, ``bias``) serialises to safetensors without a custom flatten /
+unflatten protocol and needs no ``__torch_dispatch__`` op coverage. The price is that the state_dict keys of
+quantized layers change (``weight`` -> ``qweight`` + ``weight_scale``). Moving to an ``Int8Tensor`` / ``Int4Tensor``
+subclass later keeps this file's math: :meth:`QuantLinear.forward` is the ``aten.linear`` implementation it needs.
+
+Execution paths (``x`` [..., K] -> [..., N]):
+
+- ``a_bits=8``: activations quantized per token to int8; ``int8 [M, K] @ int8 [K, N] -> int32`` through
+  ``torch._int_mm`` (4-bit weights are unpacked to int8 first); the int32 result is scaled by the activation and
+  weight scales in float32. With ``group_size`` the K axis is split and each group gets its own GEMM and scale.
+- ``a_bits=16``: weights dequantized to the input's dtype, then a float matmul (bf16 under autocast / bf16 input).
+
+:meth:`QuantLinear.reference_forward` runs the same math with int32 ``@`` instead of ``torch._int_mm``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from accelerando.quant.primitives import (
+    dequantize_weight,
+    int8_mm,
+    int8_mm_reference,
+    pack_int4,
+    quantize_per_token,
+    quantize_weight,
+    unpack_int4,
+)
+
+__all__ = ["QuantLinear"]
+
+
+class QuantLinear(nn.Module):
+    """Quantized replacement for ``nn.Linear(in_features=K, out_features=N)``.
+
+    Buffers: ``qweight`` int8 [N, K] (8-bit) or uint8 [N, K/2] (4-bit, two codes per byte), ``weight_scale``
+    float32 [N, G] (``G = K / group_size`` or 1), ``bias`` float32 [N] when the source layer had one.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        w_bits: int = 8,
+        a_bits: int = 8,
+        group_size: int | None = None,
+        full_range: bool = False,
+    ):
+        super().__init__()
+        if group_size is not None and in_features % group_size:
+            raise ValueError(f"group_size={group_size} does not divide in_features={in_features}")
+        if w_bits == 4 and in_features % 2:
+            raise ValueError(f"4-bit packing needs an even in_features, got {in_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.w_bits, self.a_bits, self.group_size, self.full_range = w_bits, a_bits, group_size, full_range
+        n_groups = in_features // group_size if group_size else 1
+        if w_bits == 4:
+            self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
+        else:
+            self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features, n_groups, dtype=torch.float32))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    @classmethod
+    def from_float(
+        cls, linear: nn.Linear, w_bits: int, a_bits: int, group_size: int | None = None, full_range: bool = False
+    ) -> "QuantLinear":
+        """Quantize ``linear``'s weight [N, K] (round to nearest) into a new module on the same device."""
+        q = cls(
+            linear.in_features, linear.out_features, linear.bias is not None, w_bits, a_bits, group_size, full_range
+        )
+        qw, scale = quantize_weight(linear.weight, w_bits, group_size, full_range)
+        q.qweight = pack_int4(qw) if w_bits == 4 else qw
+        q.weight_scale = scale
+        if linear.bias is not None:
+            q.bias = linear.bias.detach().float().clone()
+        return q.to(linear.weight.device)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"w_bits={self.w_bits}, a_bits={self.a_bits}, group_size={self.group_size}"
+        )
+
+    def int_weight(self) -> torch.Tensor:
+        """Weight codes as int8 [N, K] (4-bit codes unpacked)."""
+        return unpack_int4(self.qweight) if self.w_bits == 4 else self.qweight
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight the integers stand for, [N, K] in ``dtype``."""
+        return dequantize_weight(self.int_weight(), self.weight_scale, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [..., K] -> [..., N] in ``x``'s dtype (the autocast dtype for weight-only under autocast)."""
+        return self._run(x, int8_mm)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`forward` with a pure-torch int32 matmul in place of ``torch._int_mm``."""
+        return self._run(x, int8_mm_reference)
+
+    def _int_groups(self, x: torch.Tensor, mm):
+        """Yield ``(int32 accumulator [M, N], group index)`` per weight group, then nothing; ``x`` is int8 [M, K]."""
+        qw = self.int_weight()  # [N, K] int8
+        if self.group_size is None:
+            yield mm(x, qw.t()), 0
+            return
+        gs = self.group_size
+        for g, i in enumerate(range(0, self.in_features, gs)):
+            yield mm(x[:, i : i + gs].contiguous(), qw[:, i : i + gs].t()), g
+
+    def int_accumulate(self, x: torch.Tensor, mm=int8_mm) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer part of the A8 path: ``x`` [M, K] -> (int32 accumulators [G, M, N], activation scale [M, 1])."""
+        qa, sa = quantize_per_token(x, self.full_range)  # [M, K] int8, [M, 1]
+        return torch.stack([acc for acc, _ in self._int_groups(qa, mm)]), sa
+
+    def _run(self, x: torch.Tensor, mm) -> torch.Tensor:
+        out_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+            out_dtype = torch.get_autocast_dtype("cuda")
+        if self.a_bits == 16:
+            w = self.dequantize(out_dtype)  # [N, K]
+            b = None if self.bias is None else self.bias.to(out_dtype)
+            return F.linear(x.to(out_dtype), w, b)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # [M, K]
+        if x2.shape[0] == 0:
+            return x.new_zeros(*lead, self.out_features, dtype=out_dtype)
+        qa, sa = quantize_per_token(x2, self.full_range)  # [M, K] int8, [M, 1]
+        y = None
+        for acc, g in self._int_groups(qa, mm):  # acc [M, N] int32; scale by the weight group's scale [1, N]
+            part = acc.float().mul_(self.weight_scale[:, g])
+            y = part if y is None else y.add_(part)
+        y.mul_(sa)  # [M, N] * [M, 1]
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.reshape(*lead, self.out_features).to(out_dtype)

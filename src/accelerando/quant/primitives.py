@@ -1,0 +1,114 @@
+"""Pure-torch reference primitives: symmetric weight / activation quantization, int4 packing, int8 GEMM.
+
+Dims: ``N`` output features, ``K`` input features, ``M`` tokens (all leading dims of an activation flattened),
+``G`` groups per row (``K // group_size``, or 1 for per-channel scales).
+"""
+
+import torch
+
+__all__ = [
+    "qrange",
+    "quantize_weight",
+    "dequantize_weight",
+    "pack_int4",
+    "unpack_int4",
+    "quantize_per_token",
+    "int8_mm",
+    "int8_mm_reference",
+    "int_mm_supported",
+]
+
+_EPS = torch.finfo(torch.float32).eps
+
+
+def qrange(bits: int, full_range: bool = False) -> tuple[int, int]:
+    """Integer range of a signed ``bits`` code: restricted ``[-(2^(b-1)-1), 2^(b-1)-1]`` or full ``[-2^(b-1), ...]``."""
+    hi = 2 ** (bits - 1) - 1
+    return (-hi - 1 if full_range else -hi), hi
+
+
+def _scale(amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    # restricted range: amax / qmax; full range (torchao): amax / ((qmax - qmin) / 2)
+    return (amax / ((qmax - qmin) / 2)).clamp(min=_EPS)
+
+
+def quantize_weight(
+    w: torch.Tensor, bits: int, group_size: int | None = None, full_range: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric round-to-nearest of ``w`` [N, K] -> (``q`` int8 [N, K], ``scale`` float32 [N, G]).
+
+    ``q`` holds ``bits``-bit values in int8 (pack 4-bit codes with :func:`pack_int4`).
+    """
+    n, k = w.shape
+    g = group_size or k
+    if k % g:
+        raise ValueError(f"group_size={group_size} does not divide in_features={k}")
+    qmin, qmax = qrange(bits, full_range)
+    wg = w.detach().float().reshape(n, k // g, g)  # [N, G, g]
+    scale = _scale(wg.abs().amax(dim=-1, keepdim=True), qmin, qmax)  # [N, G, 1]
+    q = torch.clamp(torch.round(wg / scale), qmin, qmax).to(torch.int8).reshape(n, k)
+    return q, scale.squeeze(-1)
+
+
+def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``q`` int8 [N, K] and ``scale`` [N, G] -> weight [N, K] in ``dtype``."""
+    n, k = q.shape
+    g = scale.shape[1]
+    w = q.float().reshape(n, g, k // g) * scale.float().unsqueeze(-1)  # [N, G, K/G]
+    return w.reshape(n, k).to(dtype)
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """int8 codes in ``[-8, 7]`` [N, K] (K even) -> uint8 [N, K/2]; element ``2j`` in the low nibble."""
+    if q.shape[-1] % 2:
+        raise ValueError(f"pack_int4 needs an even last dim, got {q.shape[-1]}")
+    if q.numel() and (q.min() < -8 or q.max() > 7):
+        raise ValueError("pack_int4 needs values in [-8, 7]")
+    u = (q.to(torch.int16) & 0xF).to(torch.uint8)  # two's-complement nibbles
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def unpack_int4(p: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, K/2] from :func:`pack_int4` -> int8 [N, K] in ``[-8, 7]``."""
+    nib = torch.stack((p & 0xF, p >> 4), dim=-1).to(torch.int8)  # [N, K/2, 2]
+    nib = (nib ^ 8) - 8  # sign-extend the 4-bit two's complement
+    return nib.reshape(*p.shape[:-1], p.shape[-1] * 2)
+
+
+def quantize_per_token(x: torch.Tensor, full_range: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric int8 of ``x`` [M, K] with one scale per row -> (``q`` int8 [M, K], ``scale`` fp32 [M, 1])."""
+    qmin, qmax = qrange(8, full_range)
+    x = x.float()
+    scale = _scale(x.abs().amax(dim=-1, keepdim=True), qmin, qmax)  # [M, 1]
+    q = torch.clamp(torch.round(x / scale), qmin, qmax).to(torch.int8)
+    return q, scale
+
+
+def int8_mm_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact int32 product of ``a`` int8 [M, K] and ``b`` int8 [K, N] -> int32 [M, N] (pure torch, int32 math)."""
+    return a.to(torch.int32) @ b.to(torch.int32)
+
+
+def int_mm_supported(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``torch._int_mm(a, b)`` accepts these operands.
+
+    CPU (checked with torch 2.13, AVX512-VNNI): any 2-D int8 shapes, ``b`` may be a transposed view. CUDA: M > 16
+    and K, N multiples of 8 (torch's documented constraints).
+    """
+    if not hasattr(torch, "_int_mm") or a.dtype != torch.int8 or b.dtype != torch.int8 or a.dim() != 2:
+        return False
+    if b.dim() != 2 or a.shape[1] != b.shape[0] or a.shape[0] == 0 or a.device != b.device:
+        return False
+    if a.device.type == "cpu":
+        return True
+    if a.device.type == "cuda":
+        m, k = a.shape
+        return m > 16 and k % 8 == 0 and b.shape[1] % 8 == 0
+    return False
+
+
+def int8_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` int8 [M, K] @ ``b`` int8 [K, N] -> int32 [M, N] through ``torch._int_mm``, else the reference."""
+    if int_mm_supported(a, b):
+        return torch._int_mm(a, b)
+    return int8_mm_reference(a, b)
