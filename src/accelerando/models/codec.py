@@ -61,7 +61,8 @@ class CodecConfig:
     @classmethod
     def mel_vocoder(cls, **kw) -> "CodecConfig":
         """The log-mel spectrogram as latent (100 x 93.75 Hz) with a trained decoder: a vocoder."""
-        return cls(latent="mel", latent_dim=kw.pop("n_mels", 100), time_downsample=1, **kw)
+        n_mels = kw.pop("n_mels", 100)
+        return cls(latent="mel", n_mels=n_mels, latent_dim=n_mels, time_downsample=1, **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,1 @@
+"""Cached and sparse inference: recompute only what an edit touches (SIGE-Audio)."""
