@@ -1,6 +1,12 @@
-"""Quantize the shipped codec's decoder (RTN / int8-dynamic) and measure quality, weight bytes and CPU decode speed.
+"""Quantize the shipped codec's decoder (RTN / int8-dynamic / SmoothQuant / SVDQuant) and measure quality, weight
+bytes and CPU decode speed.
 
-    .venv/bin/python benchmarks/quant_codec.py [--codec builtin] [--corpus DIR] [--n 8] [--seconds 10] [--json OUT]
+    .venv/bin/python benchmarks/quant_codec.py [--codec builtin] [--corpus DIR] [--n 8] [--seconds 10]
+        [--n-calib 4] [--json OUT]
+
+Calibrated variants (SmoothQuant, SVDQuant): ``--n-calib`` TRAIN-split clips (seeded, one ``--seconds`` excerpt each,
+5 s in) are encoded with the float32 codec and their latents decoded by the float model under ``calibrate_``; the
+activations recorded are the decoder's Linear inputs. The test split is never used for calibration.
 
 Quality: ``--n`` test-split clips (seeded choice, one ``--seconds`` excerpt each, starting 5 s in) are encoded once
 with the float32 codec; the latents are decoded by float32 and by each variant. Reported per variant, averaged over
@@ -27,7 +33,15 @@ from torch import nn
 from accelerando.data.build import default_corpus_dir
 from accelerando.eval.paired import mrstft
 from accelerando.pretrained import load_codec
-from accelerando.quant import Int8DynamicConfig, RTNConfig, quantize_, quantized_layers
+from accelerando.quant import (
+    Int8DynamicConfig,
+    RTNConfig,
+    SmoothQuantConfig,
+    SVDQuantConfig,
+    calibrate_,
+    quantize_,
+    quantized_layers,
+)
 from accelerando.quant.primitives import quantize_per_token, quantize_weight
 from accelerando.testing.sqnr import sqnr
 
@@ -38,6 +52,22 @@ VARIANTS: dict[str, object] = {
     "w8a16-rtn": RTNConfig(w_bits=8, a_bits=16),
     "int8-dynamic": Int8DynamicConfig(),
 }
+CALIBRATED: dict[str, object] = {
+    "w4a8-smooth": SmoothQuantConfig(w_bits=4, a_bits=8, alpha=0.5),
+    "w4a8-svd": SVDQuantConfig(w_bits=4, a_bits=8, rank=32, calibration="mse"),  # per-channel residual
+    "w4a8-svd-g32": SVDQuantConfig(w_bits=4, a_bits=8, rank=32, group_size=32, calibration="mse"),
+}
+
+
+def _excerpts(corpus: Path, rows: list[dict], sr: int, seconds: float) -> torch.Tensor:
+    import soundfile as sf
+
+    clips = []
+    for r in rows:
+        y, file_sr = sf.read(corpus / r["path"] / "mix.flac", dtype="float32", always_2d=True)
+        assert file_sr == sr, (file_sr, sr)
+        clips.append(torch.from_numpy(np.ascontiguousarray(y[5 * sr : 5 * sr + int(seconds * sr), 0])))
+    return torch.stack(clips)[:, None]  # [B, 1, S]
 
 
 def _bytes(modules) -> int:
@@ -98,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-calib", type=int, default=4, help="train-split excerpts for SmoothQuant / SVDQuant")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -109,15 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     qnames = list(quantized_layers(models["w8a8-rtn"]))
     sr = fp32.sample_rate
 
-    rows = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == "test" and r["duration"] >= args.seconds + 6]
+    manifest = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
+    rows = [r for r in manifest if r["split"] == "test" and r["duration"] >= args.seconds + 6]
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
-    clips = []
-    for r in picked:
-        y, file_sr = sf.read(args.corpus / r["path"] / "mix.flac", dtype="float32", always_2d=True)
-        assert file_sr == sr, (file_sr, sr)
-        clips.append(torch.from_numpy(np.ascontiguousarray(y[5 * sr : 5 * sr + int(args.seconds * sr), 0])))
-    audio = torch.stack(clips)[:, None]  # [B, 1, S]
+    audio = _excerpts(args.corpus, picked, sr, args.seconds)  # [B, 1, S]
+
+    train = [r for r in manifest if r["split"] == "train" and r["duration"] >= args.seconds + 6]
+    calib_rows = random.Random(args.seed).sample(train, min(args.n_calib, len(train)))
+    assert not {r["clip_id"] for r in calib_rows} & {r["clip_id"] for r in picked}
+    calib_seconds = {}
+    with torch.no_grad():
+        z_train = [fp32.encode(a[None]) for a in _excerpts(args.corpus, calib_rows, sr, args.seconds)]
+    for name, cfg in CALIBRATED.items():
+        t = time.perf_counter()
+        models[name] = calibrate_(copy.deepcopy(fp32), cfg, [(lambda m, z=z: m.decode(z)) for z in z_train])
+        calib_seconds[name] = time.perf_counter() - t
     bf16_name = "fp32 + bf16 autocast"
     with torch.no_grad():
         z = fp32.encode(audio)  # [B, D, T]
@@ -176,12 +213,29 @@ def main(argv: list[str] | None = None) -> int:
             f"| {all_b / 1e6:.2f} MB | {times[name]:.3f} | {times[name] / times['fp32']:.2f} |"
         )
         report[name] = {**q, "linear_bytes": lin_b, "model_bytes": all_b, "decode_30s_s": times[name]}
+    print(
+        f"\ncalibration: {len(calib_rows)} train-split excerpts ({', '.join(r['clip_id'] for r in calib_rows)}); "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in calib_seconds.items())
+    )
+    for name in CALIBRATED:
+        alphas = [float(m.alpha) for m in models[name].modules() if hasattr(m, "alpha") and torch.is_tensor(m.alpha)]
+        print(f"{name} smoothing alphas per layer: {[round(a, 1) for a in alphas]}")
     print(f"\nLinear alone, M={frames} tokens (median of 7, ms): int8 = per-token quantize + _int_mm + fp32 rescale")
     print("| K->N | fp32 | bf16 | int8 | _int_mm only |\n| --- | --- | --- | --- | --- |")
     for shape, a, b, c, d in micro:
         print(f"| {shape} | {a:.2f} | {b:.2f} | {c:.2f} | {d:.2f} |")
     if args.json:
-        args.json.write_text(json.dumps({"variants": report, "clips": [r["clip_id"] for r in picked]}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "variants": report,
+                    "clips": [r["clip_id"] for r in picked],
+                    "calib_clips": [r["clip_id"] for r in calib_rows],
+                    "calib_seconds": calib_seconds,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -2,12 +2,23 @@
 
 >>> from accelerando.quant import RTNConfig, quantize_
 >>> quantize_(model, RTNConfig(w_bits=4, a_bits=8, group_size=32))  # doctest: +SKIP
+>>> calibrate_(model, SVDQuantConfig(w_bits=4, a_bits=8, rank=32), [x1, x2])  # doctest: +SKIP
 """
 
 from accelerando.quant.api import default_filter, quantize_, quantized_layers, register_handler
-from accelerando.quant.configs import QUANT_CONFIG_VERSION, Int8DynamicConfig, QuantConfig, RTNConfig, config_from_dict
+from accelerando.quant.calibrate import calibrate_
+from accelerando.quant.configs import (
+    QUANT_CONFIG_VERSION,
+    Int8DynamicConfig,
+    QuantConfig,
+    RTNConfig,
+    SmoothQuantConfig,
+    SVDQuantConfig,
+    config_from_dict,
+)
 from accelerando.quant.io import load_quantized, save_quantized
 from accelerando.quant.linear import QuantLinear
+from accelerando.quant.svd import SVDQuantLinear  # also registers the SmoothQuant / SVDQuant handlers
 
 __all__ = [
     "QUANT_CONFIG_VERSION",
@@ -15,6 +26,10 @@ __all__ = [
     "QuantConfig",
     "QuantLinear",
     "RTNConfig",
+    "SVDQuantConfig",
+    "SVDQuantLinear",
+    "SmoothQuantConfig",
+    "calibrate_",
     "config_from_dict",
     "default_filter",
     "load_quantized",

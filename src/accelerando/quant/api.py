@@ -5,13 +5,15 @@ in ``overrides`` (module name -> config, or ``None`` to keep that layer in float
 """
 
 from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from torch import nn
 
 from accelerando.quant.configs import Int8DynamicConfig, QuantConfig, RTNConfig
 from accelerando.quant.linear import QuantLinear
 
-__all__ = ["quantize_", "register_handler", "default_filter", "quantized_layers"]
+__all__ = ["quantize_", "quant_plan", "register_handler", "default_filter", "quantized_layers", "building_skeleton"]
 
 Handler = Callable[[nn.Module, QuantConfig], nn.Module]
 _HANDLERS: dict[type, Handler] = {}
@@ -40,6 +42,46 @@ def _handler(config: QuantConfig) -> Handler:
     return fn
 
 
+_SKELETON: ContextVar[bool] = ContextVar("accelerando_quant_skeleton", default=False)
+
+
+@contextmanager
+def building_skeleton():
+    """Inside: handlers build correctly shaped, empty quantized layers (no calibration), to load weights into."""
+    token = _SKELETON.set(True)
+    try:
+        yield
+    finally:
+        _SKELETON.reset(token)
+
+
+def is_building_skeleton() -> bool:
+    return _SKELETON.get()
+
+
+def quant_plan(
+    model: nn.Module,
+    config: QuantConfig | None,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    overrides: dict[str, QuantConfig | None] | None = None,
+) -> dict[str, QuantConfig]:
+    """Module name -> config ``quantize_`` would apply (same arguments); ValueError on unknown override names."""
+    filter_fn = filter_fn or default_filter
+    overrides = dict(overrides or {})
+    modules = dict(model.named_modules())
+    unknown = sorted(set(overrides) - set(modules))
+    if unknown:
+        raise ValueError(f"overrides name modules that do not exist in the model: {unknown}")
+    plan: dict[str, QuantConfig] = {}
+    for name, module in modules.items():
+        if name in overrides:
+            if overrides[name] is not None:
+                plan[name] = overrides[name]
+        elif config is not None and name and filter_fn(module, name):
+            plan[name] = config
+    return plan
+
+
 def quantize_(
     model: nn.Module,
     config: QuantConfig | None,
@@ -54,20 +96,12 @@ def quantize_(
         filter_fn: ``(module, fully-qualified name) -> bool``; defaults to :func:`default_filter`.
         overrides: module name -> config for that module (``None`` keeps it in float), taking precedence over
             ``config`` and ``filter_fn``. Unknown names raise ``ValueError``.
+
+    Configs with ``needs_calibration`` (SmoothQuant, SVDQuant) need activation statistics: call
+    :func:`accelerando.quant.calibrate_` instead, which records them and then calls this function.
     """
-    filter_fn = filter_fn or default_filter
-    overrides = dict(overrides or {})
     modules = dict(model.named_modules())
-    unknown = sorted(set(overrides) - set(modules))
-    if unknown:
-        raise ValueError(f"overrides name modules that do not exist in the model: {unknown}")
-    plan: dict[str, QuantConfig] = {}
-    for name, module in modules.items():
-        if name in overrides:
-            if overrides[name] is not None:
-                plan[name] = overrides[name]
-        elif config is not None and name and filter_fn(module, name):
-            plan[name] = config
+    plan = quant_plan(model, config, filter_fn, overrides)
     for name, cfg in plan.items():
         try:
             new = _handler(cfg)(modules[name], cfg)
@@ -84,7 +118,7 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantConfig]:
     return {n: m.quant_config for n, m in model.named_modules() if hasattr(m, "quant_config")}
 
 
-def _require_linear(module: nn.Module, config: QuantConfig) -> nn.Linear:
+def require_linear(module: nn.Module, config: QuantConfig) -> nn.Linear:
     if not isinstance(module, nn.Linear):
         raise TypeError(f"{type(config).__name__} quantizes nn.Linear only, got {type(module).__name__}")
     return module
@@ -92,11 +126,11 @@ def _require_linear(module: nn.Module, config: QuantConfig) -> nn.Linear:
 
 @register_handler(RTNConfig)
 def _rtn(module: nn.Module, config: RTNConfig) -> nn.Module:
-    linear = _require_linear(module, config)
+    linear = require_linear(module, config)
     return QuantLinear.from_float(linear, config.w_bits, config.a_bits, config.group_size)
 
 
 @register_handler(Int8DynamicConfig)
 def _int8_dynamic(module: nn.Module, config: Int8DynamicConfig) -> nn.Module:
-    linear = _require_linear(module, config)
+    linear = require_linear(module, config)
     return QuantLinear.from_float(linear, 8, 8, None, full_range=True)

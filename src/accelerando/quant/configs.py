@@ -6,7 +6,15 @@ A serialised config is ``{"_type": <class name>, "_version": QUANT_CONFIG_VERSIO
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["QUANT_CONFIG_VERSION", "QuantConfig", "RTNConfig", "Int8DynamicConfig", "config_from_dict"]
+__all__ = [
+    "QUANT_CONFIG_VERSION",
+    "QuantConfig",
+    "RTNConfig",
+    "Int8DynamicConfig",
+    "SmoothQuantConfig",
+    "SVDQuantConfig",
+    "config_from_dict",
+]
 
 QUANT_CONFIG_VERSION = 1
 
@@ -14,7 +22,12 @@ _CONFIG_TYPES: dict[str, type["QuantConfig"]] = {}
 
 
 class QuantConfig:
-    """Base of every quantization config; subclasses are dataclasses and register themselves by class name."""
+    """Base of every quantization config; subclasses are dataclasses and register themselves by class name.
+
+    ``needs_calibration``: the handler needs per-layer activation statistics (see ``accelerando.quant.calibrate_``).
+    """
+
+    needs_calibration = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -78,3 +91,85 @@ class Int8DynamicConfig(QuantConfig):
 
     def __post_init__(self):
         pass
+
+
+def _check_group_size(name: str, group_size, w_bits: int) -> None:
+    if group_size is not None:
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+            raise ValueError(f"{name}.group_size={group_size!r}; use None or an int >= 2")
+        if w_bits == 4 and group_size % 2:
+            raise ValueError(f"{name}.group_size={group_size!r} must be even for 4-bit packing")
+
+
+def _check_alpha(name: str, field: str, alpha) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{name}.{field}={alpha!r}; use a float in [0, 1]")
+
+
+@dataclass
+class SmoothQuantConfig(QuantConfig):
+    """SmoothQuant: migrate activation outliers into the weights, then RTN both sides.
+
+    Per input channel ``j``: ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` from calibration activations ``X``
+    (``calibrate_``); the layer computes ``Q_a(x / s) @ Q_w(W * s)^T + b``. Weights per output channel or per group
+    of ``group_size`` inputs; activations per-token dynamic (``a_bits`` 4 or 8) or float (``a_bits=16``).
+    """
+
+    needs_calibration = True
+
+    w_bits: int = 4  # 8 or 4
+    a_bits: int = 8  # 4 or 8 (dynamic per-token) or 16 (weight-only)
+    alpha: float = 0.5  # migration strength: 0 keeps the activations, 1 moves all of their range into the weights
+    group_size: int | None = None
+
+    def __post_init__(self):
+        if self.w_bits not in (4, 8):
+            raise ValueError(f"SmoothQuantConfig.w_bits={self.w_bits!r}; use 4 or 8")
+        if self.a_bits not in (4, 8, 16):
+            raise ValueError(f"SmoothQuantConfig.a_bits={self.a_bits!r}; use 4, 8 or 16")
+        _check_alpha("SmoothQuantConfig", "alpha", self.alpha)
+        _check_group_size("SmoothQuantConfig", self.group_size, self.w_bits)
+
+
+SVD_CALIBRATIONS = ("mse", "stft", None)
+MSE_ALPHA_GRID = (0.3, 0.5, 0.7)
+
+
+@dataclass
+class SVDQuantConfig(QuantConfig):
+    """SVDQuant: smoothing, then a 16-bit low-rank branch absorbs the outliers and the residual is quantized.
+
+    With ``s`` as in :class:`SmoothQuantConfig` and ``W' = W * s``: ``L1 [N, r] @ L2 [r, K]`` is the top-``rank``
+    SVD of ``W'`` (stored bf16), ``R = W' - L1 L2`` is quantized round-to-nearest, and
+    ``y = Q_a(x/s) @ Q_w(R)^T + (x/s) @ L2^T @ L1^T + b``.
+
+    ``calibration``: ``"mse"`` picks each layer's smoothing alpha from :data:`MSE_ALPHA_GRID` minimising the layer
+    output MSE on the calibration activations (``smooth_alpha`` is then unused); ``None`` uses ``smooth_alpha``;
+    ``"stft"`` (end-to-end complex-STFT objective) is not implemented yet.
+    """
+
+    needs_calibration = True
+
+    w_bits: int = 4  # 4 or 8
+    a_bits: int = 8  # 4, 8 or 16
+    rank: int = 32  # capped at min(in_features, out_features) per layer; 0 is plain SmoothQuant
+    group_size: int | None = None
+    smooth_alpha: float = 0.5
+    calibration: str | None = "mse"
+
+    def __post_init__(self):
+        if self.w_bits not in (4, 8):
+            raise ValueError(f"SVDQuantConfig.w_bits={self.w_bits!r}; use 4 or 8")
+        if self.a_bits not in (4, 8, 16):
+            raise ValueError(f"SVDQuantConfig.a_bits={self.a_bits!r}; use 4, 8 or 16")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 0:
+            raise ValueError(f"SVDQuantConfig.rank={self.rank!r}; use an int >= 0")
+        _check_group_size("SVDQuantConfig", self.group_size, self.w_bits)
+        _check_alpha("SVDQuantConfig", "smooth_alpha", self.smooth_alpha)
+        if self.calibration not in SVD_CALIBRATIONS:
+            raise ValueError(f"SVDQuantConfig.calibration={self.calibration!r}; use 'mse', 'stft' or None")
+        if self.calibration == "stft":
+            raise ValueError(
+                "SVDQuantConfig.calibration='stft' is not implemented yet (end-to-end complex-STFT calibration "
+                "through the codec is a later slice); use calibration='mse' or None"
+            )

@@ -2,7 +2,9 @@
 
 Metadata: ``format`` (:data:`QUANT_FORMAT`, versioned), ``layers`` (JSON: module name -> serialised config) and an
 optional ``model_config`` (JSON, passed through). Loading rebuilds the quantized layers on a fresh float model with
-``quantize_`` and then loads the stored buffers over them, strictly.
+``quantize_`` (inside ``building_skeleton()``, so calibrated methods build empty layers of the stored shapes without
+calibration data) and then loads the stored buffers over them, strictly: SmoothQuant / SVDQuant layers round-trip
+their ``inv_smooth``, ``lora_up``, ``lora_down``, ``alpha`` and ``residual.*`` buffers bit-exactly.
 """
 
 import json
@@ -11,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from accelerando.quant.api import quantize_, quantized_layers
+from accelerando.quant.api import building_skeleton, quantize_, quantized_layers
 from accelerando.quant.configs import config_from_dict
 
 __all__ = ["QUANT_FORMAT", "save_quantized", "load_quantized", "read_quant_metadata"]
@@ -56,7 +58,8 @@ def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"quantized weights file {path} does not exist")
     layers, _ = read_quant_metadata(path)
-    quantize_(model, None, overrides=layers)
+    with building_skeleton():  # calibrated layers (SmoothQuant / SVDQuant) are built empty, then filled below
+        quantize_(model, None, overrides=layers)
     device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
     model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
     return model

@@ -11,6 +11,7 @@ Execution paths (``x`` [..., K] -> [..., N]):
 - ``a_bits=8``: activations quantized per token to int8; ``int8 [M, K] @ int8 [K, N] -> int32`` through
   ``torch._int_mm`` (4-bit weights are unpacked to int8 first); the int32 result is scaled by the activation and
   weight scales in float32. With ``group_size`` the K axis is split and each group gets its own GEMM and scale.
+- ``a_bits=4``: as ``a_bits=8`` with 4-bit per-token activation codes (held in int8 for the same GEMM).
 - ``a_bits=16``: weights dequantized to the input's dtype, then a float matmul (bf16 under autocast / bf16 input).
 
 :meth:`QuantLinear.reference_forward` runs the same math with int32 ``@`` instead of ``torch._int_mm``.
@@ -114,7 +115,7 @@ class QuantLinear(nn.Module):
 
     def int_accumulate(self, x: torch.Tensor, mm=int8_mm) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer part of the A8 path: ``x`` [M, K] -> (int32 accumulators [G, M, N], activation scale [M, 1])."""
-        qa, sa = quantize_per_token(x, self.full_range)  # [M, K] int8, [M, 1]
+        qa, sa = quantize_per_token(x, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
         return torch.stack([acc for acc, _ in self._int_groups(qa, mm)]), sa
 
     def _run(self, x: torch.Tensor, mm) -> torch.Tensor:
@@ -129,7 +130,7 @@ class QuantLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] == 0:
             return x.new_zeros(*lead, self.out_features, dtype=out_dtype)
-        qa, sa = quantize_per_token(x2, self.full_range)  # [M, K] int8, [M, 1]
+        qa, sa = quantize_per_token(x2, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
         y = None
         for acc, g in self._int_groups(qa, mm):  # acc [M, N] int32; scale by the weight group's scale [1, N]
             part = acc.float().mul_(self.weight_scale[:, g])

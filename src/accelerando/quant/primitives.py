@@ -75,9 +75,13 @@ def unpack_int4(p: torch.Tensor) -> torch.Tensor:
     return nib.reshape(*p.shape[:-1], p.shape[-1] * 2)
 
 
-def quantize_per_token(x: torch.Tensor, full_range: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic symmetric int8 of ``x`` [M, K] with one scale per row -> (``q`` int8 [M, K], ``scale`` fp32 [M, 1])."""
-    qmin, qmax = qrange(8, full_range)
+def quantize_per_token(x: torch.Tensor, full_range: bool = False, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric ``bits``-bit (8 or 4) quantization of ``x`` [M, K], one scale per row.
+
+    Returns (``q`` int8 [M, K] holding ``bits``-bit codes, ``scale`` fp32 [M, 1]); 4-bit codes go through the
+    same int8 GEMM as 8-bit ones.
+    """
+    qmin, qmax = qrange(bits, full_range)
     x = x.float()
     scale = _scale(x.abs().amax(dim=-1, keepdim=True), qmin, qmax)  # [M, 1]
     q = torch.clamp(torch.round(x / scale), qmin, qmax).to(torch.int8)

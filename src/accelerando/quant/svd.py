@@ -1,0 +1,182 @@
+"""SmoothQuant and SVDQuant layers: per-input-channel smoothing, a 16-bit low-rank branch, a quantized residual.
+
+One module, :class:`SVDQuantLinear`, serves both methods (SmoothQuant is ``rank=0``). With ``x`` [..., K],
+weight ``W`` [N, K], smoothing factors ``s`` [K] and ``W' = W * s``:
+
+    y = Q_a(x / s) @ Q_w(R)^T + ((x / s) @ L2^T) @ L1^T + b,    R = W' - L1 @ L2,  L1 [N, r], L2 [r, K]
+
+``L1 L2`` is the top-``r`` SVD of ``W'`` (``L1 = U sqrt(S)``, ``L2 = sqrt(S) V^T``), stored in bf16; ``R`` is computed
+against the bf16-rounded factors, so the rounding goes into the residual. ``Q_w``/``Q_a`` are the RTN machinery of
+:class:`~accelerando.quant.linear.QuantLinear` (``residual`` submodule: per-channel or per-group weights, per-token
+dynamic activations, ``torch._int_mm`` when ``a_bits`` is 4 or 8).
+
+Where the ``1/s`` goes: :meth:`SVDQuantLinear.forward` multiplies ``x`` by the stored ``inv_smooth`` (= ``1/s``)
+immediately before the per-token activation quantization of the residual GEMM, and the same smoothed ``x`` feeds
+the low-rank branch; so ``1/s`` costs one elementwise op that a fused quantize kernel absorbs (or that can be folded
+offline into a preceding LayerNorm / affine's weights, not done here). The weights carry ``s`` already (``W * s``).
+
+Smoothing factors: ``s_j = max|X_j|^alpha / max|W_j|^(1-alpha)`` (``X_j``: input channel ``j`` over the calibration
+tokens, ``W_j``: weight column ``j``); channels never active in calibration (or with an all-zero column) get
+``s_j = 1``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from accelerando.quant.api import is_building_skeleton, register_handler, require_linear
+from accelerando.quant.configs import MSE_ALPHA_GRID, SmoothQuantConfig, SVDQuantConfig
+from accelerando.quant.linear import QuantLinear
+from accelerando.quant.primitives import pack_int4, quantize_weight
+
+__all__ = ["SVDQuantLinear", "smoothing_factors", "lowrank_split"]
+
+_EPS = 1e-8
+
+
+def smoothing_factors(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``s`` [K] from activation absmax [K] and weight [N, K]: ``max|X_j|^alpha / max|W_j|^(1 - alpha)``."""
+    a = act_absmax.detach().float()
+    w = weight.detach().float().abs().amax(dim=0)  # [K]
+    s = a.clamp(min=_EPS).pow(alpha) / w.clamp(min=_EPS).pow(1 - alpha)
+    return torch.where((a > 0) & (w > 0), s, torch.ones_like(s))
+
+
+def lowrank_split(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-``rank`` SVD of ``w`` [N, K] -> (``L1`` bf16 [N, r], ``L2`` bf16 [r, K], residual fp32 [N, K])."""
+    w = w.detach().float()
+    if rank == 0:
+        return w.new_zeros(w.shape[0], 0).bfloat16(), w.new_zeros(0, w.shape[1]).bfloat16(), w.clone()
+    u, sv, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    root = sv[:rank].sqrt()
+    l1 = (u[:, :rank] * root).float().bfloat16()  # [N, r]
+    l2 = (root[:, None] * vh[:rank]).float().bfloat16()  # [r, K]
+    return l1, l2, w - l1.float() @ l2.float()
+
+
+class SVDQuantLinear(nn.Module):
+    """Smoothed, low-rank-plus-quantized replacement for ``nn.Linear(K, N)``.
+
+    Buffers: ``inv_smooth`` fp32 [K] (``1/s``), ``lora_up`` bf16 [N, r] (``L1``), ``lora_down`` bf16 [r, K] (``L2``),
+    ``alpha`` fp32 [] (the smoothing strength used, for reports); submodule ``residual``: a :class:`QuantLinear`
+    holding ``Q_w(R)`` and the bias.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        w_bits: int = 4,
+        a_bits: int = 8,
+        group_size: int | None = None,
+        rank: int = 0,
+    ):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.residual = QuantLinear(in_features, out_features, bias, w_bits, a_bits, group_size)
+        self.register_buffer("inv_smooth", torch.ones(in_features))
+        self.register_buffer("lora_up", torch.zeros(out_features, rank, dtype=torch.bfloat16))
+        self.register_buffer("lora_down", torch.zeros(rank, in_features, dtype=torch.bfloat16))
+        self.register_buffer("alpha", torch.tensor(float("nan")))
+
+    @classmethod
+    def from_float(
+        cls,
+        linear: nn.Linear,
+        act_absmax: torch.Tensor,
+        alpha: float,
+        w_bits: int,
+        a_bits: int,
+        group_size: int | None = None,
+        rank: int = 0,
+    ) -> "SVDQuantLinear":
+        """Smooth ``linear`` with calibration ``act_absmax`` [K], split off the rank-``rank`` branch, quantize."""
+        k, n = linear.in_features, linear.out_features
+        rank = min(rank, k, n)
+        q = cls(k, n, linear.bias is not None, w_bits, a_bits, group_size, rank)
+        s = smoothing_factors(act_absmax.to(linear.weight.device), linear.weight, alpha)
+        l1, l2, r = lowrank_split(linear.weight.detach().float() * s, rank)
+        qw, scale = quantize_weight(r, w_bits, group_size)
+        q.residual.qweight = pack_int4(qw) if w_bits == 4 else qw
+        q.residual.weight_scale = scale
+        if linear.bias is not None:
+            q.residual.bias = linear.bias.detach().float().clone()
+        q.inv_smooth, q.lora_up, q.lora_down = 1.0 / s, l1, l2
+        q.alpha = torch.tensor(float(alpha))
+        return q.to(linear.weight.device)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+    def lowrank_weight(self) -> torch.Tensor:
+        """``L1 @ L2`` [N, K] in fp32 (in the smoothed basis)."""
+        return self.lora_up.float() @ self.lora_down.float()
+
+    def dequantize(self) -> torch.Tensor:
+        """The float weight [N, K] the layer stands for: ``(Q_w(R) + L1 L2) / s``."""
+        return (self.residual.dequantize() + self.lowrank_weight()) * self.inv_smooth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [..., K] -> [..., N]; ``1/s`` applied right before the residual's activation quantization."""
+        xs = x * self.inv_smooth.to(x.dtype)  # [..., K], the smoothed activation
+        y = self.residual(xs)
+        if self.rank:
+            low = F.linear(F.linear(xs.float(), self.lora_down.float()), self.lora_up.float())
+            y = y + low.to(y.dtype)
+        return y
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the residual's pure-torch int32 matmul."""
+        xs = x * self.inv_smooth.to(x.dtype)
+        y = self.residual.reference_forward(xs)
+        if self.rank:
+            y = y + (xs.float() @ self.lora_down.float().t() @ self.lora_up.float().t()).to(y.dtype)
+        return y
+
+
+def _calibration(module: nn.Module, config) -> dict:
+    calib = getattr(module, "_quant_calib", None)
+    if calib is None:
+        raise ValueError(
+            f"{type(config).__name__} needs calibration activations for this layer; use "
+            "accelerando.quant.calibrate_(model, config, batches) (which calls quantize_), and make sure the "
+            "batches run the layer"
+        )
+    return calib
+
+
+def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...]) -> nn.Module:
+    linear = require_linear(module, config)
+    if is_building_skeleton():
+        k, n = linear.in_features, linear.out_features
+        return SVDQuantLinear(
+            k, n, linear.bias is not None, config.w_bits, config.a_bits, config.group_size, min(rank, k, n)
+        ).to(linear.weight.device)
+    calib = _calibration(module, config)
+    args = (config.w_bits, config.a_bits, config.group_size, rank)
+    if len(alphas) == 1:
+        return SVDQuantLinear.from_float(linear, calib["absmax"], alphas[0], *args)
+    sample = calib.get("sample")
+    if sample is None or not len(sample):
+        raise ValueError("calibration='mse' needs recorded activation rows (calibrate_ records them)")
+    best, best_err = None, float("inf")
+    with torch.no_grad():
+        ref = linear(sample)
+        for a in alphas:
+            cand = SVDQuantLinear.from_float(linear, calib["absmax"], a, *args)
+            err = float((cand(sample) - ref).pow(2).mean())
+            if err < best_err:
+                best, best_err = cand, err
+    return best
+
+
+@register_handler(SmoothQuantConfig)
+def _smoothquant(module: nn.Module, config: SmoothQuantConfig) -> nn.Module:
+    return _build(module, config, 0, (config.alpha,))
+
+
+@register_handler(SVDQuantConfig)
+def _svdquant(module: nn.Module, config: SVDQuantConfig) -> nn.Module:
+    alphas = MSE_ALPHA_GRID if config.calibration == "mse" else (config.smooth_alpha,)
+    return _build(module, config, config.rank, alphas)
