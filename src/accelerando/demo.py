@@ -19,6 +19,7 @@ def run_demo(out: str | Path | None = None) -> int:
     from accelerando.data.build import BuildConfig, build_corpus
     from accelerando.data.check import check_clip
     from accelerando.paths import cache_dir
+    from accelerando.pretrained import load_codec
 
     root = Path(out).expanduser() if out else cache_dir("demo")
     cfg = BuildConfig(
@@ -29,6 +30,7 @@ def run_demo(out: str | Path | None = None) -> int:
     rows = [json.loads(line) for line in (cfg.out / "manifest.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["collection"] in _DEMO_COLLECTIONS]
     print(f"analysing {len(rows)} clips (librosa beat tracker, Krumhansl key estimate) ...\n", file=sys.stderr)
+    codec = load_codec("builtin")  # loaded once for every clip
     results = []
     for r in rows:
         clip = cfg.out / r["path"]
@@ -42,7 +44,7 @@ def run_demo(out: str | Path | None = None) -> int:
             f"{1000 * res['aligned_any_level_shift_s']:.0f} ms latency at the {res['aligned_level']} level"
         )
         print(f"  key        label {res['label_key']}, estimated {res['estimated_key']} (MIREX {res['key_score']:.1f})")
-        res.update(_codec_round_trip(clip, root))
+        res.update(_codec_round_trip(codec, clip, root))
         print(
             f"  codec      {res['codec_audio']} (MR-STFT {res['codec_mrstft']:.3f} against the original; "
             f"decoded {res['codec_decode_x_realtime']:.0f}x real time)"
@@ -52,7 +54,7 @@ def run_demo(out: str | Path | None = None) -> int:
     return 0
 
 
-def _codec_round_trip(clip: Path, root: Path) -> dict:
+def _codec_round_trip(codec, clip: Path, root: Path) -> dict:
     """Encode and decode ``clip/mix.flac`` with the built-in codec; write the result and score it."""
     import time
 
@@ -60,9 +62,7 @@ def _codec_round_trip(clip: Path, root: Path) -> dict:
 
     from accelerando.audio import load, save
     from accelerando.eval.paired import mrstft
-    from accelerando.pretrained import load_codec
 
-    codec = load_codec("builtin")
     wav, sr = load(clip / "mix.flac", sample_rate=codec.sample_rate, mono=True)
     with torch.inference_mode():
         z = codec.encode(wav[None])
