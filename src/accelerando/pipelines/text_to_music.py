@@ -75,14 +75,18 @@ class TextToMusicPipeline:
         except ValueError as err:
             raise UserError(str(err)) from None
 
-    def _encode_audio(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Input audio [C, S] at any rate -> normalised latent [1, T, D] (mono)."""
+    def _prepare_audio(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Input audio [C, S] at any rate -> mono float32 [S] at the codec's rate (mixed down, then resampled)."""
         from accelerando.audio import resample
 
+        mono = audio.float().mean(dim=0)  # [S_in]
         if sample_rate != self.codec.sample_rate:
-            audio = resample(audio, sample_rate, self.codec.sample_rate)
-        mono = audio.float().mean(dim=0, keepdim=True)[None]  # [1, 1, S]
-        z = self.codec.encode(mono).transpose(1, 2)  # [1, T, D]
+            mono = resample(mono, sample_rate, self.codec.sample_rate)
+        return mono
+
+    def _encode_audio(self, mono: torch.Tensor) -> torch.Tensor:
+        """Mono audio [S] at the codec's rate -> normalised latent [1, T, D]."""
+        z = self.codec.encode(mono[None, None]).transpose(1, 2)  # [1, T, D]
         return self.model.normalize(z)
 
     @torch.inference_mode()
@@ -133,7 +137,8 @@ class TextToMusicPipeline:
         n_frames = max(1, math.ceil(duration * fr))
         known = known_mask = x_init = None
         if init_audio is not None:
-            z = self._encode_audio(init_audio, init_sample_rate or sr)  # [1, T_in, D]
+            init_mono = self._prepare_audio(init_audio, init_sample_rate or sr)  # [S_in] at the codec's rate
+            z = self._encode_audio(init_mono)  # [1, T_in, D]
             if strength is not None:
                 x_init = z[:, :n_frames].expand(num_outputs, -1, -1)
             else:
@@ -200,7 +205,7 @@ class TextToMusicPipeline:
         latent = self.model.denormalize(x).transpose(1, 2)  # [B, D, T]
         audio = self.codec.decode(latent)[..., : int(round(duration * sr))]  # [B, 1, S]
         if init_audio is not None and strength is None:
-            audio = self._splice(audio, init_audio, init_sample_rate or sr, regions, duration)
+            audio = self._splice(audio, init_mono, regions)
         t_end = time.perf_counter()
         wall = t_end - t_start
         return AudioOutput(
@@ -226,14 +231,9 @@ class TextToMusicPipeline:
             },
         )
 
-    def _splice(self, audio, init_audio, init_sr, regions, duration):
-        """Keep the input sample-exactly outside the generated parts, with a short crossfade at each seam."""
-        from accelerando.audio import resample
-
+    def _splice(self, audio, orig, regions):
+        """Keep ``orig`` (mono [S], codec rate) sample-exactly outside the generated parts, crossfading each seam."""
         sr = self.codec.sample_rate
-        orig = init_audio.float().mean(dim=0)  # [S_in]
-        if init_sr != sr:
-            orig = resample(orig, init_sr, sr)
         n = audio.shape[-1]
         keep = torch.zeros(n)
         keep[: min(n, orig.shape[-1])] = 1
