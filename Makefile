@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-DEB_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont
+DEB_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont chromium chromium-driver
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test setup sysdeps lint clean corpus
@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[data,eval,gen,dev]'
+	$(PIP) install -q -e '.[data,eval,gen,listen,dev]'
 	# torchcrepe declares torchaudio (no CPU build here) but never needs it for our use: install it without deps.
 	$(PIP) install -q --no-deps 'torchcrepe>=0.0.22' 'resampy>=0.4'
 	@touch $(STAMP)
