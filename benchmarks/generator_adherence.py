@@ -7,6 +7,10 @@ request; one clip is generated per request (seed = its index). The audio is anal
 librosa's beat tracker for tempo (acc1: within 4%; acc2: also at 2x, 3x, 1/2, 1/3), Krumhansl-Schmuckler on chroma
 for key (MIREX weighted score against the requested key, church modes mapped to major/minor). Then 30 s is
 generated with the default settings to time it (median of 3) and the peak RSS is read.
+
+FAD (default embedder, melstats): the generated set against ``--n-ref`` other test-split clips (their first
+``--seconds``), next to the FAD of the prompt clips themselves (real audio, the floor) and of their codec
+reconstructions against the same reference set.
 """
 
 import argparse
@@ -18,10 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from accelerando.audio import load
 from accelerando.data.build import default_corpus_dir
 from accelerando.eval.beats import track_beats
+from accelerando.eval.embeddings import get_embedder
+from accelerando.eval.fad import fad
 from accelerando.eval.key import estimate_key, key_score
 from accelerando.eval.tempo import tempo_adherence
 from accelerando.pipelines.text_to_music import TextToMusicPipeline
@@ -36,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-ref", type=int, default=64, help="held-out clips in the FAD reference set (0: no FAD)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["split"] == "test" and 40 <= r["bpm"] <= 200]
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
-    results = []
+    results, generated = [], []
     for i, r in enumerate(picked):
         out = pipe(
             r["caption"],
@@ -57,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             generator=torch.Generator().manual_seed(i),
         )
         y = out.audio[0, 0].numpy()
+        generated.append(y)
         tempo, _ = track_beats(y, out.sample_rate)
         adh = tempo_adherence(tempo, r["bpm"])
         tonic, mode = r["key"].split(" ", 1)
@@ -79,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         "median_rel_tempo_error": statistics.median(x["rel_error"] for x in results),
         "mean_key_score": statistics.fmean(x["key_score"] for x in results),
     }
+    if args.n_ref:
+        summary.update(_fad_figures(pipe, args, rows, picked, generated))
     times = []
     for k in range(3):
         t = time.perf_counter()
@@ -91,6 +103,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "clips": results}, indent=1))
     return 0
+
+
+def _fad_figures(pipe, args, rows, picked, generated) -> dict:
+    """FAD of generated audio, of the real prompt clips and of their codec reconstructions, against held-out clips."""
+    sr, n = pipe.codec.sample_rate, int(args.seconds * pipe.codec.sample_rate)
+    emb = get_embedder()
+    ids = {r["clip_id"] for r in picked}
+    others = [r for r in rows if r["clip_id"] not in ids and r["duration"] >= args.seconds]
+    ref_rows = random.Random(args.seed + 1).sample(others, min(args.n_ref, len(others)))
+
+    def first(r):
+        wav, _ = load(args.corpus / r["path"] / "mix.flac", sample_rate=sr, mono=True)
+        return wav.reshape(-1)[:n]
+
+    def embed_all(ys):
+        return np.concatenate([emb.embed(np.asarray(y, dtype=np.float64)) for y in ys])
+
+    ref = embed_all(first(r).numpy() for r in ref_rows)
+    real = [first(r) for r in picked]
+    with torch.inference_mode():
+        recon = [pipe.codec.decode(pipe.codec.encode(w[None, None]))[0, 0, : w.numel()].numpy() for w in real]
+    return {
+        "fad_embedder": emb.version,
+        "fad_n_ref": len(ref_rows),
+        "fad_generated": fad(embed_all(generated), ref),
+        "fad_codec_reconstruction": fad(embed_all(recon), ref),
+        "fad_real_prompt_clips": fad(embed_all(w.numpy() for w in real), ref),
+    }
 
 
 if __name__ == "__main__":
