@@ -21,6 +21,7 @@ _COMMANDS = (
     "accelerando.cli.train",
     "accelerando.cli.generate",
     "accelerando.cli.eval",
+    "accelerando.cli.listen",
 )
 
 
