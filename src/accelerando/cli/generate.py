@@ -1,4 +1,9 @@
-"""`accelerando generate | extend | inpaint | remix`: text-to-music and edits with exact tempo, key and meter."""
+"""`accelerando generate | extend | inpaint | remix`: text-to-music and edits with exact tempo, key and meter.
+
+With ``--session DIR``, ``generate`` records an edit session (see docs/editing.md) and ``inpaint`` / ``extend`` reuse
+it: only the edited stretch is recomputed (token-sparse backbone, sparse codec decode) and the session is updated.
+Edits take the session's controls, steps and sampler; giving different ones is an error.
+"""
 
 import argparse
 import json
@@ -24,14 +29,15 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
     if prompt_required:
         p.add_argument("prompt", help="text description, e.g. 'a baroque chorale for string quartet'")
     else:
-        p.add_argument("--prompt", default="", help="text description")
-    p.add_argument("--bpm", type=float, default=120.0, help="tempo in beats per minute of the meter's beat")
-    p.add_argument("--key", default="C major", help='e.g. "F# minor", "Bb major"')
-    p.add_argument("--meter", default="4/4", help="e.g. 3/4, 6/8")
+        p.add_argument("--prompt", default=None, help="text description (with --session: the session's)")
+    # None = not given: the defaults below, or the session's values for an edit with --session
+    p.add_argument("--bpm", type=float, default=None, help="tempo in beats per minute of the meter's beat (120)")
+    p.add_argument("--key", default=None, help='e.g. "F# minor", "Bb major" (C major)')
+    p.add_argument("--meter", default=None, help="e.g. 3/4, 6/8 (4/4)")
     p.add_argument("--instruments", default=None, help="instrumentation, e.g. string_quartet, piano, choir")
-    p.add_argument("--steps", type=int, default=8, help="sampling steps")
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale")
-    p.add_argument("--sampler", choices=("euler", "heun"), default="euler")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (8)")
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (3)")
+    p.add_argument("--sampler", choices=("euler", "heun"), default=None, help="euler (default) or heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin", help="'builtin' or a generator .safetensors file")
     p.add_argument("-o", "--out", type=Path, default=Path("out.wav"), help="output audio file (.wav or .flac)")
@@ -39,23 +45,45 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+_DEFAULTS = {"prompt": "", "bpm": 120.0, "key": "C major", "meter": "4/4", "steps": 8, "cfg": 3.0, "sampler": "euler"}
+
+
+def _session_args(p: argparse.ArgumentParser, record: bool) -> None:
+    if record:
+        p.add_argument("--session", type=Path, default=None, help="record an edit session in DIR for fast edits")
+        p.add_argument("--cache-mb", type=float, default=2048.0, help="budget of the session's cache (MB)")
+        p.add_argument(
+            "--over-budget",
+            choices=("fewer-steps", "refuse"),
+            default="fewer-steps",
+            help="over the budget: cache only the first steps that fit, or refuse",
+        )
+    else:
+        p.add_argument("--session", type=Path, default=None, help="edit session DIR recorded by generate --session")
+        p.add_argument("--halo", type=float, default=0.5, help="seconds recomputed on each side of the edit")
+        p.add_argument("--cache-mb", type=float, default=2048.0, help="budget of the session's cache (MB)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate music from a prompt and exact controls")
     _controls(g, prompt_required=True)
     g.add_argument("--duration", type=float, default=10.0, help="seconds")
     g.add_argument("--variations", type=int, default=1, help="how many variations (OUT_1.wav, OUT_2.wav, ...)")
+    _session_args(g, record=True)
     g.set_defaults(func=_run, mode="generate")
 
     e = sub.add_parser("extend", help="continue an audio file")
     e.add_argument("input", type=Path)
     e.add_argument("--seconds", type=float, required=True, help="seconds to add")
     _controls(e, prompt_required=False)
+    _session_args(e, record=False)
     e.set_defaults(func=_run, mode="extend")
 
     i = sub.add_parser("inpaint", help="regenerate regions of an audio file, keeping the rest sample-exact")
     i.add_argument("input", type=Path)
     i.add_argument("--region", action="append", required=True, help="START-END in seconds; repeatable")
     _controls(i, prompt_required=False)
+    _session_args(i, record=False)
     i.set_defaults(func=_run, mode="inpaint")
 
     r = sub.add_parser("remix", help="audio-to-audio: keep the structure, follow a new prompt")
@@ -86,10 +114,40 @@ def _outputs(out: Path, n: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{k + 1}{out.suffix}") for k in range(n)]
 
 
+def _resolve_controls(args: argparse.Namespace, manifest: dict | None) -> None:
+    """Fill in controls left unset: from the session (edits with --session) or the defaults; refuse conflicts."""
+    if manifest is None:
+        for name, value in _DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        return
+    recorded = {**manifest["controls"], "steps": manifest["steps"], "sampler": manifest["sampler"]}
+    for name, value in recorded.items():
+        given = getattr(args, name)
+        if given is None:
+            setattr(args, name, value)
+        elif given != value:
+            given_s, value_s = (f"{x:g}" if isinstance(x, float) else str(x) for x in (given, value))
+            flag = f"--{name} {given_s}"
+            raise UserError(f"{flag} differs from the session ({value_s}); edits keep its {name}, drop {flag}")
+    # prompt and cfg may change per edit; None = the session's
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
     from accelerando.audio import load
+
+    session = getattr(args, "session", None)
+    editing = session is not None and args.mode in ("inpaint", "extend")
+    manifest = None
+    if editing:
+        from accelerando.cache.session import read_manifest
+
+        manifest = read_manifest(session)  # one-line error for a missing session, before compute (full check later)
+    _resolve_controls(args, manifest)
+    if not editing and args.prompt is None:
+        args.prompt = ""
     from accelerando.conditioning.controls import ControlSpec
 
     try:  # validate the controls before loading anything
@@ -99,8 +157,11 @@ def _run(args: argparse.Namespace) -> int:
     n = getattr(args, "variations", 1)
     if n < 1 or n > 16:
         raise UserError(f"--variations {n}; use 1-16")
+    if session is not None and n != 1:
+        raise UserError(f"--session records one clip; drop --variations {n}")
     paths = _outputs(args.out, n)
     kwargs: dict = {}
+    wav = sr = None
     if args.mode == "generate":
         duration = args.duration
     else:
@@ -117,6 +178,11 @@ def _run(args: argparse.Namespace) -> int:
         else:
             duration = length
             kwargs["strength"] = args.strength
+    if editing and (sr != manifest["sample_rate"] or wav.shape[-1] != manifest["samples"]):
+        raise UserError(
+            f"{args.input} ({wav.shape[-1]} samples at {sr} Hz) is not the clip of session {session} "
+            f"({manifest['samples']} at {manifest['sample_rate']} Hz); pass the file its last run wrote"
+        )
     t0 = time.perf_counter()
     pipe = load_pipeline(args.model)
     bar = None
@@ -124,25 +190,70 @@ def _run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=args.steps if args.sampler == "euler" else 2 * args.steps - 1, desc=args.mode, leave=False)
-    out = pipe(
-        args.prompt,
-        bpm=args.bpm,
-        key=args.key,
-        meter=args.meter,
-        instruments=args.instruments,
-        duration=duration,
-        steps=args.steps,
-        cfg=args.cfg,
-        sampler=args.sampler,
-        num_outputs=n,
-        generator=torch.Generator().manual_seed(args.seed),
-        callback=(lambda *a: bar.update(1)) if bar else None,
-        **kwargs,
-    )
+    callback = (lambda *a: bar.update(1)) if bar else None
+    saved = False
+
+    def store(out):  # the session holds the audio exactly as the output file reads back
+        nonlocal saved
+        out.save(paths[0])
+        saved = True
+        return load(paths[0])[0]
+
+    if session is not None:
+        from accelerando.cache.edit import SparseEditConfig, apply_sparse_edit
+
+        config = SparseEditConfig(
+            max_cache_mb=args.cache_mb,
+            over_budget=getattr(args, "over_budget", "fewer-steps").replace("-", "_"),
+            halo_s=getattr(args, "halo", 0.5),
+        )
+        editor = apply_sparse_edit(pipe, config).sparse_edit
+    controls = {"bpm": args.bpm, "key": args.key, "meter": args.meter, "instruments": args.instruments}
+    if session is not None and args.mode == "generate":
+        out = editor.generate(
+            session,
+            args.prompt,
+            seed=args.seed,
+            **controls,
+            duration=duration,
+            steps=args.steps,
+            cfg=args.cfg,
+            sampler=args.sampler,
+            callback=callback,
+            store_audio=store,
+        )
+    elif editing:
+        out = editor.edit(
+            session,
+            regions=kwargs.get("regions"),
+            extend_s=args.seconds if args.mode == "extend" else None,
+            prompt=args.prompt,
+            cfg=args.cfg,
+            seed=args.seed,
+            audio=wav,
+            callback=callback,
+            store_audio=store,
+        )
+    else:
+        if args.mode in ("inpaint", "extend"):
+            print(f"{args.mode}: no --session, so the whole clip is recomputed (sparse: false)", file=sys.stderr)
+        out = pipe(
+            args.prompt,
+            **controls,
+            duration=duration,
+            steps=args.steps,
+            cfg=args.cfg,
+            sampler=args.sampler,
+            num_outputs=n,
+            generator=torch.Generator().manual_seed(args.seed),
+            callback=callback,
+            **kwargs,
+        )
     if bar:
         bar.close()
-    for k, path in enumerate(paths):
-        out.save(path, index=k)
+    if not saved:
+        for k, path in enumerate(paths):
+            out.save(path, index=k)
     wall = time.perf_counter() - t0
     audio_seconds = out.audio.shape[-1] / out.sample_rate * n
     report = {
@@ -159,8 +270,25 @@ def _run(args: argparse.Namespace) -> int:
         "key": out.metadata["key"],
         "meter": out.metadata["meter"],
     }
+    if session is not None:
+        report["session"] = str(session)
+    if args.mode in ("inpaint", "extend"):
+        report["sparse"] = editing
+        if editing:
+            report["sparse_edit"] = out.metadata["sparse_edit"]
+    elif session is not None:
+        report["session_cache"] = out.metadata["session"]
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"wrote {', '.join(report['outputs'])} ({audio_seconds:.1f} s of audio in {wall:.1f} s)", file=sys.stderr)
+        how = ""
+        if editing:
+            st = out.metadata["sparse_edit"]
+            how = f"; sparse: {st['tokens_recomputed']} of {st['tokens']} tokens recomputed, session updated"
+        elif session is not None:
+            how = f"; session recorded in {session}"
+        print(
+            f"wrote {', '.join(report['outputs'])} ({audio_seconds:.1f} s of audio in {wall:.1f} s{how})",
+            file=sys.stderr,
+        )
     return 0

@@ -1,0 +1,204 @@
+"""Token-sparse, cached edits (edit sessions) against full regeneration with the same seed (SIGE-Audio, issue 6).
+
+    .venv/bin/python benchmarks/sparse_edit.py --model /tmp/generator_v0.safetensors [--seconds 30 60 120]
+    .venv/bin/python benchmarks/sparse_edit.py --tiny          # smoke run on a tiny random pipeline
+
+For each clip length, generates a clip with an edit session (seed 0), then inpaints a centred region covering 1, 5,
+10 and 25% of it (seed 1) twice: fully (the pipeline without a session) and sparsely from the session
+(``cache_update="refresh"``: the edit plus the sparse refresh of the cache; and ``"reuse"``: the edit alone). Each
+sparse run starts from a fresh copy of the recorded session. Reports per row:
+
+* MACs (``torch.utils.flop_counter``, FLOPs / 2) of the whole edit call, full and sparse, and their ratio;
+* wall time, median of ``--repeats`` runs measured alternately in one process (2 threads), and the ratio
+  full / sparse; for the sparse edit also the time to audio (before the session update);
+* quality of the sparse output against the full regeneration on the edited stretch: LSD and MR-STFT
+  (:mod:`accelerando.eval.paired`), next to the same metrics of the full regeneration against the original clip
+  (how much the edit changed; the scale the approximation error should be small against);
+* seam: spectral flux at the region's boundaries divided by the median flux of all frames (sparse and full);
+* the session's key/value cache size in memory and the session directory on disk.
+
+Clips longer than the model's ``max_seconds`` run beyond its training length (the limit is lifted here).
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from accelerando.cache.edit import SparseEditConfig, apply_sparse_edit
+from accelerando.eval.paired import lsd, mrstft
+
+
+def _pipeline(args):
+    from accelerando.conditioning.text import LookupTextEncoder
+    from accelerando.pipelines.text_to_music import TextToMusicPipeline
+
+    if args.tiny:
+        from accelerando.models.codec import CodecConfig, MelCodec
+        from accelerando.models.dit import MusicDiTConfig
+        from accelerando.models.generator import MusicGenerator
+
+        torch.manual_seed(0)
+        codec = MelCodec(CodecConfig.mel_vocoder(n_mels=16, dec_dim=16, dec_layers=2)).eval()
+        cfg = MusicDiTConfig.tiny(latent_dim=16, text_dim=16)
+        cfg.frame_rate = codec.frame_rate
+        model = MusicGenerator(cfg)
+        for p in model.parameters():
+            p.data.add_(0.05 * torch.randn_like(p))
+        return TextToMusicPipeline(model.eval(), codec, LookupTextEncoder(dim=16))
+    from accelerando.pretrained import load_codec, load_generator
+
+    model = load_generator(args.model)
+    return TextToMusicPipeline(model, load_codec("builtin"), LookupTextEncoder(dim=model.config.text_dim))
+
+
+def _flux_seam(audio: torch.Tensor, sr: int, bounds: list[float]) -> float:
+    """Spectral flux at the boundaries (max over +-1 frame) / median flux of all frames."""
+    x = audio.reshape(-1).double()
+    mag = torch.stft(x, 1024, 256, window=torch.hann_window(1024, dtype=x.dtype), return_complex=True).abs()
+    flux = (mag[:, 1:] - mag[:, :-1]).clamp(min=0).sum(0)  # [frames - 1]
+    med = flux.median().clamp(min=1e-12)
+    jumps = []
+    for b in bounds:
+        f = int(round(b * sr / 256))
+        if 1 <= f < len(flux) - 1:
+            jumps.append(flux[f - 2 : f + 1].max())
+    return float(torch.stack(jumps).mean() / med) if jumps else float("nan")
+
+
+def _macs(fn) -> int:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops() // 2
+
+
+def _du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="/tmp/generator_v0.safetensors", help="generator .safetensors")
+    ap.add_argument("--tiny", action="store_true", help="tiny random pipeline, short clips (smoke test)")
+    ap.add_argument("--seconds", type=float, nargs="+", default=None, help="clip lengths (30 60 120)")
+    ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.05, 0.10, 0.25])
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--halo", type=float, default=0.5, help="seconds recomputed on each side")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    seconds = args.seconds or ([2.0, 4.0] if args.tiny else [30.0, 60.0, 120.0])
+    pipe = _pipeline(args)
+    pipe.model.config.max_seconds = max(pipe.model.config.max_seconds, max(seconds))
+    editor = apply_sparse_edit(pipe, SparseEditConfig(halo_s=args.halo)).sparse_edit
+    sr = pipe.codec.sample_rate
+    prompt = "a baroque chorale for string quartet"
+    rows = []
+    print(f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, 2 threads, {time.strftime('%Y-%m-%d')}\n")
+    print(
+        "| clip | edit | tokens run | MACs full / sparse (refresh; edit only) | wall full / sparse (to audio) "
+        "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full "
+        "| cache MB / disk MB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for secs in seconds:
+            master = Path(tmp) / f"s{secs:g}"
+            editor.config = SparseEditConfig(halo_s=args.halo)
+            gen = editor.generate(master, prompt, duration=secs, steps=args.steps, seed=0)
+            orig = editor.load(master).audio
+            cache_mb, disk_mb = gen.metadata["session"]["cache_mb"], _du(master) / 2**20
+            for share in args.shares:
+                length = share * secs
+                a = round((secs - length) / 2, 3)
+                region = [(a, round(a + length, 3))]
+                work = Path(tmp) / "work"
+
+                def fresh(work=work, master=master):
+                    shutil.rmtree(work, ignore_errors=True)
+                    shutil.copytree(master, work)
+
+                def full(region=region, orig=orig):
+                    return pipe(
+                        prompt,
+                        duration=orig.shape[-1] / sr,
+                        steps=args.steps,
+                        generator=torch.Generator().manual_seed(1),
+                        init_audio=orig,
+                        init_sample_rate=sr,
+                        regions=region,
+                    )
+
+                def sparse(region=region, work=work):
+                    return editor.edit(work, regions=region, seed=1)
+
+                macs_full = _macs(full)
+                fresh()
+                macs_sparse = _macs(sparse)
+                editor.config = SparseEditConfig(halo_s=args.halo, cache_update="reuse")
+                fresh()
+                macs_edit = _macs(sparse)
+                editor.config = SparseEditConfig(halo_s=args.halo)
+                t_full, t_sparse, t_audio = [], [], []
+                for _ in range(args.repeats):
+                    s = time.perf_counter()
+                    ref = full()
+                    t_full.append(time.perf_counter() - s)
+                    fresh()
+                    s = time.perf_counter()
+                    out = sparse()
+                    t_sparse.append(time.perf_counter() - s)
+                    t_audio.append(out.metadata["sparse_edit"]["edit_s"])
+                st = out.metadata["sparse_edit"]
+                lo, hi = int(region[0][0] * sr), int(region[0][1] * sr)
+                pad = int(0.25 * sr)
+                lo, hi = max(0, lo - pad), min(orig.shape[-1], hi + pad)
+                p, r, o = out.audio[0, :, lo:hi], ref.audio[0, :, lo:hi], orig[:, lo:hi]
+                row = {
+                    "seconds": secs,
+                    "share": share,
+                    "tokens_run": st["tokens_recomputed"],
+                    "tokens": st["tokens"],
+                    "macs_full": macs_full,
+                    "macs_sparse_refresh": macs_sparse,
+                    "macs_sparse_edit_only": macs_edit,
+                    "wall_full_s": statistics.median(t_full),
+                    "wall_sparse_s": statistics.median(t_sparse),
+                    "wall_sparse_to_audio_s": statistics.median(t_audio),
+                    "lsd_sparse_vs_full": lsd(p, r),
+                    "lsd_full_vs_orig": lsd(r, o),
+                    "mrstft_sparse_vs_full": mrstft(p, r),
+                    "mrstft_full_vs_orig": mrstft(r, o),
+                    "seam_sparse": _flux_seam(out.audio, sr, list(region[0])),
+                    "seam_full": _flux_seam(ref.audio, sr, list(region[0])),
+                    "cache_mb": cache_mb,
+                    "disk_mb": disk_mb,
+                }
+                rows.append(row)
+                print(
+                    f"| {secs:g} s | {share:.0%} | {row['tokens_run']}/{row['tokens']} "
+                    f"| {macs_full / 1e9:.1f} G / {macs_sparse / 1e9:.1f} G ({macs_full / macs_sparse:.1f}x); "
+                    f"{macs_edit / 1e9:.1f} G ({macs_full / macs_edit:.1f}x) "
+                    f"| {row['wall_full_s']:.2f} s / {row['wall_sparse_s']:.2f} s "
+                    f"({row['wall_full_s'] / row['wall_sparse_s']:.1f}x; to audio "
+                    f"{row['wall_full_s'] / row['wall_sparse_to_audio_s']:.1f}x) "
+                    f"| {row['lsd_sparse_vs_full']:.2f} ({row['lsd_full_vs_orig']:.2f}) "
+                    f"| {row['mrstft_sparse_vs_full']:.3f} ({row['mrstft_full_vs_orig']:.3f}) "
+                    f"| {row['seam_sparse']:.2f} / {row['seam_full']:.2f} | {cache_mb:.0f} / {disk_mb:.0f} |",
+                    flush=True,
+                )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

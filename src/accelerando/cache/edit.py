@@ -1,0 +1,487 @@
+"""Sparse, cached edits of a generated clip (SIGE-Audio): one config and one apply function.
+
+``apply_sparse_edit(pipeline, SparseEditConfig(...))`` attaches a :class:`SparseEditor` as ``pipeline.sparse_edit``
+and routes the backbone's and the codec decoder's calls through it (by instance attributes; the model files are
+untouched, and outside an editor call both behave exactly as before). Then::
+
+    pipe.sparse_edit.generate("song.session", "a chorale", duration=30, seed=0)        # records the session
+    pipe.sparse_edit.edit("song.session", regions=[(10.0, 12.0)], seed=1)              # inpaint, token-sparse
+    pipe.sparse_edit.edit("song.session", extend_s=5.0, seed=2)                        # extend, token-sparse
+
+What is cached. For every model evaluation of the sampler and both classifier-free-guidance branches, each block's
+self-attention keys and values (after RoPE, bf16 as computed under the pipeline's autocast) of every token, from a
+*recording pass*: the pipeline run as an edit with nothing to regenerate (every frame known, the clip's own latent
+as the known latent). That is exactly what a full inpaint of the clip computes for its unedited tokens, except for
+their dependence on the region being regenerated. Plus the clip's audio, its latent and the codec decode of that
+latent (the base for exact sparse decoding).
+
+The edit. The pipeline runs the edit as usual (same conditioning, same seed handling, same splice), but each model
+evaluation runs only the tokens that hold a frame to regenerate, dilated by ``halo_s`` seconds on each side; their
+queries attend to the cached keys and values of all other tokens (SIGE's approximation: unedited tokens keep the
+activations they had in the recording pass). Model evaluations with no cache entry (``over_budget="fewer_steps"``)
+run densely. The codec decodes only the changed stretch (:func:`~accelerando.cache.sparse_decode.decode_edit`,
+exact) and the pipeline's splice keeps audio outside the regions sample-identical to the original.
+
+After the edit the session is updated: audio, latent and decode base exactly; the cached keys and values of the
+recomputed tokens either by a sparse recording pass over the new audio (``cache_update="refresh"``, the same
+semantics as the original recording; costs about one more sparse edit) or by keeping the ones the edit computed
+(``"reuse"``, free, but they describe the region while it was being generated, not the finished audio).
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from accelerando.cache.dit_sparse import dilate_tokens, dit_forward, edited_tokens
+from accelerando.cache.session import SessionData, kv_bytes, load_session, module_sha256, write_session
+from accelerando.cache.sparse_decode import decode_edit, decoder_radius
+from accelerando.errors import UserError
+
+__all__ = ["SparseEditConfig", "SparseEditor", "apply_sparse_edit"]
+
+
+@dataclass
+class SparseEditConfig:
+    halo_s: float = 0.5  # dilation of the regenerated frames, seconds on each side, recomputed with them
+    max_cache_mb: float = 2048.0  # memory and disk budget of the key/value cache
+    over_budget: str = "fewer_steps"  # "fewer_steps": cache the first evaluations that fit; "refuse": UserError
+    cache_update: str = "refresh"  # "refresh" or "reuse" (see the module docstring)
+    sparse_decode: bool = True  # decode only the changed stretch (codecs without time upsampling; else full)
+
+    def __post_init__(self):
+        if not (self.halo_s >= 0 and math.isfinite(self.halo_s)):
+            raise ValueError(f"halo_s={self.halo_s}; use a finite number of seconds >= 0")
+        if not self.max_cache_mb > 0:
+            raise ValueError(f"max_cache_mb={self.max_cache_mb}; use a positive budget")
+        if self.over_budget not in ("fewer_steps", "refuse"):
+            raise ValueError(f"over_budget={self.over_budget!r}; use 'fewer_steps' or 'refuse'")
+        if self.cache_update not in ("refresh", "reuse"):
+            raise ValueError(f"cache_update={self.cache_update!r}; use 'refresh' or 'reuse'")
+
+
+def apply_sparse_edit(pipeline, config: SparseEditConfig | None = None):
+    """Attach (or reconfigure) ``pipeline.sparse_edit``, a :class:`SparseEditor`; return the pipeline."""
+    config = config or SparseEditConfig()
+    editor = getattr(pipeline, "sparse_edit", None)
+    if isinstance(editor, SparseEditor):
+        editor.config = config
+    else:
+        pipeline.sparse_edit = SparseEditor(pipeline, config)
+    return pipeline
+
+
+@dataclass
+class _Run:
+    """State of one pipeline call routed through the editor."""
+
+    idx: torch.Tensor | str = "edited"  # token indices to compute, "all", or "edited" (dilated from the mask)
+    halo: int = 0  # tokens
+    cache_k: dict = field(default_factory=dict)  # eval -> [depth, B, H, N_cached, Dh]
+    cache_v: dict = field(default_factory=dict)
+    n_cached: int | None = None  # tokens in the cache
+    record: frozenset = frozenset()  # evals whose computed keys/values to keep
+    compute: bool = True  # False: skip the backbone where every frame is known (output unused)
+    times: list | None = None  # expected evaluation times
+    decode_base: tuple | None = None  # (latent [1, D, T0], audio [1, 1, T0 * spf]) for sparse decoding
+    calls: int = 0
+    cond: object = None
+    seen_times: list = field(default_factory=list)
+    rec: dict = field(default_factory=dict)  # eval -> (k, v) [depth, B, H, Na, Dh]
+    sparse_evals: int = 0
+    dense_evals: int = 0
+    tokens: int = 0
+    decode_fraction: float | None = None
+    decoded: torch.Tensor | None = None  # what the codec call returned
+
+
+class SparseEditor:
+    """Sessions and token-sparse edits for one pipeline; made by :func:`apply_sparse_edit`."""
+
+    def __init__(self, pipeline, config: SparseEditConfig):
+        self.pipe = pipeline
+        self.config = config
+        self._run: _Run | None = None
+        dit, codec = pipeline.model.dit, pipeline.codec
+        self._dense_forward = dit.forward
+        self._full_decode = codec.decode
+        dit.forward = self._dit_call  # instance attributes: nn.Module.__call__ dispatches to them
+        codec.decode = self._decode_call
+
+    # -- identities --------------------------------------------------------------------------------------------------
+    def model_sha256(self) -> str:
+        return module_sha256(self.pipe.model, self.pipe.model.config.to_dict())
+
+    def codec_sha256(self) -> str:
+        return module_sha256(self.pipe.codec, self.pipe.codec.config.to_dict())
+
+    # -- dispatch ----------------------------------------------------------------------------------------------------
+    def _dit_call(self, x, t, cond):
+        run = self._run
+        if run is None:
+            return self._dense_forward(x, t, cond)
+        dit = self.pipe.model.dit
+        e = run.calls
+        run.calls += 1
+        run.seen_times.append(float(t[0]))
+        if run.times is not None and (e >= len(run.times) or abs(run.times[e] - float(t[0])) > 1e-6):
+            raise RuntimeError(f"model evaluation {e} at t={float(t[0]):.6f} does not match the session's schedule")
+        nb, frames, _ = x.shape
+        p = dit.config.patch
+        n = -(-frames // p)
+        if run.cond is None:
+            run.cond = cond
+            kmask = cond.known_mask[0] if cond.known_mask is not None else x.new_zeros(frames)
+            if isinstance(run.idx, str):
+                if run.idx == "all":
+                    run.idx = torch.arange(n)
+                else:
+                    run.idx = dilate_tokens(edited_tokens(kmask, p, run.n_cached), run.halo).nonzero().flatten()
+            run.tokens = len(run.idx)
+        all_known = cond.known_mask is not None and bool((cond.known_mask > 0).all())
+        if not run.compute and all_known and e not in run.record:
+            return x.new_zeros(x.shape)  # every frame is clamped to the known latent: the velocity is unused
+        kv = self._kv(run, e, nb, n)
+        if kv is None and len(run.idx) < n:
+            run.dense_evals += 1
+            return self._dense_forward(x, t, cond)
+        if kv is None:
+            v, rec = dit_forward(dit, x, t, cond, record=e in run.record)
+        else:
+            v, rec = dit_forward(dit, x, t, cond, idx=run.idx, kv=kv, record=e in run.record)
+        if len(run.idx) < n:
+            run.sparse_evals += 1
+        else:
+            run.dense_evals += 1
+        if rec is not None:
+            run.rec[e] = (rec.k.to(torch.bfloat16), rec.v.to(torch.bfloat16))
+        return v
+
+    @staticmethod
+    def _kv(run: _Run, e: int, nb: int, n: int):
+        if e not in run.cache_k:
+            return None
+        k, v = run.cache_k[e], run.cache_v[e]
+        if k.shape[1] != nb:
+            if nb != 1:
+                return None  # guided edit of an unguided session: no cache for the second branch
+            k, v = k[:, :1], v[:, :1]  # unguided edit of a guided session: the conditional branch
+        if k.shape[3] < n:  # extend: tokens past the cache are all recomputed
+            k, v = F.pad(k, (0, 0, 0, n - k.shape[3])), F.pad(v, (0, 0, 0, n - v.shape[3]))
+        return k, v
+
+    def _decode_call(self, latent):
+        run = self._run
+        if run is None:
+            return self._full_decode(latent)
+        if run.decode_base is None or not self.config.sparse_decode:
+            run.decoded, run.decode_fraction = self._full_decode(latent), 1.0
+        else:
+            run.decoded, run.decode_fraction = self._decode_against(latent, *run.decode_base)
+        return run.decoded
+
+    def _decode_against(self, latent, base_latent, base_audio):
+        """Decode ``latent`` [1, D, T] exactly, recomputing only what differs from ``base_latent`` [1, D, T0]."""
+        t, t0 = latent.shape[-1], base_latent.shape[-1]
+        spf = self.pipe.codec.samples_per_frame
+        if latent.shape[:2] != base_latent.shape[:2] or t < t0:
+            return self._full_decode(latent), 1.0
+        changed = (latent[..., :t0] != base_latent).flatten(0, 1).any(dim=0).nonzero().flatten()
+        if t > t0:  # extend: the old decode is exact only well before its end
+            start, end = min(int(changed[0]) if len(changed) else t0 - 1, t0 - 1), t
+        elif len(changed) == 0:
+            return base_audio.clone(), 0.0
+        else:
+            start, end = int(changed[0]), int(changed[-1]) + 1
+        try:
+            decoder_radius(self.pipe.codec)
+        except NotImplementedError:  # codec with time upsampling: no sparse decoder yet
+            return self._full_decode(latent), 1.0
+        cached = F.pad(base_audio, (0, t * spf - base_audio.shape[-1]))
+        res = decode_edit(self.pipe.codec, latent, cached, start, end)
+        return res.audio, res.fraction
+
+    def _call(self, run: _Run, *args, **kwargs):
+        if self._run is not None:
+            raise RuntimeError("the sparse editor is already running a call (not re-entrant)")
+        self._run = run
+        try:
+            return self.pipe(*args, **kwargs)
+        finally:
+            self._run = None
+
+    # -- budget ------------------------------------------------------------------------------------------------------
+    def _evals_to_cache(self, n_evals: int, batch: int, tokens: int) -> int:
+        cfg = self.pipe.model.config
+        per_eval = kv_bytes(1, cfg.depth, batch, tokens, cfg.width)
+        budget = self.config.max_cache_mb * 2**20
+        fit = min(n_evals, int(budget // per_eval))
+        if fit < n_evals and (self.config.over_budget == "refuse" or fit == 0):
+            raise UserError(
+                f"the edit cache needs {per_eval * n_evals / 2**20:.0f} MB ({n_evals} model evaluations x "
+                f"{per_eval / 2**20:.1f} MB), over the budget of {self.config.max_cache_mb:g} MB; raise the cache "
+                "budget, use fewer steps or a shorter clip"
+            )
+        return fit
+
+    # -- sessions ----------------------------------------------------------------------------------------------------
+    def _record(self, audio, settings: dict, prompt: str, run: _Run) -> _Run:
+        """Recording pass over ``audio`` [C, S], every frame known: fills ``run.rec``, ``run.cond``, ``run.decoded``."""
+        self._call(
+            run,
+            prompt,
+            **settings,
+            duration=audio.shape[-1] / self.pipe.codec.sample_rate,
+            init_audio=audio,
+            init_sample_rate=self.pipe.codec.sample_rate,
+            generator=torch.Generator().manual_seed(0),
+        )
+        return run
+
+    def _settings(self, m: dict, cfg: float | None = None) -> dict:
+        c = m["controls"]
+        return {
+            "bpm": c["bpm"],
+            "key": c["key"],
+            "meter": c["meter"],
+            "instruments": c["instruments"],
+            "steps": m["steps"],
+            "cfg": m["cfg"] if cfg is None else cfg,
+            "sampler": m["sampler"],
+        }
+
+    def generate(
+        self,
+        session_dir: str | Path,
+        prompt: str,
+        *,
+        seed: int = 0,
+        bpm: float = 120.0,
+        key: str = "C major",
+        meter: str = "4/4",
+        instruments: str | None = None,
+        duration: float = 10.0,
+        steps: int = 8,
+        cfg: float = 3.0,
+        sampler: str = "euler",
+        callback=None,
+        store_audio=None,
+    ):
+        """Generate one clip as the pipeline does and record its edit session in ``session_dir``.
+
+        ``store_audio(output) -> [C, S]`` (codec rate) gives the audio the session should hold, e.g. the output file
+        read back after writing it as 16-bit PCM; by default ``output.audio[0]``.
+        """
+        pipe = self.pipe
+        settings = {"bpm": bpm, "key": key, "meter": meter, "instruments": instruments}
+        pipe.check_inputs(prompt, settings, duration, steps, cfg, sampler)
+        settings.update(steps=steps, cfg=cfg, sampler=sampler)
+        mcfg = pipe.model.config
+        n_evals = steps if sampler == "euler" else 2 * steps - 1
+        batch = 2 if cfg != 1.0 else 1
+        sr = pipe.codec.sample_rate
+        tokens = -(-math.ceil(round(duration * sr) / pipe.codec.samples_per_frame) // mcfg.patch)
+        n_cache = self._evals_to_cache(n_evals, batch, tokens)
+        model_sha, codec_sha = self.model_sha256(), self.codec_sha256()
+        t0 = time.perf_counter()
+        out = pipe(
+            prompt, **settings, duration=duration, generator=torch.Generator().manual_seed(seed), callback=callback
+        )
+        audio = (store_audio(out) if store_audio else out.audio[0]).float()
+        run = _Run(idx="all", record=frozenset(range(n_cache)), compute=False)
+        run = self._record(audio, settings, prompt, run)
+        known, base_audio = run.cond.known[0].float().clone(), run.decoded  # [T, D], [1, 1, T * spf]
+        data = SessionData(
+            manifest={
+                "model_sha256": model_sha,
+                "codec_sha256": codec_sha,
+                "model_config": mcfg.to_dict(),
+                "codec_config": pipe.codec.config.to_dict(),
+                "prompt": prompt,
+                "controls": {"bpm": bpm, "key": key, "meter": meter, "instruments": instruments},
+                "seed": seed,
+                "steps": steps,
+                "sampler": sampler,
+                "cfg": cfg,
+                "sample_rate": sr,
+                "channels": audio.shape[0],
+                "samples": audio.shape[-1],
+                "frames": known.shape[0],
+                "latent_dim": known.shape[1],
+                "samples_per_frame": pipe.codec.samples_per_frame,
+                "tokens": -(-known.shape[0] // mcfg.patch),
+                "patch": mcfg.patch,
+                "depth": mcfg.depth,
+                "heads": mcfg.heads,
+                "width": mcfg.width,
+                "batch": batch,
+                "eval_times": run.seen_times,
+                "kv_dtype": "bfloat16",
+                "budget": {"max_cache_mb": self.config.max_cache_mb, "over_budget": self.config.over_budget},
+                "edits": [],
+            },
+            audio=audio,
+            known=known,
+            base_audio=base_audio,
+            k={e: kv[0] for e, kv in run.rec.items()},
+            v={e: kv[1] for e, kv in run.rec.items()},
+        )
+        write_session(session_dir, data)
+        out.metadata["session"] = {
+            "dir": str(session_dir),
+            "cached_evals": len(data.k),
+            "evals": len(run.seen_times),
+            "cache_mb": data.cache_bytes / 2**20,
+            "record_s": time.perf_counter() - t0,
+        }
+        return out
+
+    def load(self, session_dir: str | Path) -> SessionData:
+        """The session's current version, checked against this pipeline's model and codec."""
+        return load_session(session_dir, self.model_sha256(), self.codec_sha256())
+
+    def edit(
+        self,
+        session_dir: str | Path,
+        *,
+        regions: list[tuple[float, float]] | None = None,
+        extend_s: float | None = None,
+        prompt: str | None = None,
+        cfg: float | None = None,
+        seed: int = 0,
+        audio: torch.Tensor | None = None,
+        callback=None,
+        store_audio=None,
+    ):
+        """Inpaint ``regions`` (seconds) or extend by ``extend_s`` seconds, token-sparse, and update the session.
+
+        ``audio`` [C, S] (codec rate), when given, must equal the session's audio (the clip the user is editing).
+        ``prompt`` and ``cfg`` default to the session's; the controls, steps and sampler are the session's.
+        Returns the pipeline's AudioOutput with ``metadata["sparse_edit"]`` (work done, timings).
+        """
+        if (regions is None) == (extend_s is None):
+            raise UserError("an edit needs either regions (inpaint) or extend_s (extend)")
+        sess = self.load(session_dir)
+        m = sess.manifest
+        sr = self.pipe.codec.sample_rate
+        if m["sample_rate"] != sr:
+            raise UserError(f"edit session {session_dir} is at {m['sample_rate']} Hz; this codec runs at {sr} Hz")
+        if audio is not None and (audio.shape != sess.audio.shape or not torch.equal(audio.float(), sess.audio)):
+            raise UserError(
+                f"the input audio does not match edit session {session_dir} (it holds the clip its last run wrote); "
+                "pass that file, or edit without --session"
+            )
+        if extend_s is not None and not extend_s > 0:
+            raise UserError(f"extend by {extend_s} s; give a positive number of seconds")
+        prompt = m["prompt"] if prompt is None else prompt
+        settings = self._settings(m, cfg)
+        length = m["samples"] / sr
+        duration = length if extend_s is None else length + extend_s
+        mcfg = self.pipe.model.config
+        p = mcfg.patch
+        fr = self.pipe.frame_rate
+        n_new = -(-max(1, math.ceil(duration * fr)) // p)
+        keep = self._evals_to_cache(len(m["eval_times"]), m["batch"], max(n_new, m["tokens"]))
+        keep_evals = [e for e in sorted(sess.k) if e < keep]
+        halo = math.ceil(self.config.halo_s * fr / p)
+        base = (self.pipe.model.denormalize(sess.known)[None].transpose(1, 2), sess.base_audio)
+        reuse = self.config.cache_update == "reuse"
+        run = _Run(
+            idx="edited",
+            halo=halo,
+            cache_k=sess.k,
+            cache_v=sess.v,
+            n_cached=m["tokens"],
+            record=frozenset(keep_evals) if reuse else frozenset(),
+            times=m["eval_times"],
+            decode_base=base,
+        )
+        t0 = time.perf_counter()
+        out = self._call(
+            run,
+            prompt,
+            **settings,
+            duration=duration,
+            generator=torch.Generator().manual_seed(seed),
+            init_audio=sess.audio,
+            init_sample_rate=sr,
+            regions=regions,
+            callback=callback,
+        )
+        t_edit = time.perf_counter() - t0
+        new_audio = (store_audio(out) if store_audio else out.audio[0]).float()
+        t1 = time.perf_counter()
+        frames = run.cond.known_mask.shape[1]
+        n_tokens = -(-frames // p)
+        # update the session: latent and decode base exactly, keys/values of the recomputed tokens
+        pipe = self.pipe
+        known_new = pipe._encode_audio(pipe._prepare_audio(new_audio, sr))[0]  # [T, D], as the next edit computes it
+        guided_same = (settings["cfg"] != 1.0) == (m["batch"] == 2)
+        if reuse and guided_same:
+            idx, records = run.idx, run.rec
+            base_new = self._decode_against(pipe.model.denormalize(known_new)[None].transpose(1, 2), *base)[0]
+        else:  # refresh: a sparse recording pass over the new audio
+            old = sess.known
+            t_common = min(old.shape[0], known_new.shape[0])
+            changed = (known_new[:t_common] != old[:t_common]).any(dim=1)
+            changed = F.pad(changed, (0, known_new.shape[0] - t_common), value=True)
+            touched = edited_tokens((~changed).float(), p, m["tokens"])
+            touched[run.idx] = True
+            ref = _Run(
+                idx=touched.nonzero().flatten(),
+                cache_k=sess.k,
+                cache_v=sess.v,
+                n_cached=m["tokens"],
+                record=frozenset(keep_evals),
+                compute=False,
+                times=m["eval_times"],
+                decode_base=base,
+            )
+            ref = self._record(new_audio, self._settings(m), m["prompt"], ref)
+            if not torch.equal(ref.cond.known[0].float(), known_new):
+                raise RuntimeError("the codec encoder is not deterministic; the session cannot be updated exactly")
+            idx, records, base_new = ref.idx, ref.rec, ref.decoded
+        k_new, v_new = {}, {}
+        for e in keep_evals:
+            if e not in records:
+                continue  # no fresh record for this evaluation: it drops out of the cache
+            k_old, v_old = self._kv(_Run(cache_k=sess.k, cache_v=sess.v), e, m["batch"], n_tokens)
+            k_new[e] = k_old.index_copy(3, idx, records[e][0])
+            v_new[e] = v_old.index_copy(3, idx, records[e][1])
+        manifest = dict(m)
+        manifest.update(
+            samples=new_audio.shape[-1],
+            channels=new_audio.shape[0],
+            frames=known_new.shape[0],
+            tokens=-(-known_new.shape[0] // p),
+            edits=[
+                *m.get("edits", []),
+                {
+                    "mode": "inpaint" if regions else "extend",
+                    "regions": regions,
+                    "extend_s": extend_s,
+                    "prompt": prompt,
+                    "seed": seed,
+                    "tokens_recomputed": run.tokens,
+                    "tokens": n_tokens,
+                },
+            ],
+        )
+        write_session(session_dir, SessionData(manifest, new_audio, known_new, base_new, k_new, v_new))
+        stats = {
+            "sparse": True,
+            "tokens_recomputed": run.tokens,
+            "tokens": n_tokens,
+            "sparse_evals": run.sparse_evals,
+            "dense_evals": run.dense_evals,
+            "decode_fraction": run.decode_fraction,
+            "cache_update": "reuse" if reuse and guided_same else "refresh",
+            "edit_s": t_edit,
+            "update_s": time.perf_counter() - t1,
+            "cache_mb": sum(t.numel() * 2 for t in (*k_new.values(), *v_new.values())) / 2**20,
+        }
+        out.metadata["sparse_edit"] = stats
+        return out
