@@ -22,6 +22,7 @@ _COMMANDS = (
     "accelerando.cli.generate",
     "accelerando.cli.eval",
     "accelerando.cli.listen",
+    "accelerando.cli.bench",
 )
 
 
