@@ -157,9 +157,21 @@ def test_config_rejects_bad_values(cls, kwargs, needle):
         cls(**kwargs)
 
 
-def test_stft_calibration_not_implemented_yet():
-    with pytest.raises(ValueError, match="calibration='stft' is not implemented yet"):
-        SVDQuantConfig(calibration="stft")
+def test_stft_calibration_config_and_clip_validation():
+    assert SVDQuantConfig(calibration="stft").w_clip == 1.0
+    for bad in (0.3, 1.2, True):
+        with pytest.raises(ValueError, match="w_clip"):
+            SVDQuantConfig(w_clip=bad)
+
+
+def test_residual_clipping_changes_scales_not_format():
+    lin, calib, x = _outlier_linear(seed=4)
+    full = _calibrated(lin, SVDQuantConfig(4, 8, rank=8, calibration=None), calib)
+    clipped = _calibrated(lin, SVDQuantConfig(4, 8, rank=8, calibration=None, w_clip=0.8), calib)
+    assert clipped.residual.qweight.shape == full.residual.qweight.shape
+    torch.testing.assert_close(clipped.residual.weight_scale, 0.8 * full.residual.weight_scale)
+    with torch.no_grad():
+        assert sqnr(lin(x), clipped(x)) >= 20.0
 
 
 def test_quantize_without_calibration_points_to_calibrate():

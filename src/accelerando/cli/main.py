@@ -23,6 +23,7 @@ _COMMANDS = (
     "accelerando.cli.eval",
     "accelerando.cli.listen",
     "accelerando.cli.bench",
+    "accelerando.cli.quantize",
 )
 
 

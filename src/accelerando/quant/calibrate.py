@@ -12,6 +12,12 @@ picks its smoothing by output MSE (``SVDQuantConfig(calibration="mse")``), a uni
 ``max_rows`` input rows (reservoir by random keys, seeded). Then ``quantize_`` runs with the same
 ``config`` / ``filter_fn`` / ``overrides``; layers whose config needs no calibration (RTN) are quantized as usual.
 Use calibration data from the train split only.
+
+``SVDQuantConfig(calibration="stft")`` layers also need ``objective``: a callable ``(model) -> float`` that runs
+the model end to end and returns the error to minimise (for a generator: the complex-STFT error of the decoded audio
+against the float model's, see :func:`accelerando.quant.presets.quantize_pipeline`). After ``quantize_``,
+:func:`accelerando.quant.stft_search.stft_refine_` refines those layers greedily against it; the report is stored
+on ``model.stft_calibration``.
 """
 
 from collections.abc import Callable, Iterable
@@ -21,12 +27,17 @@ from torch import nn
 
 from accelerando.quant.api import quant_plan, quantize_
 from accelerando.quant.configs import QuantConfig, SVDQuantConfig
+from accelerando.quant.stft_search import stft_refine_
 
 __all__ = ["calibrate_", "record_activations"]
 
 
 def _wants_sample(cfg: QuantConfig) -> bool:
-    return isinstance(cfg, SVDQuantConfig) and cfg.calibration == "mse"
+    return isinstance(cfg, SVDQuantConfig) and cfg.calibration in ("mse", "stft")
+
+
+def _is_stft(cfg: QuantConfig) -> bool:
+    return isinstance(cfg, SVDQuantConfig) and cfg.calibration == "stft"
 
 
 def record_activations(
@@ -83,18 +94,39 @@ def calibrate_(
     overrides: dict[str, QuantConfig | None] | None = None,
     max_rows: int = 2048,
     seed: int = 0,
+    objective: Callable[[nn.Module], float] | None = None,
+    unit_fn: Callable[[str], str] | None = None,
+    stats: dict[str, dict[str, torch.Tensor]] | None = None,
+    callback: Callable[[int, int, float], None] | None = None,
+    min_gain: float = 0.0,
 ) -> nn.Module:
     """Record activation statistics for the layers that need them, then ``quantize_`` ``model`` in place.
 
-    Raises ``ValueError`` naming the layers no batch ran. Returns ``model``.
+    ``objective`` / ``unit_fn`` / ``callback`` / ``min_gain``: for ``calibration="stft"`` layers (see the module
+    docstring and :func:`~accelerando.quant.stft_search.stft_refine_`). ``stats``: activation statistics already
+    recorded with :func:`record_activations` (with row samples for mse / stft layers); ``batches`` is then not run.
+
+    Raises ``ValueError`` naming the layers no batch ran, or when stft layers have no ``objective``. Returns
+    ``model``.
     """
     plan = quant_plan(model, config, filter_fn, overrides)
     need = {n: _wants_sample(c) for n, c in plan.items() if c.needs_calibration}
-    stats = record_activations(model, need, batches, max_rows, seed) if need else {}
+    stft = [n for n, c in plan.items() if _is_stft(c)]
+    if stft and objective is None:
+        raise ValueError(
+            f"calibration='stft' needs objective=(model -> float), an end-to-end error to minimise; {len(stft)} "
+            "layer(s) use it (accelerando.quant.presets.quantize_pipeline builds one for a generator)"
+        )
+    if stats is None:
+        stats = record_activations(model, need, batches, max_rows, seed) if need else {}
     missing = sorted(set(need) - set(stats))
     if missing:
         raise ValueError(f"calibration batches never ran these layers: {missing}")
+    no_rows = sorted(n for n, s in need.items() if s and "sample" not in stats[n])
+    if no_rows:
+        raise ValueError(f"calibration stats hold no activation rows for these mse/stft layers: {no_rows}")
     modules = dict(model.named_modules())
+    floats = {n: modules[n] for n in stft}
     for n in need:
         modules[n]._quant_calib = stats[n]
     try:
@@ -102,4 +134,6 @@ def calibrate_(
     finally:
         for n in need:
             modules[n].__dict__.pop("_quant_calib", None)
+    if stft:
+        model.stft_calibration = stft_refine_(model, floats, stats, objective, unit_fn, callback, min_gain)
     return model

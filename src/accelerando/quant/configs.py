@@ -133,6 +133,8 @@ class SmoothQuantConfig(QuantConfig):
 
 SVD_CALIBRATIONS = ("mse", "stft", None)
 MSE_ALPHA_GRID = (0.3, 0.5, 0.7)
+STFT_ALPHA_GRID = (0.3, 0.5, 0.7)  # alphas the "stft" search tries per unit (layer or block)
+STFT_CLIP_GRID = (1.0, 0.9, 0.8)  # residual weight clipping ratios it tries
 
 
 @dataclass
@@ -145,7 +147,12 @@ class SVDQuantConfig(QuantConfig):
 
     ``calibration``: ``"mse"`` picks each layer's smoothing alpha from :data:`MSE_ALPHA_GRID` minimising the layer
     output MSE on the calibration activations (``smooth_alpha`` is then unused); ``None`` uses ``smooth_alpha``;
-    ``"stft"`` (end-to-end complex-STFT objective) is not implemented yet.
+    ``"stft"`` starts from the ``"mse"`` choice and then refines each layer's (or block's) alpha, residual clipping
+    and rank greedily to minimise an end-to-end objective, the complex-STFT error of the decoded audio against the
+    float model's (``calibrate_(..., objective=...)``; :mod:`accelerando.quant.stft_search`).
+
+    ``w_clip``: the residual's weight scale is ``w_clip * absmax / qmax`` (values beyond are clamped); ``1.0`` is
+    plain round-to-nearest. ``"stft"`` calibration searches it per layer and records the choice here.
     """
 
     needs_calibration = True
@@ -156,6 +163,7 @@ class SVDQuantConfig(QuantConfig):
     group_size: int | None = None
     smooth_alpha: float = 0.5
     calibration: str | None = "mse"
+    w_clip: float = 1.0
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -168,8 +176,5 @@ class SVDQuantConfig(QuantConfig):
         _check_alpha("SVDQuantConfig", "smooth_alpha", self.smooth_alpha)
         if self.calibration not in SVD_CALIBRATIONS:
             raise ValueError(f"SVDQuantConfig.calibration={self.calibration!r}; use 'mse', 'stft' or None")
-        if self.calibration == "stft":
-            raise ValueError(
-                "SVDQuantConfig.calibration='stft' is not implemented yet (end-to-end complex-STFT calibration "
-                "through the codec is a later slice); use calibration='mse' or None"
-            )
+        if isinstance(self.w_clip, bool) or not isinstance(self.w_clip, int | float) or not 0.5 <= self.w_clip <= 1:
+            raise ValueError(f"SVDQuantConfig.w_clip={self.w_clip!r}; use a float in [0.5, 1]")

@@ -33,11 +33,12 @@ def _scale(amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
 
 
 def quantize_weight(
-    w: torch.Tensor, bits: int, group_size: int | None = None, full_range: bool = False
+    w: torch.Tensor, bits: int, group_size: int | None = None, full_range: bool = False, clip: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric round-to-nearest of ``w`` [N, K] -> (``q`` int8 [N, K], ``scale`` float32 [N, G]).
 
-    ``q`` holds ``bits``-bit values in int8 (pack 4-bit codes with :func:`pack_int4`).
+    ``q`` holds ``bits``-bit values in int8 (pack 4-bit codes with :func:`pack_int4`). ``clip`` < 1 shrinks each
+    group's range to ``clip * absmax`` (finer steps; the largest values are clamped).
     """
     n, k = w.shape
     g = group_size or k
@@ -45,7 +46,7 @@ def quantize_weight(
         raise ValueError(f"group_size={group_size} does not divide in_features={k}")
     qmin, qmax = qrange(bits, full_range)
     wg = w.detach().float().reshape(n, k // g, g)  # [N, G, g]
-    scale = _scale(wg.abs().amax(dim=-1, keepdim=True), qmin, qmax)  # [N, G, 1]
+    scale = _scale(wg.abs().amax(dim=-1, keepdim=True) * clip, qmin, qmax)  # [N, G, 1]
     q = torch.clamp(torch.round(wg / scale), qmin, qmax).to(torch.int8).reshape(n, k)
     return q, scale.squeeze(-1)
 

@@ -90,14 +90,20 @@ class SVDQuantLinear(nn.Module):
         a_bits: int,
         group_size: int | None = None,
         rank: int = 0,
+        w_clip: float = 1.0,
+        split: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> "SVDQuantLinear":
-        """Smooth ``linear`` with calibration ``act_absmax`` [K], split off the rank-``rank`` branch, quantize."""
+        """Smooth ``linear`` with calibration ``act_absmax`` [K], split off the rank-``rank`` branch, quantize.
+
+        ``w_clip``: residual weight clipping ratio (see ``quantize_weight``). ``split``: a precomputed
+        ``lowrank_split`` of the smoothed weight at this ``alpha`` and ``rank`` (the stft search caches them).
+        """
         k, n = linear.in_features, linear.out_features
         rank = min(rank, k, n)
         q = cls(k, n, linear.bias is not None, w_bits, a_bits, group_size, rank)
         s = smoothing_factors(act_absmax.to(linear.weight.device), linear.weight, alpha)
-        l1, l2, r = lowrank_split(linear.weight.detach().float() * s, rank)
-        qw, scale = quantize_weight(r, w_bits, group_size)
+        l1, l2, r = split if split is not None else lowrank_split(linear.weight.detach().float() * s, rank)
+        qw, scale = quantize_weight(r, w_bits, group_size, clip=w_clip)
         q.residual.qweight = pack_int4(qw) if w_bits == 4 else qw
         q.residual.weight_scale = scale
         if linear.bias is not None:
@@ -146,7 +152,7 @@ def _calibration(module: nn.Module, config) -> dict:
     return calib
 
 
-def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...]) -> nn.Module:
+def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...], w_clip: float = 1.0) -> nn.Module:
     linear = require_linear(module, config)
     if is_building_skeleton():
         k, n = linear.in_features, linear.out_features
@@ -154,12 +160,12 @@ def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...]) -> n
             k, n, linear.bias is not None, config.w_bits, config.a_bits, config.group_size, min(rank, k, n)
         ).to(linear.weight.device)
     calib = _calibration(module, config)
-    args = (config.w_bits, config.a_bits, config.group_size, rank)
+    args = (config.w_bits, config.a_bits, config.group_size, rank, w_clip)
     if len(alphas) == 1:
         return SVDQuantLinear.from_float(linear, calib["absmax"], alphas[0], *args)
     sample = calib.get("sample")
     if sample is None or not len(sample):
-        raise ValueError("calibration='mse' needs recorded activation rows (calibrate_ records them)")
+        raise ValueError(f"calibration={config.calibration!r} needs recorded activation rows (calibrate_ records them)")
     best, best_err = None, float("inf")
     with torch.no_grad():
         ref = linear(sample)
@@ -178,5 +184,6 @@ def _smoothquant(module: nn.Module, config: SmoothQuantConfig) -> nn.Module:
 
 @register_handler(SVDQuantConfig)
 def _svdquant(module: nn.Module, config: SVDQuantConfig) -> nn.Module:
-    alphas = MSE_ALPHA_GRID if config.calibration == "mse" else (config.smooth_alpha,)
-    return _build(module, config, config.rank, alphas)
+    # "stft" starts from the "mse" choice; calibrate_ then refines it end to end (accelerando.quant.stft_search)
+    alphas = MSE_ALPHA_GRID if config.calibration in ("mse", "stft") else (config.smooth_alpha,)
+    return _build(module, config, config.rank, alphas, config.w_clip)

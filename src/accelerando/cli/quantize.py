@@ -1,0 +1,115 @@
+"""`accelerando quantize`: post-training quantization of the generator backbone with a named preset.
+
+    accelerando quantize --model builtin|PATH --config PRESET [--calib-prompts N] -o OUT.safetensors [--json]
+
+The output is a safetensors file (written next to its final name, then renamed) that ``accelerando generate
+--model OUT.safetensors`` loads. Presets, calibration and the report are described in ``docs/quantization.md``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from accelerando.errors import UserError
+
+__all__ = ["register", "load_pipeline"]
+
+
+def load_pipeline(model: str = "builtin"):
+    """The float pipeline for ``--model`` (tests replace this function with a tiny pipeline)."""
+    from accelerando.pipelines.text_to_music import TextToMusicPipeline
+
+    return TextToMusicPipeline.from_pretrained(model)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from accelerando.quant.presets import PRESETS
+
+    q = sub.add_parser("quantize", help="quantize the generator backbone (W8A8, W4A8, SVDQuant-Audio, ...)")
+    q.add_argument("--model", default="builtin", help="'builtin' or a float generator .safetensors file")
+    q.add_argument("--config", required=True, metavar="PRESET", help=f"one of: {', '.join(PRESETS)}")
+    q.add_argument("--calib-prompts", type=int, default=8, help="train-split calibration prompts to generate")
+    q.add_argument("--rank", type=int, default=None, help="low-rank branch rank of the SVD presets (default 32)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors file")
+    q.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from accelerando.quant.presets import PRESETS, preset_config, quantize_pipeline, save_quantized_generator
+
+    if args.config not in PRESETS:
+        preset_config(args.config)  # raises the UserError naming it and listing the valid presets
+    if args.out.suffix != ".safetensors":
+        raise UserError(f"-o {args.out}: use a .safetensors file name")
+    if args.calib_prompts < 1 or args.calib_prompts > 62:
+        raise UserError(f"--calib-prompts {args.calib_prompts}; use 1-62 (the shipped train-split prompt set)")
+    if args.rank is not None and args.rank < 0:
+        raise UserError(f"--rank {args.rank}; use an int >= 0")
+    pipe = load_pipeline(args.model)
+
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if args.quiet or not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
+
+        if stage not in bars:
+            for b in bars.values():
+                b.close()
+            desc = "calibrating" if stage == "calibrate" else "stft search"
+            bars[stage] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
+        bar = bars[stage]
+        bar.total = max(bar.total or 0, total)
+        bar.update(done - bar.n)
+
+    options = {"seed": args.seed, "callback": progress}
+    if args.rank is not None:
+        options["rank"] = args.rank
+    try:
+        quantize_pipeline(pipe, args.config, calib_prompts=args.calib_prompts, **options)
+    finally:
+        for b in bars.values():
+            b.close()
+    rep = pipe.model.quant_report
+    extra = {
+        "preset": args.config,
+        "source_model": str(args.model),
+        "calib_prompts": rep["calib_prompts"],
+        "calib_seconds": rep["calib_seconds"],
+    }
+    out = save_quantized_generator(pipe.model, args.out, extra)
+    report = {
+        "output": str(out),
+        "config": args.config,
+        "quant_config": rep["config"],
+        "model": str(args.model),
+        "weight_bytes_before": rep["weight_bytes_before"],
+        "weight_bytes_after": rep["weight_bytes_after"],
+        "quantized_layer_bytes_before_bf16": rep["quantized_layer_bytes_before_bf16"],
+        "quantized_layer_bytes_after": rep["quantized_layer_bytes_after"],
+        "file_bytes": out.stat().st_size,
+        "calib_seconds": rep["calib_seconds"],
+        "calib_prompts": len(rep["calib_prompts"]),
+        "sqnr_db": rep["sqnr_db"],
+        "layers": [
+            {k: layer[k] for k in ("name", "in_features", "out_features", "sqnr_db", "alpha", "rank")}
+            for layer in rep["layers"]
+        ],
+        "stft_calibration": rep["stft_calibration"]
+        and {k: v for k, v in rep["stft_calibration"].items() if k != "layers"},
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"wrote {out} ({args.config}: {rep['weight_bytes_before'] / 1e6:.2f} MB -> "
+            f"{rep['weight_bytes_after'] / 1e6:.2f} MB, median layer SQNR {rep['sqnr_db']['median']:.1f} dB, "
+            f"calibration {rep['calib_seconds']:.1f} s)",
+            file=sys.stderr,
+        )
+    return 0

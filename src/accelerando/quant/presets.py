@@ -1,0 +1,363 @@
+"""Named quantization presets for the generator, and ``quantize_pipeline``, which calibrates and applies them.
+
+>>> pipe = quantize_pipeline(TextToMusicPipeline.from_pretrained(), "w4a8-svd")  # doctest: +SKIP
+
+========================  ==========================================================================================
+preset                    config applied to the backbone's block Linears
+========================  ==========================================================================================
+``int8-dynamic``          :class:`Int8DynamicConfig` (torchao-equivalent W8A8 reference; no calibration)
+``w8a8-rtn``              ``RTNConfig(8, 8)`` (per-channel int8 weights, per-token int8 activations, ``_int_mm``)
+``w4a8-rtn``              ``RTNConfig(4, 8, group_size)``
+``w4a8-smooth``           ``SmoothQuantConfig(4, 8, alpha, group_size)``
+``w4a8-svd``              ``SVDQuantConfig(4, 8, rank, group_size, calibration="mse")``
+``w4a8-svd-stft``         ``SVDQuantConfig(4, 8, rank, group_size, calibration="stft")``
+``w4a4-svd``              ``SVDQuantConfig(4, 4, rank, group_size, calibration="mse")``
+========================  ==========================================================================================
+
+Which layers (:func:`dit_filter`): inside every DiT block, the self-attention ``q``/``kv``/``out``, the
+cross-attention ``q``/``kv``/``out`` and the MLP's two Linears -- all the per-token GEMMs, i.e. nearly all of the
+backbone's FLOPs and weight bytes. Kept in float, and why:
+
+- ``in_proj``: the input embedding of the noisy latent, the known latent, its mask and the beat phases. Its inputs
+  mix quantities of very different scales (a 0/1 mask next to latents and sin/cos phases), so per-token activation
+  quantization would crush the small ones, and its error enters every block.
+- ``out_proj`` / ``out_mod``: the final projection to the velocity; its error goes straight into every sampler
+  step's update, without any later layer to average it out.
+- ``t_embed``, ``adaln``, ``pooled_proj``, ``text_proj``: conditioning paths that run once per sample (``[B]`` rows)
+  or once per text token, so they cost almost nothing, while ``adaln`` sets the scale, shift and gate of every block:
+  an error there is a systematic, token-wide gain error. The control encoder is left alone for the same reason.
+
+Calibration runs across the denoising trajectory: ``calib_prompts`` train-split prompts (the shipped
+:mod:`~accelerando.quant.calib_prompts` set, never test-split prompts) are generated with the float pipeline, with
+classifier-free guidance on (``cfg`` != 1, so both the conditional and the unconditional branch run, in one batch),
+prompt ``i`` with seed ``seed + i`` and ``steps + 2 * (i % 3)`` sampler steps, so the timesteps differ between
+prompts. Forward pre-hooks on the backbone's Linears record every call: all timesteps, both branches.
+
+``w4a8-svd-stft`` additionally builds an end-to-end objective: ``stft_prompts`` other train prompts are generated
+by the float pipeline (``stft_seconds`` long, ``stft_steps`` steps, seeds ``seed + 1000 + i``) and decoded through
+the codec; the objective regenerates them with the quantized backbone (same prompts, seeds and noise) and returns the
+mean complex-STFT error (``accelerando.eval.paired.complex_stft_error``) against the float audio. The per-unit search
+is :func:`accelerando.quant.stft_search.stft_refine_`; ``stft_unit="block"`` (default) searches each DiT block's
+layers together, ``"layer"`` each layer alone (8x the objective calls).
+"""
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from accelerando.errors import UserError
+from accelerando.quant.api import default_filter, quant_plan
+from accelerando.quant.calibrate import calibrate_, record_activations
+from accelerando.quant.configs import Int8DynamicConfig, QuantConfig, RTNConfig, SmoothQuantConfig, SVDQuantConfig
+
+__all__ = [
+    "PRESETS",
+    "PRESET_OPTIONS",
+    "preset_config",
+    "dit_filter",
+    "quantize_pipeline",
+    "state_bytes",
+    "save_quantized_generator",
+]
+
+PRESETS = ("int8-dynamic", "w8a8-rtn", "w4a8-rtn", "w4a8-smooth", "w4a8-svd", "w4a8-svd-stft", "w4a4-svd")
+
+# option -> default; see quantize_pipeline
+PRESET_OPTIONS: dict[str, object] = {
+    "rank": 32,
+    "group_size": None,
+    "alpha": 0.5,
+    "steps": 8,
+    "cfg": 3.0,
+    "seconds": 5.0,
+    "seed": 0,
+    "max_rows": 1024,
+    "stft_prompts": 2,
+    "stft_seconds": 2.0,
+    "stft_steps": 4,
+    "stft_unit": "block",
+    "stft_min_gain": 0.0,
+    "stft_mode": "teacher",
+    "prompts": None,
+    "callback": None,
+}
+
+_DIT_LAYER = re.compile(r"(^|\.)blocks\.\d+\.(attn\.(q|kv|out)|cross\.(q|kv|out)|mlp\.(0|2))$")
+_BLOCK = re.compile(r"^(.*?blocks\.\d+)\.")
+
+
+def dit_filter(module: nn.Module, name: str) -> bool:
+    """The DiT block Linears the presets quantize (see the module docstring for what stays in float and why)."""
+    return bool(_DIT_LAYER.search(name)) and default_filter(module, name)
+
+
+def _block_of(name: str) -> str:
+    m = _BLOCK.match(name)
+    return m.group(1) if m else name
+
+
+def preset_config(preset: str, rank: int = 32, group_size: int | None = None, alpha: float = 0.5) -> QuantConfig:
+    """The config a preset applies; ``UserError`` naming an unknown preset and listing the valid ones."""
+    try:
+        if preset == "int8-dynamic":
+            return Int8DynamicConfig()
+        if preset == "w8a8-rtn":
+            return RTNConfig(8, 8)
+        if preset == "w4a8-rtn":
+            return RTNConfig(4, 8, group_size)
+        if preset == "w4a8-smooth":
+            return SmoothQuantConfig(4, 8, alpha=alpha, group_size=group_size)
+        if preset == "w4a8-svd":
+            return SVDQuantConfig(4, 8, rank=rank, group_size=group_size, calibration="mse")
+        if preset == "w4a8-svd-stft":
+            return SVDQuantConfig(4, 8, rank=rank, group_size=group_size, calibration="stft")
+        if preset == "w4a4-svd":
+            return SVDQuantConfig(4, 4, rank=rank, group_size=group_size, calibration="mse")
+    except ValueError as err:
+        raise UserError(f"preset {preset!r}: {err}") from None
+    raise UserError(f"unknown quantization preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+
+
+def state_bytes(module: nn.Module) -> int:
+    """Bytes of ``module``'s state dict as held (parameters and buffers, quantized codes and scales included)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def _run_prompt(pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: int) -> torch.Tensor:
+    out = pipeline(
+        p["caption"],
+        bpm=float(p["bpm"]),
+        key=p["key"],
+        meter=p["meter"],
+        instruments=p.get("instrumentation"),
+        duration=seconds,
+        steps=steps,
+        cfg=cfg,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return out.audio  # [1, 1, S]
+
+
+def _group_overrides(dit: nn.Module, cfg: QuantConfig, plan: dict[str, QuantConfig]) -> dict[str, QuantConfig]:
+    """Per-channel (``group_size=None``) for layers whose in_features the preset's group size does not divide."""
+    gs = getattr(cfg, "group_size", None)
+    if not gs:
+        return {}
+    return {n: replace(c, group_size=None) for n, c in plan.items() if dit.get_submodule(n).in_features % gs}
+
+
+def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
+    """Quantize ``pipeline.model.dit`` (the generator backbone) in place with a named preset; returns ``pipeline``.
+
+    Args:
+        pipeline: a :class:`~accelerando.pipelines.text_to_music.TextToMusicPipeline` with a float generator.
+        preset: one of :data:`PRESETS`.
+        calib_prompts: how many shipped train-split calibration prompts to generate (1-64) for calibrated presets
+            (``w4a8-smooth``, the SVD ones); RTN / int8-dynamic presets run no calibration.
+        **options: ``rank`` (32), ``group_size`` (None: per output channel; layers it does not divide stay per
+            channel), ``alpha`` (0.5, SmoothQuant), ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0: calibration clip
+            length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer), ``stft_prompts`` (2),
+            ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"), ``prompts`` (a list of
+            prompt dicts like the shipped ones, replacing them; train-split only), ``callback``
+            (``(stage, done, total)`` after each calibration generation / stft objective call).
+
+    The report (``pipeline.model.quant_report``): preset, config, weight bytes before / after (whole generator state
+    dict, and the quantized layers alone with their float version counted at 2 bytes per weight as bf16),
+    calibration seconds, per-layer SQNR (dB) of each quantized layer against its float version on recorded
+    calibration activations, and the stft search report for ``w4a8-svd-stft``.
+    """
+    unknown = sorted(set(options) - set(PRESET_OPTIONS))
+    if unknown:
+        raise UserError(f"unknown quantize_pipeline option(s) {unknown}; valid: {', '.join(PRESET_OPTIONS)}")
+    o = {**PRESET_OPTIONS, **options}
+    cfg = preset_config(preset, o["rank"], o["group_size"], o["alpha"])
+    if o["stft_unit"] not in ("block", "layer"):
+        raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
+    if o["cfg"] == 1.0:
+        raise UserError("cfg=1 runs only the conditional branch; calibrate with guidance on (e.g. cfg=3)")
+    if not isinstance(calib_prompts, int) or calib_prompts < 1:
+        raise UserError(f"calib_prompts={calib_prompts!r}; use an int >= 1")
+    callback: Callable | None = o["callback"]
+    model = pipeline.model
+    dit = model.dit
+    if any(hasattr(m, "quant_config") for m in dit.modules()):
+        raise UserError("this pipeline's generator is already quantized; start from the float model")
+
+    bytes_before = state_bytes(model)
+    plan = quant_plan(dit, cfg, dit_filter)
+    if not plan:
+        raise UserError("the generator has no Linear layers the presets quantize (dit_filter matched none)")
+    overrides = _group_overrides(dit, cfg, plan)
+    plan.update(overrides)
+    floats = {n: dit.get_submodule(n) for n in plan}
+    float_weights_bf16 = sum(
+        2 * m.weight.numel() + 2 * (0 if m.bias is None else m.bias.numel()) for m in floats.values()
+    )
+
+    t0 = time.perf_counter()
+    prompts = o["prompts"]
+    if prompts is None:
+        from accelerando.quant.calib_prompts import load_calibration_prompts
+
+        prompts = load_calibration_prompts()
+    if any(p.get("split", "train") != "train" for p in prompts):
+        raise UserError("calibration prompts must come from the train split")
+    stft = isinstance(cfg, SVDQuantConfig) and cfg.calibration == "stft"
+    n_stft = o["stft_prompts"] if stft else 0
+    if calib_prompts + n_stft > len(prompts):
+        raise UserError(
+            f"calib_prompts={calib_prompts} (+ {n_stft} for the stft objective) exceeds the {len(prompts)} "
+            "calibration prompts available"
+        )
+    calib = prompts[:calib_prompts]
+    objective_prompts = prompts[calib_prompts : calib_prompts + n_stft]  # disjoint from the activation prompts
+
+    def report(stage, done, total):
+        if callback:
+            callback(stage, done, total)
+
+    def gen_batch(i, p):
+        def run(_model):
+            _run_prompt(pipeline, p, o["seconds"], o["steps"] + 2 * (i % 3), o["cfg"], o["seed"] + i)
+            report("calibrate", i + 1, len(calib))
+
+        return run
+
+    # one pass records every planned layer (rows for the SQNR report and for mse / stft alpha choice)
+    stats = record_activations(
+        dit, dict.fromkeys(plan, True), [gen_batch(i, p) for i, p in enumerate(calib)], o["max_rows"], o["seed"]
+    )
+    objective = None
+    if stft:
+        objective = _stft_objective(pipeline, objective_prompts, o)
+    calibrate_(
+        dit,
+        cfg,
+        [],
+        filter_fn=dit_filter,
+        overrides=overrides,
+        objective=objective,
+        unit_fn=_block_of if o["stft_unit"] == "block" else None,
+        stats=stats,
+        callback=(lambda d, t, e: report("stft", d, t)) if stft else None,
+        min_gain=o["stft_min_gain"],
+    )
+    calib_seconds = time.perf_counter() - t0
+
+    layers = []
+    with torch.no_grad():
+        for n, lin in floats.items():
+            q = dit.get_submodule(n)
+            x = stats[n]["sample"]
+            from accelerando.testing.sqnr import sqnr
+
+            layers.append(
+                {
+                    "name": f"dit.{n}",
+                    "config": q.quant_config.to_dict(),
+                    "in_features": lin.in_features,
+                    "out_features": lin.out_features,
+                    "sqnr_db": sqnr(lin(x), q(x)),
+                    "alpha": float(q.alpha) if hasattr(q, "alpha") else None,
+                    "rank": getattr(q, "rank", None),
+                }
+            )
+    quant_bytes = sum(state_bytes(dit.get_submodule(n)) for n in plan)
+    sq = sorted(layer["sqnr_db"] for layer in layers)
+    model.quant_report = {
+        "preset": preset,
+        "config": cfg.to_dict(),
+        "options": {k: v for k, v in o.items() if k not in ("prompts", "callback")},
+        "calib_prompts": [p.get("clip_id", p["caption"]) for p in calib],
+        "stft_objective_prompts": [p.get("clip_id", p["caption"]) for p in objective_prompts],
+        "weight_bytes_before": bytes_before,
+        "weight_bytes_after": state_bytes(model),
+        "quantized_layer_bytes_before_bf16": float_weights_bf16,
+        "quantized_layer_bytes_after": quant_bytes,
+        "calib_seconds": calib_seconds,
+        "sqnr_db": {"min": sq[0], "median": sq[len(sq) // 2], "mean": sum(sq) / len(sq)},
+        "layers": layers,
+        "stft_calibration": getattr(dit, "stft_calibration", None),
+    }
+    return pipeline
+
+
+class _TeacherForcing:
+    """Patch ``dit.forward`` (instance attribute) to record the float model's inputs along its own trajectory, or to
+    run the (quantized) model on those recorded inputs instead of its own: teacher forcing."""
+
+    def __init__(self, dit: nn.Module):
+        self.dit, self.inputs, self.mode, self.k = dit, [], None, 0
+
+    def __enter__(self):
+        cls_forward = type(self.dit).forward
+
+        def forward(x, t, cond):
+            if self.mode == "record":
+                self.inputs.append(x.detach().clone())
+            else:
+                x = self.inputs[self.k].to(x.dtype)
+                self.k += 1
+            return cls_forward(self.dit, x, t, cond)
+
+        self.dit.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.dit.forward
+
+
+def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Module], float]:
+    """The end-to-end objective of ``calibration="stft"``: mean complex-STFT error of the decoded audio against the
+    float pipeline's on ``prompts`` (same seeds, so the same noise).
+
+    ``stft_mode="free"``: the quantized pipeline samples its own trajectory. ``"teacher"`` (default): at every
+    sampler step the quantized backbone sees the float trajectory's state (recorded once), and the sampler
+    integrates its velocities from the same noise; the audio error is then the error the quantization adds over the
+    whole trajectory to first order, without the chaotic divergence of two free-running trajectories, which on a few
+    calibration clips is mostly noise that the search would otherwise fit.
+    """
+    from accelerando.eval.paired import complex_stft_error
+
+    mode = o["stft_mode"]
+    if mode not in ("teacher", "free"):
+        raise UserError(f"stft_mode={mode!r}; use 'teacher' or 'free'")
+    args = [(p, o["stft_seconds"], o["stft_steps"], o["cfg"], o["seed"] + 1000 + i) for i, p in enumerate(prompts)]
+    recorders = [_TeacherForcing(pipeline.model.dit) for _ in args]
+    ref = []
+    for rec, a in zip(recorders, args, strict=True):
+        rec.mode = "record"
+        with rec:
+            ref.append(_run_prompt(pipeline, *a))
+
+    def objective(_model) -> float:
+        errs = []
+        for rec, a, r in zip(recorders, args, ref, strict=True):
+            if mode == "teacher":
+                rec.mode, rec.k = "replay", 0
+                with rec:
+                    y = _run_prompt(pipeline, *a)
+            else:
+                y = _run_prompt(pipeline, *a)
+            errs.append(complex_stft_error(y[0], r[0]))
+        return sum(errs) / len(errs)
+
+    return objective
+
+
+def save_quantized_generator(model: nn.Module, path, extra: dict | None = None):
+    """Write a quantized :class:`~accelerando.models.generator.MusicGenerator` to ``path`` (safetensors, atomic).
+
+    The metadata (``accelerando.quant/1``) holds each quantized layer's versioned config and ``model_config``
+    ``{"kind": "generator", "config": <MusicDiTConfig dict>, **extra}``, which
+    :func:`accelerando.pretrained.load_generator` recognises.
+    """
+    from accelerando.quant.io import save_quantized
+
+    return save_quantized(
+        model, path, model_config={"kind": "generator", "config": model.config.to_dict(), **(extra or {})}
+    )
