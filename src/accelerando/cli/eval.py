@@ -1,4 +1,8 @@
-"""`accelerando eval metrics`: score one audio file (against a reference, a requested tempo or key) as JSON."""
+"""`accelerando eval metrics`: score one audio file (against a reference, a requested tempo or key) as JSON.
+
+Distribution metrics (``fad``, ``fad_inf``, ``per_clip_fad``, ``kad``) compare two sets: ``--pred`` and ``--ref``
+are then each a file or a directory of audio files, embedded window by window with ``--embedder``.
+"""
 
 import argparse
 import json
@@ -12,7 +16,8 @@ __all__ = ["register", "METRICS"]
 
 PAIRED = ("lsd", "mrstft", "mel_distance", "si_sdr", "complex_stft", "transient_smearing")
 SINGLE = ("tempo", "key", "beat_consistency", "key_stability", "structure", "pitch_drift")
-METRICS = PAIRED + SINGLE
+DISTRIBUTION = ("fad", "fad_inf", "per_clip_fad", "kad")
+METRICS = PAIRED + SINGLE + DISTRIBUTION
 _DEFAULT = ("tempo", "key", "beat_consistency")
 
 
@@ -20,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="music-aware metrics")
     esub = p.add_subparsers(dest="eval_command", metavar="ACTION", parser_class=type(p))
     m = esub.add_parser("metrics", help="score one audio file; prints one JSON object")
-    m.add_argument("--pred", type=Path, required=True, help="audio file to score")
-    m.add_argument("--ref", type=Path, default=None, help="reference audio for paired metrics")
+    m.add_argument("--pred", type=Path, required=True, help="audio file to score (or a directory: fad metrics)")
+    m.add_argument("--ref", type=Path, default=None, help="reference audio (file, or a directory for fad metrics)")
+    m.add_argument("--embedder", default=None, help="embedder for the fad metrics (default: melstats)")
     m.add_argument("--ref-label", type=Path, default=None, help="corpus label.json (sections for 'structure')")
     m.add_argument("--requested-bpm", type=float, default=None)
     m.add_argument("--requested-key", default=None, help='e.g. "D major"')
@@ -51,6 +57,14 @@ def _metrics(args: argparse.Namespace) -> int:
     for n in names:
         if n not in METRICS:
             raise UserError(f"unknown metric {n!r}; choose from {', '.join(METRICS)}")
+    dist = [n for n in names if n in DISTRIBUTION]
+    if dist:
+        if len(dist) != len(names):
+            raise UserError(f"distribution metrics ({', '.join(dist)}) cannot be mixed with per-file metrics")
+        print(json.dumps(_clean(_distribution(dist, args))))
+        return 0
+    if args.pred.is_dir():
+        raise UserError(f"--pred {args.pred} is a directory; per-file metrics take one audio file")
     if any(n in PAIRED for n in names) and args.ref is None:
         raise UserError(f"metrics {', '.join(n for n in names if n in PAIRED)} compare against a reference: pass --ref")
     if "structure" in names and args.ref_label is None:
@@ -118,4 +132,57 @@ def _compute(names: list[str], y, ref, sr: int, args) -> dict:
                 out[name] = pitch_drift(y, sr)
             except ImportError as err:
                 raise UserError(f"pitch_drift needs torchcrepe: {err}") from None
+    return out
+
+
+def _audio_files(path: Path, flag: str) -> list[Path]:
+    from accelerando.bench.metrics import AUDIO_EXTENSIONS
+
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise UserError(f"{flag} {path}: no such file or directory")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise UserError(f"{flag} {path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
+    return files
+
+
+def _distribution(names: list[str], args) -> dict:
+    """FAD, FAD-inf, per-clip FAD and KAD of the --pred set against the --ref set."""
+    from accelerando.bench.metrics import embed_files
+    from accelerando.eval import fad as fad_mod
+    from accelerando.eval.embeddings import DEFAULT_EMBEDDER, get_embedder
+
+    if args.ref is None:
+        raise UserError(f"metrics {', '.join(names)} compare two sets: pass --ref FILE|DIR")
+    pred_files, ref_files = _audio_files(args.pred, "--pred"), _audio_files(args.ref, "--ref")
+    try:
+        emb = get_embedder(args.embedder or DEFAULT_EMBEDDER)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise UserError(" ".join(str(err).split())) from None
+    pred, per_file, pred_s = embed_files(pred_files, emb)
+    ref, _, ref_s = embed_files(ref_files, emb)
+    out: dict = {
+        "pred": str(args.pred),
+        "ref": str(args.ref),
+        "embedder": emb.version,
+        "fad_version": fad_mod.FAD_VERSION,
+        "n_pred_files": len(pred_files),
+        "n_ref_files": len(ref_files),
+        "pred_seconds": pred_s,
+        "ref_seconds": ref_s,
+    }
+    try:
+        for name in names:
+            if name == "fad":
+                out[name] = fad_mod.fad(pred, ref)
+            elif name == "fad_inf":
+                out[name] = fad_mod.fad_inf(pred, ref)
+            elif name == "kad":
+                out[name] = fad_mod.kad(pred, ref)
+            else:
+                out[name] = dict(zip((str(f) for f in pred_files), fad_mod.per_clip_fad(per_file, ref), strict=True))
+    except ValueError as err:
+        raise UserError(" ".join(str(err).split())) from None
     return out
