@@ -2,6 +2,7 @@
 
 >>> from accelerando.quant import RTNConfig, quantize_
 >>> quantize_(model, RTNConfig(w_bits=4, a_bits=8, group_size=32))  # doctest: +SKIP
+>>> use_fused_kernels(True)  # compiled A8 kernels on CPU (see accelerando.quant.fused)  # doctest: +SKIP
 >>> calibrate_(model, SVDQuantConfig(w_bits=4, a_bits=8, rank=32), [x1, x2])  # doctest: +SKIP
 """
 
@@ -16,6 +17,7 @@ from accelerando.quant.configs import (
     SVDQuantConfig,
     config_from_dict,
 )
+from accelerando.quant.fused import fused_kernels_enabled, use_fused_kernels
 from accelerando.quant.io import load_quantized, save_quantized
 from accelerando.quant.linear import QuantLinear
 from accelerando.quant.svd import SVDQuantLinear  # also registers the SmoothQuant / SVDQuant handlers
@@ -32,9 +34,11 @@ __all__ = [
     "calibrate_",
     "config_from_dict",
     "default_filter",
+    "fused_kernels_enabled",
     "load_quantized",
     "quantize_",
     "quantized_layers",
     "register_handler",
     "save_quantized",
+    "use_fused_kernels",
 ]

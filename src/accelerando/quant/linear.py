@@ -14,13 +14,16 @@ Execution paths (``x`` [..., K] -> [..., N]):
 - ``a_bits=4``: as ``a_bits=8`` with 4-bit per-token activation codes (held in int8 for the same GEMM).
 - ``a_bits=16``: weights dequantized to the input's dtype, then a float matmul (bf16 under autocast / bf16 input).
 
-:meth:`QuantLinear.reference_forward` runs the same math with int32 ``@`` instead of ``torch._int_mm``.
+:meth:`QuantLinear.reference_forward` runs the same math with int32 ``@`` instead of ``torch._int_mm``. With
+:func:`accelerando.quant.use_fused_kernels` on, the A8 path on CPU runs as a ``torch.compile``-d kernel of the same
+math instead (:mod:`accelerando.quant.fused`; bit-identical output).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accelerando.quant import fused
 from accelerando.quant.primitives import (
     dequantize_weight,
     int8_mm,
@@ -118,10 +121,15 @@ class QuantLinear(nn.Module):
         qa, sa = quantize_per_token(x, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
         return torch.stack([acc for acc, _ in self._int_groups(qa, mm)]), sa
 
-    def _run(self, x: torch.Tensor, mm) -> torch.Tensor:
+    def output_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The dtype :meth:`forward` returns for input ``x`` (the autocast dtype when autocast is on)."""
         out_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
         if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
             out_dtype = torch.get_autocast_dtype("cuda")
+        return out_dtype
+
+    def _run(self, x: torch.Tensor, mm) -> torch.Tensor:
+        out_dtype = self.output_dtype(x)
         if self.a_bits == 16:
             w = self.dequantize(out_dtype)  # [N, K]
             b = None if self.bias is None else self.bias.to(out_dtype)
@@ -130,6 +138,14 @@ class QuantLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] == 0:
             return x.new_zeros(*lead, self.out_features, dtype=out_dtype)
+        if mm is int8_mm and fused.applies(x2):  # opt-in compiled path (accelerando.quant.fused), same math
+            y = fused.a8_linear_fused(self, x2, out_dtype, lambda: self._a8_eager(x2, mm, out_dtype))
+        else:
+            y = self._a8_eager(x2, mm, out_dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def _a8_eager(self, x2: torch.Tensor, mm, out_dtype: torch.dtype) -> torch.Tensor:
+        """A8 math on ``x2`` [M, K] -> [M, N] in ``out_dtype`` (mirrored by ``fused._a8_math``)."""
         qa, sa = quantize_per_token(x2, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
         y = None
         for acc, g in self._int_groups(qa, mm):  # acc [M, N] int32; scale by the weight group's scale [1, N]
@@ -138,4 +154,4 @@ class QuantLinear(nn.Module):
         y.mul_(sa)  # [M, N] * [M, 1]
         if self.bias is not None:
             y.add_(self.bias)
-        return y.reshape(*lead, self.out_features).to(out_dtype)
+        return y.to(out_dtype)

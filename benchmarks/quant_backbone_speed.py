@@ -1,0 +1,189 @@
+"""Backbone speed of the quantized execution paths against the shipped bf16-autocast default, in one process.
+
+    .venv/bin/python benchmarks/quant_backbone_speed.py [--model PATH] [--seconds 30] [--repeats 7] [--threads 1]
+        [--variants fp32,bf16,...] [--fresh-cache] [--json OUT]
+
+One guided backbone evaluation (batch 2: the conditional and the unconditional branch) on ``--seconds`` of latent
+(30 s -> 703 tokens -> M = 1406 rows per Linear), the real MusicDiT loaded with
+``accelerando.pretrained.load_generator``. Variants, all built from the same float weights and timed round-robin
+(one call of each per round, ``--repeats`` rounds after a warm-up call each, median):
+
+- ``fp32``: float32, no autocast;
+- ``bf16``: bf16 autocast (the shipped default; every ratio is ``variant / bf16``);
+- ``w8a8-eager`` / ``w4a8-eager``: RTN (``quantize_`` + ``RTNConfig``, the presets' layers) on the eager path;
+- ``w8a8-fused`` / ``w4a8-fused``: the same modules under ``use_fused_kernels(True)`` (M marked dynamic);
+- ``w8a8-fused-static``: ``use_fused_kernels(True, shapes="static")``;
+- ``w4a8-fused-cache``: ``use_fused_kernels(True, cache_int4=True)`` (unpacked int8 copy of the 4-bit weights);
+- ``bf16-no-linears``: bf16 with the 48 quantizable block Linears replaced by a zero output of the right shape, so
+  ``bf16 - bf16-no-linears`` is the time those Linears take (the part quantization can speed up: Amdahl ceiling).
+
+Also reported: each fused variant's first call (compile included; ``--fresh-cache`` points inductor at an empty
+cache directory so this is the cold figure; without it a warm on-disk cache may serve it) and the first call at a
+different length (``--seconds2``: recompile cost of a new clip length).
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_MODEL = Path.home() / ".cache" / "accelerando" / "generator_v0.safetensors"
+ALL = (
+    "fp32,bf16,bf16-no-linears,w8a8-eager,w8a8-fused,w8a8-fused-static,w4a8-eager,w4a8-fused,w4a8-fused-cache"
+).split(",")
+
+
+class _ZeroLinear(nn.Module):
+    """Stands in for a Linear ``K -> N``: zeros of the autocast dtype (the cost of the Linear removed)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        dt = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        return x.new_zeros(*x.shape[:-1], self.n, dtype=dt)
+
+
+def _inputs(dit, seconds: float, text_len: int = 16):
+    from accelerando.models.dit import DiTConditioning
+
+    cfg = dit.config
+    frames = max(1, round(seconds * cfg.frame_rate))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, frames, cfg.latent_dim, generator=g)
+    cond = DiTConditioning(
+        text_tokens=torch.randn(2, text_len, cfg.width, generator=g),
+        text_mask=torch.ones(2, text_len, dtype=torch.bool),
+        text_pooled=torch.randn(2, cfg.width, generator=g),
+        control=torch.zeros(2, cfg.width),
+        phases=torch.zeros(2, frames, cfg.phase_features),
+        drop_text=torch.tensor([False, True]),
+    )
+    return x, torch.full((2,), 0.5), cond
+
+
+def _variant(name: str, base_dit):
+    """(backbone module, fused-kernel settings or None, autocast on)."""
+    from accelerando.quant import RTNConfig, quantize_
+    from accelerando.quant.presets import dit_filter
+
+    if name == "fp32":
+        return base_dit, None, False
+    if name == "bf16":
+        return base_dit, None, True
+    dit = copy.deepcopy(base_dit)
+    if name == "bf16-no-linears":
+        for n, m in list(dit.named_modules()):
+            for cn, c in list(m.named_children()):
+                full = f"{n}.{cn}" if n else cn
+                if dit_filter(c, full):
+                    setattr(m, cn, _ZeroLinear(c.out_features))
+        return dit, None, True
+    bits = 8 if name.startswith("w8a8") else 4
+    quantize_(dit, RTNConfig(bits, 8), filter_fn=dit_filter)
+    if name.endswith("eager"):
+        return dit, None, True
+    return (
+        dit,
+        {"shapes": "static" if name.endswith("static") else "dynamic", "cache_int4": name.endswith("cache")},
+        True,
+    )
+
+
+def _caller(dit, fused_opts, autocast: bool, inputs):
+    from accelerando.quant import use_fused_kernels
+
+    x, t, cond = inputs
+
+    @torch.inference_mode()
+    def run():
+        with use_fused_kernels(fused_opts is not None, **(fused_opts or {})):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return dit(x, t, cond)
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--seconds2", type=float, default=10.0)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", default=",".join(ALL))
+    ap.add_argument("--fresh-cache", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.fresh_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
+    torch.set_num_threads(args.threads)
+    from accelerando.pretrained import load_generator
+    from accelerando.quant.fused import fused_status
+
+    dit = load_generator(args.model).dit.eval()
+    inputs = _inputs(dit, args.seconds)
+    names = args.variants.split(",")
+    calls, first, outs = {}, {}, {}
+    for name in names:
+        mod, opts, ac = _variant(name, dit)
+        calls[name] = _caller(mod, opts, ac, inputs)
+        t = time.perf_counter()
+        outs[name] = calls[name]().float()  # warm-up; for the fused variants this call compiles
+        first[name] = time.perf_counter() - t
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(args.repeats):
+        for k, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ref = med.get("bf16")
+    results = {}
+    for k in names:
+        r = {"median_ms": 1e3 * med[k], "first_call_ms": 1e3 * first[k], "all_ms": [1e3 * v for v in times[k]]}
+        if ref:
+            r["ratio_to_bf16"] = med[k] / ref
+        if "bf16" in outs and k != "bf16-no-linears":
+            r["max_abs_diff_vs_bf16"] = float((outs[k] - outs["bf16"]).abs().max())
+        results[k] = r
+    # a new clip length: what a fused variant pays the first time it sees another M
+    other = _inputs(dit, args.seconds2)
+    for k in [n for n in names if "fused" in n]:
+        mod, opts, ac = _variant(k, dit)
+        fn = _caller(mod, opts, ac, other)
+        t = time.perf_counter()
+        fn()
+        first2 = time.perf_counter() - t
+        t = time.perf_counter()
+        fn()
+        results[k]["new_length_first_call_ms"] = 1e3 * first2
+        results[k]["new_length_second_call_ms"] = 1e3 * (time.perf_counter() - t)
+    if "bf16" in med and "bf16-no-linears" in med:
+        share = (med["bf16"] - med["bf16-no-linears"]) / med["bf16"]
+        results["linear_share_of_bf16"] = share
+        results["amdahl_max_speedup_if_linears_free"] = 1 / (1 - share) if share < 1 else float("inf")
+    tokens = -(-round(args.seconds * dit.config.frame_rate) // dit.config.patch)
+    report = {
+        "args": vars(args),
+        "rows_per_linear": 2 * tokens,
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "fused_status": {k: v for k, v in fused_status().items() if k != "first_call_seconds"},
+        "results": results,
+    }
+    print(json.dumps(report, indent=1, default=str))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
