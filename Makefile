@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-DEB_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont chromium chromium-driver
+DEB_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont chromium chromium-driver g++ python3-dev
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test setup sysdeps lint clean corpus
