@@ -9,7 +9,7 @@ For each clip length, generates a clip with an edit session (seed 0), then inpai
 sparse run starts from a fresh copy of the recorded session. Reports per row:
 
 * MACs (``torch.utils.flop_counter``, FLOPs / 2) of the whole edit call, full and sparse, and their ratio;
-* wall time, median of ``--repeats`` runs measured alternately in one process (2 threads), and the ratio
+* wall time, median of ``--repeats`` runs measured alternately in one process (``--threads``, default 2), and the ratio
   full / sparse; for the sparse edit also the time to audio (before the session update);
 * quality of the sparse output against the full regeneration on the edited stretch: LSD and MR-STFT
   (:mod:`accelerando.eval.paired`), next to the same metrics of the full regeneration against the original clip
@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--halo", type=float, default=0.5, help="seconds recomputed on each side")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     seconds = args.seconds or ([2.0, 4.0] if args.tiny else [30.0, 60.0, 120.0])
     pipe = _pipeline(args)
     pipe.model.config.max_seconds = max(pipe.model.config.max_seconds, max(seconds))
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     sr = pipe.codec.sample_rate
     prompt = "a baroque chorale for string quartet"
     rows = []
-    print(f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, 2 threads, {time.strftime('%Y-%m-%d')}\n")
+    print(f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
     print(
         "| clip | edit | tokens run | MACs full / sparse (refresh; edit only) | wall full / sparse (to audio) "
         "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full "
