@@ -133,3 +133,28 @@ def test_quantized_file_of_another_kind_is_a_user_error(tmp_path):
     save_file(state, str(tmp_path / "broken.safetensors"), metadata=meta)
     with pytest.raises(UserError, match="cannot load quantized generator"):
         load_generator(tmp_path / "broken.safetensors")
+
+
+def test_builtin_pipeline_loads_offline_and_is_deterministic():
+    pytest.importorskip("transformers")
+    from accelerando import load_pipeline
+    from accelerando.pretrained import BUILTIN_DIR
+
+    if not (BUILTIN_DIR / "generator.safetensors").is_file():
+        pytest.skip("no built-in generator in this checkout")
+    pipe = load_pipeline("builtin")
+    assert pipe.model.config.latent_dim == pipe.codec.latent_dim and pipe.max_seconds >= 30
+    outs = [
+        pipe(
+            "a chorale for brass",
+            bpm=90,
+            key="G minor",
+            duration=2.0,
+            steps=2,
+            generator=torch.Generator().manual_seed(3),
+        )
+        for _ in range(2)
+    ]
+    a = outs[0].audio
+    assert a.shape == (1, 1, 2 * pipe.codec.sample_rate) and torch.isfinite(a).all() and a.abs().max() > 1e-3
+    assert torch.equal(a, outs[1].audio)
