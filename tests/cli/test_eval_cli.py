@@ -105,7 +105,7 @@ def test_distribution_metrics_on_directories(tmp_path, capsys):
         )
         assert code == 0
         res[name] = json.loads(out)
-    assert res["same"]["n_pred_files"] == 3 and res["same"]["embedder"].startswith("emb-melstats")
+    assert res["same"]["n_pred_files"] == 3 and res["same"]["embedder"].startswith("emb-melflow")
     assert 0 <= res["same"]["fad"] < res["tones"]["fad"]
     assert len(res["tones"]["per_clip_fad"]) == 3 and res["same"]["kad"] < res["tones"]["kad"]
 

@@ -103,6 +103,27 @@ def test_melstats_shape_and_determinism():
     np.testing.assert_array_equal(out, emb.embed(y))
 
 
+def _tone(f0: float, seconds: float, sr: int = 24000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return 0.2 * sum(np.sin(2 * np.pi * f0 * h * t) / h for h in (1, 2, 3))
+
+
+def test_melflow_sees_broken_continuity():
+    emb = get_embedder("melflow")
+    sr = emb.sample_rate
+    tones = [_tone(220 * 2 ** (k / 12), 1.0) for k in (0, 2, 4, 5, 7, 9, 11, 12)]
+    phrase = np.concatenate(tones)  # 8 s: one sustained tone per second
+    out = emb.embed(phrase)
+    assert out.shape == (7, 40) and out.dtype == np.float64 and emb.dim == 40
+    np.testing.assert_array_equal(out, emb.embed(phrase))
+    # cut the same audio into 0.25 s pieces and reorder them: same spectra, broken continuity
+    pieces = phrase.reshape(-1, sr // 4)
+    shuffled = np.concatenate(pieces[np.random.default_rng(0).permutation(len(pieces))])
+    lag_sim = out[:, 1:4].mean(0) / 30  # mean similarity with the frame 0.25, 0.5 and 1 s earlier
+    lag_sim_shuffled = emb.embed(shuffled)[:, 1:4].mean(0) / 30
+    assert lag_sim.min() > 0.8 and (lag_sim - lag_sim_shuffled).mean() > 0.1
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torchcrepe") is None, reason="torchcrepe not installed")
 def test_crepe_shape_and_determinism():
     emb = get_embedder("crepe")

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = esub.add_parser("metrics", help="score one audio file; prints one JSON object")
     m.add_argument("--pred", type=Path, required=True, help="audio file to score (or a directory: fad metrics)")
     m.add_argument("--ref", type=Path, default=None, help="reference audio (file, or a directory for fad metrics)")
-    m.add_argument("--embedder", default=None, help="embedder for the fad metrics (default: melstats)")
+    m.add_argument("--embedder", default=None, help="embedder for the fad metrics (default: melflow)")
     m.add_argument("--ref-label", type=Path, default=None, help="corpus label.json (sections for 'structure')")
     m.add_argument("--requested-bpm", type=float, default=None)
     m.add_argument("--requested-key", default=None, help='e.g. "D major"')

@@ -39,6 +39,7 @@ __all__ = [
     "Embedder",
     "EncodecEmbedder",
     "LocalSafetensorsEmbedder",
+    "MelFlowEmbedder",
     "MelStatsEmbedder",
     "MertEmbedder",
     "VGGishEmbedder",
@@ -48,8 +49,9 @@ __all__ = [
     "window_starts",
 ]
 
-# crepe-tiny failed the degradation check in BENCHMARKS.md; melstats passed it for noise and low-pass.
-DEFAULT_EMBEDDER = "melstats"
+# crepe-tiny failed the degradation check in BENCHMARKS.md; melstats passed it for noise and low-pass only;
+# melflow passes it for noise, low-pass and beat shuffling.
+DEFAULT_EMBEDDER = "melflow"
 
 
 class Embedder(Protocol):
@@ -133,6 +135,53 @@ class MelStatsEmbedder:
         n_windows = len(window_starts(y.size, self.sample_rate))
         mel = self._mel(torch.from_numpy(y).float()).T.double().numpy()  # [T, 64]
         return _pool_frames(mel, n_windows, self.sample_rate // self._HOP)
+
+
+class MelFlowEmbedder:
+    """DSP baseline for continuity: how the log-mel spectrum moves, per 2 s window (hop 1 s) -> 40-d.
+
+    From the 64-band log-mel ``L`` at 100 frames/s (as :class:`MelStatsEmbedder`), per frame: the cosine similarity
+    of the mean-removed frame with the frame 0.1, 0.25, 0.5 and 1 s earlier (4 values), and the log-mel rise
+    ``max(L[t] - L[t-1], 0)`` and fall ``max(L[t-1] - L[t], 0)`` averaged over 8 groups of 8 bands (16 values).
+    Each window holds the mean and std of these 20 features, times 30 so that FAD values are of order 1-100.
+    Noise and low-pass filtering change the rise/fall statistics; cutting and reordering beats breaks the similarity
+    at lags across the cuts, which a bag of spectra (melstats) cannot see.
+    """
+
+    name = "melflow"
+    sample_rate = 24000
+    dim = 40
+    version = "emb-melflow-v1"
+    _HOP = 240  # 100 frames per second
+    _WIN, _STEP = 200, 100  # frames: 2 s windows, 1 s hop
+    _LAGS = (10, 25, 50, 100)
+    _GROUPS = 8
+    _SCALE = 30.0
+
+    def __init__(self) -> None:
+        from accelerando.audio import MelSpectrogram
+
+        self._mel = MelSpectrogram(sample_rate=self.sample_rate, n_fft=1024, hop_length=self._HOP, n_mels=64)
+
+    @torch.no_grad()
+    def embed(self, y: np.ndarray) -> np.ndarray:
+        """Mono ``y`` [S] at 24 kHz (padded to at least 2 s) -> float64 ``[N, 40]``."""
+        y = check_mono(y, self.sample_rate)
+        y = np.pad(y, (0, max(0, 2 * self.sample_rate - y.size)))
+        mel = self._mel(torch.from_numpy(y).float()).T.double().numpy()  # [T, 64]
+        t = mel.shape[0]
+        c = mel - mel.mean(axis=1, keepdims=True)
+        c /= np.linalg.norm(c, axis=1, keepdims=True) + 1e-8
+        sims = np.zeros((t, len(self._LAGS)))
+        for j, k in enumerate(self._LAGS):  # the first k frames have no partner and keep 0
+            sims[k:, j] = (c[k:] * c[:-k]).sum(axis=1)
+        d = np.diff(mel, axis=0, prepend=mel[:1])
+        rise = np.maximum(d, 0).reshape(t, self._GROUPS, -1).mean(-1)
+        fall = np.maximum(-d, 0).reshape(t, self._GROUPS, -1).mean(-1)
+        feats = np.concatenate([sims, rise, fall], axis=1)  # [T, 20]
+        starts = range(0, max(1, t - self._WIN + 1), self._STEP)
+        out = [np.concatenate([feats[i : i + self._WIN].mean(0), feats[i : i + self._WIN].std(0)]) for i in starts]
+        return self._SCALE * np.stack(out).astype(np.float64)
 
 
 class VGGishNet(nn.Module):
@@ -262,12 +311,13 @@ class MertEmbedder(LocalSafetensorsEmbedder):
 EMBEDDERS: dict[str, type] = {
     "crepe": CrepeEmbedder,
     "melstats": MelStatsEmbedder,
+    "melflow": MelFlowEmbedder,
     "vggish": VGGishEmbedder,
     "clap": ClapEmbedder,
     "encodec": EncodecEmbedder,
     "mert": MertEmbedder,
 }
-EMBEDDER_VERSIONS = {"crepe": "emb-crepe-v1", "melstats": "emb-melstats-v1"}
+EMBEDDER_VERSIONS = {"crepe": "emb-crepe-v1", "melstats": "emb-melstats-v1", "melflow": "emb-melflow-v1"}
 
 
 def get_embedder(name: str = DEFAULT_EMBEDDER, **kwargs) -> Embedder:
