@@ -21,3 +21,17 @@ def test_timing_rtf_memory_and_peak():
         time_call(lambda: None, repeats=0)
     assert peak_memory_mb() > 10
     assert gemm_peak_flops(torch.float32, n=128, repeats=2) > 1e6
+
+
+def test_throughput_and_energy_without_a_gpu():
+    import time
+
+    from accelerando.eval.efficiency import gpu_energy_joules, throughput
+
+    tp = throughput(lambda: time.sleep(0.02), batch=4, item_seconds=10.0, repeats=3, warmup=0)
+    assert 40.0 / 0.2 < tp <= 40.0 / 0.02  # 40 s of audio in a little over 20 ms
+    with pytest.raises(ValueError, match="batch=0"):
+        throughput(lambda: None, batch=0, item_seconds=1.0)
+    if not torch.cuda.is_available():
+        joules, why = gpu_energy_joules(lambda: None)
+        assert joules is None and "CUDA" in why

@@ -9,6 +9,11 @@ Definitions (version ``eff-v1``):
   multiply-add; element-wise work is not counted). MACs = FLOPs / 2.
 - GEMM peak: the best of ``repeats`` square ``n x n`` matrix products in ``dtype`` on this machine, in FLOP/s; the
   yardstick for "achieved FLOP/s".
+- Throughput at batch B: audio seconds produced per wall second by one call that generates B items of
+  ``item_seconds`` each (median wall time as above): ``B * item_seconds / wall``.
+- Energy (GPU only): the NVML total-energy counter of the device (``nvmlDeviceGetTotalEnergyConsumption``, mJ)
+  read before and after the call, in joules; ``None`` with a reason where there is no CUDA device or no
+  ``pynvml`` module (package ``nvidia-ml-py``).
 """
 
 import resource
@@ -18,7 +23,16 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["EFFICIENCY_VERSION", "time_call", "rtf", "peak_memory_mb", "count_flops", "gemm_peak_flops"]
+__all__ = [
+    "EFFICIENCY_VERSION",
+    "time_call",
+    "rtf",
+    "throughput",
+    "gpu_energy_joules",
+    "peak_memory_mb",
+    "count_flops",
+    "gemm_peak_flops",
+]
 
 EFFICIENCY_VERSION = "eff-v1"
 
@@ -45,6 +59,35 @@ def rtf(audio_seconds: float, wall_seconds: float) -> float:
     if wall_seconds <= 0:
         raise ValueError(f"wall_seconds={wall_seconds} must be positive")
     return audio_seconds / wall_seconds
+
+
+def throughput(fn: Callable[[], object], batch: int, item_seconds: float, repeats: int = 3, warmup: int = 1) -> float:
+    """Audio seconds per wall second of ``fn()``, a call that generates ``batch`` items of ``item_seconds`` each."""
+    if batch < 1 or item_seconds <= 0:
+        raise ValueError(f"batch={batch} must be >= 1 and item_seconds={item_seconds} positive")
+    return batch * item_seconds / time_call(fn, repeats=repeats, warmup=warmup)
+
+
+def gpu_energy_joules(fn: Callable[[], object], device: int = 0) -> tuple[float | None, str]:
+    """Energy of one call of ``fn`` on CUDA ``device`` from NVML's energy counter: ``(joules, "")``, or
+    ``(None, reason)`` without a CUDA device, without pynvml, or on a GPU without the counter."""
+    if not torch.cuda.is_available():
+        return None, "no CUDA device"
+    try:
+        import pynvml
+    except ImportError:
+        return None, "pynvml is not installed (pip install nvidia-ml-py)"
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device)
+        torch.cuda.synchronize()
+        before = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        fn()
+        torch.cuda.synchronize()
+        after = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except pynvml.NVMLError as err:
+        return None, f"NVML: {err}"
+    return (after - before) / 1000.0, ""
 
 
 def peak_memory_mb(device: str = "cpu") -> float:
