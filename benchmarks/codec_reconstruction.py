@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from accelerando.data.build import default_corpus_dir
+from accelerando.data.build import default_corpus_dir, read_manifest
 from accelerando.eval.paired import lsd, mel_distance, mrstft, si_sdr
 from accelerando.models.codec import CodecConfig, MelCodec
 from accelerando.models.io import load_state
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     state, cfg = load_state(args.codec, "codec")
     codec = MelCodec(CodecConfig(**cfg)).eval()
     codec.load_state_dict(state)
-    rows = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == "test" and r["duration"] >= args.seconds + 6]
+    rows = [r for r in read_manifest(args.corpus, "test") if r["duration"] >= args.seconds + 6]
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
     sr = codec.sample_rate
     scores: dict[str, dict[str, list[float]]] = {"codec": {}, "griffin_lim": {}}

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from accelerando.audio import load, resample
+from accelerando.data.build import read_manifest
 from accelerando.eval.embeddings import get_embedder
 from accelerando.eval.fad import FAD_VERSION, fad, fad_inf
 
@@ -28,8 +29,7 @@ SR = 24000
 
 def load_clips(n: int, offset: int, seconds: float) -> list[tuple[np.ndarray, list[float]]]:
     """Test-split clips at positions ``offset, offset + 2, ...``: (mono audio [S] at 24 kHz, beat times in s)."""
-    rows = [json.loads(line) for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    rows = sorted((r for r in rows if r["split"] == "test" and r["duration"] >= seconds), key=lambda r: r["clip_id"])
+    rows = sorted((r for r in read_manifest(CORPUS, "test") if r["duration"] >= seconds), key=lambda r: r["clip_id"])
     out = []
     for row in rows[offset::2][:n]:
         wav, sr = load(CORPUS / row["path"] / "mix.flac", sample_rate=SR, mono=True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from accelerando.audio import load
-from accelerando.data.build import default_corpus_dir
+from accelerando.data.build import default_corpus_dir, read_manifest
 from accelerando.eval.beats import track_beats
 from accelerando.eval.embeddings import get_embedder
 from accelerando.eval.fad import fad
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     pipe = TextToMusicPipeline.from_pretrained(args.model)
-    rows = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == "test" and 40 <= r["bpm"] <= 200]
+    rows = [r for r in read_manifest(args.corpus, "test") if 40 <= r["bpm"] <= 200]
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
     results, generated = [], []
     for i, r in enumerate(picked):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from accelerando.audio import load
-from accelerando.data.build import default_corpus_dir
+from accelerando.data.build import default_corpus_dir, read_manifest
 from accelerando.eval.seams import seam_scores
 from accelerando.pipelines.text_to_music import _CROSSFADE_S, TextToMusicPipeline
 
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     pipe = TextToMusicPipeline.from_pretrained(args.model)
     sr = pipe.codec.sample_rate
-    rows = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == "test" and r["duration"] >= args.seconds and 40 <= r["bpm"] <= 200]
+    rows = [r for r in read_manifest(args.corpus, "test") if r["duration"] >= args.seconds and 40 <= r["bpm"] <= 200]
     rng = random.Random(args.seed)
     picked = rng.sample(rows, min(args.n, len(rows)))
     results = []

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from accelerando.data.build import default_corpus_dir
+from accelerando.data.build import default_corpus_dir, read_manifest
 from accelerando.eval.paired import mrstft
 from accelerando.pretrained import load_codec
 from accelerando.quant import (
@@ -140,12 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     qnames = list(quantized_layers(models["w8a8-rtn"]))
     sr = fp32.sample_rate
 
-    manifest = [json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in manifest if r["split"] == "test" and r["duration"] >= args.seconds + 6]
+    rows = [r for r in read_manifest(args.corpus, "test") if r["duration"] >= args.seconds + 6]
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
     audio = _excerpts(args.corpus, picked, sr, args.seconds)  # [B, 1, S]
 
-    train = [r for r in manifest if r["split"] == "train" and r["duration"] >= args.seconds + 6]
+    train = [r for r in read_manifest(args.corpus, "train") if r["duration"] >= args.seconds + 6]
     calib_rows = random.Random(args.seed).sample(train, min(args.n_calib, len(train)))
     assert not {r["clip_id"] for r in calib_rows} & {r["clip_id"] for r in picked}
     calib_seconds = {}

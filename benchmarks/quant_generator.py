@@ -26,7 +26,7 @@ import time
 import torch
 
 from accelerando.eval.paired import complex_stft_error, lsd, mrstft
-from accelerando.quant.presets import PRESETS, dit_filter, quantize_pipeline, state_bytes
+from accelerando.quant.presets import PRESETS, dit_filter, quantize_pipeline, run_prompt, state_bytes
 
 
 def _test_prompts(n: int, seed: int, tiny: bool) -> list[dict]:
@@ -34,25 +34,14 @@ def _test_prompts(n: int, seed: int, tiny: bool) -> list[dict]:
         from accelerando.quant.calib_prompts import load_calibration_prompts
 
         return load_calibration_prompts()[-n:]  # smoke test only: the tiny model has no test split
-    from accelerando.data.build import default_corpus_dir
+    from accelerando.data.build import default_corpus_dir, read_manifest
 
-    rows = [json.loads(x) for x in (default_corpus_dir() / "manifest.jsonl").read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if r["split"] == "test"]
+    rows = read_manifest(default_corpus_dir(), "test")
     return random.Random(seed).sample(rows, n)
 
 
 def _generate(pipe, p: dict, seconds: float, steps: int, seed: int) -> torch.Tensor:
-    out = pipe(
-        p["caption"],
-        bpm=float(p["bpm"]),
-        key=p["key"],
-        meter=p["meter"],
-        instruments=p.get("instrumentation"),
-        duration=seconds,
-        steps=steps,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return out.audio[0]  # [1, S]
+    return run_prompt(pipe, p, seconds, steps, 3.0, seed)[0]  # [1, S]; guidance 3, the pipeline default
 
 
 def _paired(pred: list[torch.Tensor], ref: list[torch.Tensor]) -> dict[str, float]:

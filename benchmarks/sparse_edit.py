@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     sr = pipe.codec.sample_rate
     prompt = "a baroque chorale for string quartet"
     rows = []
-    print(f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
+    date = time.strftime("%Y-%m-%d")
+    print(f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, {args.threads} threads, {date}\n")
     print(
         "| clip | edit | tokens run | MACs full / sparse (refresh; edit only) | wall full / sparse (to audio) "
         "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full "

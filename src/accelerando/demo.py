@@ -130,7 +130,7 @@ def run_generation_demo(out: str | Path | None = None, model: str = "builtin") -
 
 def run_corpus_demo(out: str | Path | None = None) -> int:
     """Render three corpus excerpts, check their labels and round-trip them through the codec."""
-    from accelerando.data.build import BuildConfig, build_corpus
+    from accelerando.data.build import BuildConfig, build_corpus, read_manifest
     from accelerando.data.check import check_clip
     from accelerando.paths import cache_dir
     from accelerando.pretrained import load_codec
@@ -141,8 +141,7 @@ def run_corpus_demo(out: str | Path | None = None) -> int:
     )
     print(f"rendering {len(_DEMO_COLLECTIONS)} corpus excerpts into {cfg.out} ...", file=sys.stderr)
     build_corpus(cfg, progress=sys.stderr.isatty())
-    rows = [json.loads(line) for line in (cfg.out / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["collection"] in _DEMO_COLLECTIONS]
+    rows = [r for r in read_manifest(cfg.out) if r["collection"] in _DEMO_COLLECTIONS]
     print(f"analysing {len(rows)} clips (librosa beat tracker, Krumhansl key estimate) ...\n", file=sys.stderr)
     codec = load_codec("builtin")  # loaded once for every clip
     results = []

@@ -182,15 +182,14 @@ def reference_files(ref_dir: Path | None) -> tuple[list[Path], dict]:
         if not files:
             raise UserError(f"--ref {ref_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
         return files, {"source": "dir", "path": str(ref_dir), "n_files": len(files)}
-    from accelerando.data.build import default_corpus_dir
+    from accelerando.data.build import default_corpus_dir, read_manifest
 
     corpus = default_corpus_dir()
     manifest = corpus / "manifest.jsonl"
     if not manifest.is_file():
         note = f"FAD skipped: no reference audio (no corpus manifest at {manifest}; build the corpus or pass --ref DIR)"
         return [], {"source": None, "path": str(corpus), "n_files": 0, "note": note}
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    files = [corpus / r["path"] / "mix.flac" for r in rows if r.get("split") == "test"]
+    files = [corpus / r["path"] / "mix.flac" for r in read_manifest(corpus, "test")]
     files = [f for f in files if f.is_file()]
     if not files:
         note = f"FAD skipped: the corpus at {corpus} has no test-split mixes; pass --ref DIR"

@@ -180,6 +180,13 @@ def _prepare_out(cfg: BuildConfig) -> None:
                 shutil.rmtree(d, ignore_errors=True)
 
 
+def read_manifest(corpus: str | Path, split: str | None = None) -> list[dict]:
+    """Rows of ``corpus/manifest.jsonl`` (one dict per clip; see :func:`write_manifest`), only ``split``'s if given."""
+    lines = (Path(corpus) / "manifest.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return rows if split is None else [r for r in rows if r["split"] == split]
+
+
 def write_manifest(out: Path) -> dict:
     """Rewrite ``manifest.jsonl`` and ``summary.json`` from the finished clips in ``out``; return the summary."""
     rows = []

@@ -26,9 +26,9 @@ _FIELDS = ("clip_id", "score_id", "collection", "split", "instrumentation", "bpm
 def build_calibration_prompts(corpus: str | Path, n: int = 64, seed: int = 0) -> dict:
     """Pick ``n`` train-split rows of ``corpus``/manifest.jsonl -> the JSON document shipped as package data."""
     from accelerando.conditioning.controls import BPM_RANGE
+    from accelerando.data.build import read_manifest
 
-    rows = [json.loads(line) for line in (Path(corpus) / "manifest.jsonl").read_text().splitlines() if line.strip()]
-    train = [r for r in rows if r.get("split") == "train" and BPM_RANGE[0] <= float(r["bpm"]) <= BPM_RANGE[1]]
+    train = [r for r in read_manifest(corpus, "train") if BPM_RANGE[0] <= float(r["bpm"]) <= BPM_RANGE[1]]
     if not train:
         raise ValueError(f"{corpus}/manifest.jsonl has no train-split rows")
     rng = random.Random(seed)

@@ -60,6 +60,7 @@ __all__ = [
     "preset_config",
     "dit_filter",
     "quantize_pipeline",
+    "run_prompt",
     "state_bytes",
     "save_quantized_generator",
 ]
@@ -127,7 +128,8 @@ def state_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
-def _run_prompt(pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: int) -> torch.Tensor:
+def run_prompt(pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: int) -> torch.Tensor:
+    """Generate manifest-style prompt ``p`` (caption and labels) at ``seed``; audio [1, 1, S]."""
     out = pipeline(
         p["caption"],
         bpm=float(p["bpm"]),
@@ -222,7 +224,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
 
     def gen_batch(i, p):
         def run(_model):
-            _run_prompt(pipeline, p, o["seconds"], o["steps"] + 2 * (i % 3), o["cfg"], o["seed"] + i)
+            run_prompt(pipeline, p, o["seconds"], o["steps"] + 2 * (i % 3), o["cfg"], o["seed"] + i)
             report("calibrate", i + 1, len(calib))
 
         return run
@@ -332,7 +334,7 @@ def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Modu
     for rec, a in zip(recorders, args, strict=True):
         rec.mode = "record"
         with rec:
-            ref.append(_run_prompt(pipeline, *a))
+            ref.append(run_prompt(pipeline, *a))
 
     def objective(_model) -> float:
         errs = []
@@ -340,9 +342,9 @@ def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Modu
             if mode == "teacher":
                 rec.mode, rec.k = "replay", 0
                 with rec:
-                    y = _run_prompt(pipeline, *a)
+                    y = run_prompt(pipeline, *a)
             else:
-                y = _run_prompt(pipeline, *a)
+                y = run_prompt(pipeline, *a)
             errs.append(complex_stft_error(y[0], r[0]))
         return sum(errs) / len(errs)
 

@@ -23,8 +23,9 @@ def write_pack(
 
     if split not in training_splits() and split != "valid":
         raise ValueError(f"split={split!r} may not be used for training; use one of {training_splits()} or 'valid'")
-    rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == split and r["duration"] >= seconds + 1]
+    from accelerando.data.build import read_manifest
+
+    rows = [r for r in read_manifest(corpus, split) if r["duration"] >= seconds + 1]
     rng = random.Random(seed)
     rng.shuffle(rows)
     seg_len = int(round(seconds * sample_rate))

@@ -58,8 +58,9 @@ def build_latent_pack(
 
     if split not in training_splits() and split != "valid":
         raise ValueError(f"split={split!r} may not be used for training; use one of {training_splits()} or 'valid'")
-    rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["split"] == split]
+    from accelerando.data.build import read_manifest
+
+    rows = read_manifest(corpus, split)
     rng = random.Random(seed)
     rng.shuffle(rows)
     rows = rows[:max_clips] if max_clips else rows
