@@ -22,6 +22,7 @@ from accelerando.errors import UserError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "audio_files_under",
     "CLIP_METRICS",
     "HIGHER_IS_BETTER",
     "PAIRED_KEYS",
@@ -169,6 +170,11 @@ def paired_metrics(pred: np.ndarray, ref: np.ndarray, sr: int) -> tuple[dict, di
     return m, skipped
 
 
+def audio_files_under(folder: Path) -> list[Path]:
+    """Every audio file (by :data:`AUDIO_EXTENSIONS`) below ``folder``, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
 def reference_files(ref_dir: Path | None) -> tuple[list[Path], dict]:
     """Reference audio for FAD: every audio file under ``ref_dir``, else the corpus's test-split mixes.
 
@@ -178,7 +184,7 @@ def reference_files(ref_dir: Path | None) -> tuple[list[Path], dict]:
         ref_dir = Path(ref_dir).expanduser()
         if not ref_dir.is_dir():
             raise UserError(f"--ref {ref_dir}: not a directory of reference audio files")
-        files = sorted(p for p in ref_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        files = audio_files_under(ref_dir)
         if not files:
             raise UserError(f"--ref {ref_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
         return files, {"source": "dir", "path": str(ref_dir), "n_files": len(files)}

@@ -136,13 +136,13 @@ def _compute(names: list[str], y, ref, sr: int, args) -> dict:
 
 
 def _audio_files(path: Path, flag: str) -> list[Path]:
-    from accelerando.bench.metrics import AUDIO_EXTENSIONS
+    from accelerando.bench.metrics import AUDIO_EXTENSIONS, audio_files_under
 
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise UserError(f"{flag} {path}: no such file or directory")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    files = audio_files_under(path)
     if not files:
         raise UserError(f"{flag} {path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
     return files
