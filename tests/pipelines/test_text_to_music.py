@@ -327,3 +327,26 @@ def test_timings_and_metadata(pipe):
     assert m["cfg"] == 2.5
     assert m["sampler"] == "heun"
     assert m["duration"] == 1.2
+
+
+@pytest.mark.parametrize("phase_guidance", [False, True])
+def test_unconditional_branch_drops_the_beat_grid_only_for_phase_guided_models(pipe, phase_guidance, monkeypatch):
+    seen = []
+    forward = pipe.model.dit.forward
+
+    def spy(x, t, cond):
+        seen.append(cond.phases.clone())
+        return forward(x, t, cond)
+
+    monkeypatch.setattr(pipe.model.dit, "forward", spy)
+    monkeypatch.setattr(pipe.model.config, "phase_guidance", phase_guidance)
+    pipe(PROMPT, bpm=100, duration=2.0, steps=STEPS, cfg=3.0, generator=gen())
+    cond, uncond = seen[0].chunk(2)
+    assert cond.abs().sum() > 0 and torch.equal(cond[:, :, 0], seen[0][0, :, 0].expand_as(cond[:, :, 0]))
+    if phase_guidance:
+        assert torch.count_nonzero(uncond) == 0
+    else:
+        assert torch.equal(uncond, cond)
+    seen.clear()
+    pipe(PROMPT, bpm=100, duration=2.0, steps=STEPS, cfg=1.0, generator=gen())  # unguided: one branch, with a grid
+    assert seen[0].shape[0] == 1 and seen[0].abs().sum() > 0

@@ -69,3 +69,15 @@ def test_generator_training_learns_checkpoints_and_resumes(tmp_path):
     train_generator(tmp_path / "pack.safetensors", tmp_path / "run", None, cfg, device="cpu", progress=False)
     steps = [int(r.split(",")[0]) for r in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]]
     assert steps[-1] == 30 and steps.count(24) == 1
+
+
+def test_phase_guidance_is_switched_on_for_a_resumed_run_and_saved(tmp_path):
+    _pack(tmp_path / "pack.safetensors")
+    cfg = GeneratorTrainConfig(steps=4, batch_size=2, seconds=1.0, warmup=2, log_every=2, ckpt_every=2, bf16=False)
+    dit = MusicDiTConfig.tiny(latent_dim=8, text_dim=16)
+    dit.frame_rate = 50.0
+    out = train_generator(tmp_path / "pack.safetensors", tmp_path / "run", dit, cfg, device="cpu", progress=False)
+    assert load_state(out, "generator")[1]["phase_guidance"] is False
+    cfg.steps, cfg.phase_guidance = 6, True
+    out = train_generator(tmp_path / "pack.safetensors", tmp_path / "run", None, cfg, device="cpu", progress=False)
+    assert load_state(out, "generator")[1]["phase_guidance"] is True

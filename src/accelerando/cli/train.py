@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--depth", type=int, default=6)
     g.add_argument("--heads", type=int, default=6)
     g.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    g.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints")
+    g.add_argument(
+        "--phase-guidance",
+        action="store_true",
+        help="drop the beat grid with the controls, so guidance also locks the beat (also switches it on when "
+        "resuming a run trained without it)",
+    )
     g.add_argument("--no-bf16", action="store_true")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generator)
@@ -123,6 +130,8 @@ def _generator(args: argparse.Namespace) -> int:
             lr=args.lr,
             max_minutes=args.max_minutes,
             bf16=not args.no_bf16,
+            ckpt_every=args.ckpt_every,
+            phase_guidance=True if args.phase_guidance else None,
         )
         dit = MusicDiTConfig(width=args.width, depth=args.depth, heads=args.heads)
     except ValueError as err:

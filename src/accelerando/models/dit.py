@@ -38,6 +38,9 @@ class MusicDiTConfig:
     phase_features: int = 4  # sin/cos of beat phase and bar phase
     frame_rate: float = 93.75  # latent frames per second (of the codec this model was trained with)
     max_seconds: float = 60.0  # longest clip the model was trained for
+    # Trained with the beat grid dropped (phases zeroed) whenever the controls were dropped, so the unconditional
+    # classifier-free-guidance branch runs without a grid and guidance also pushes the output onto the beats.
+    phase_guidance: bool = False
     version: int = DIT_CONFIG_VERSION
 
     def __post_init__(self):

@@ -163,6 +163,9 @@ class TextToMusicPipeline:
         drop = torch.zeros(nb, dtype=torch.bool)
         if guided:
             drop[b:] = True
+        phases = rep(phases)
+        if guided and self.model.config.phase_guidance:
+            phases = torch.where(drop[:, None, None], 0.0, phases)  # the unconditional branch has no beat grid
         with torch.autocast("cpu", dtype=torch.bfloat16):
             control = self.model.controls(**{k: rep(v) for k, v in ctrl.items()}, drop=drop)
         cond = DiTConditioning(
@@ -170,7 +173,7 @@ class TextToMusicPipeline:
             text_mask=rep(tmask),
             text_pooled=rep(pooled),
             control=control,
-            phases=rep(phases),
+            phases=phases,
             known=None if known is None else rep(known),
             known_mask=None if known_mask is None else rep(known_mask),
             drop_text=drop,

@@ -13,7 +13,7 @@ at the end.
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,9 @@ class GeneratorTrainConfig:
     max_minutes: float | None = None
     bf16: bool = True
     seed: int = 0
+    # None keeps the model's own setting; True/False switches phase guidance on/off (also when fine-tuning a run
+    # that was trained without it; see MusicDiTConfig.phase_guidance)
+    phase_guidance: bool | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):
@@ -125,8 +128,12 @@ def train_generator(
         model = MusicGenerator(MusicDiTConfig(**st["dit_config"]))
         ckpt.load_weights(model)
         step = st["step"]
+        if cfg.phase_guidance is not None:
+            model.config.phase_guidance = cfg.phase_guidance
     else:
         dit_cfg = dit_cfg or MusicDiTConfig(frame_rate=pack.frame_rate)
+        if cfg.phase_guidance is not None:
+            dit_cfg = replace(dit_cfg, phase_guidance=cfg.phase_guidance)
         model = MusicGenerator(dit_cfg)
         z = pack.t["latents"][:: max(1, len(pack.t["latents"]) // 20000)].float()
         z = z / 255 * (pack.hi - pack.lo) + pack.lo
@@ -165,6 +172,8 @@ def train_generator(
             xt = torch.where(known[..., None] > 0, x0, xt)  # known frames are clean
             drop_text = torch.from_numpy(rng.random(b) < cfg.p_drop_text).to(device)
             drop_ctrl = torch.from_numpy(rng.random(b) < cfg.p_drop_controls).to(device)
+            if model.config.phase_guidance:  # no beat grid where the controls are dropped
+                phases = torch.where(drop_ctrl[:, None, None], 0.0, phases)
             with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.bf16):
                 control = model.controls(**{k: v.to(device) for k, v in ctrl.items()}, drop=drop_ctrl)
                 cond = DiTConditioning(
