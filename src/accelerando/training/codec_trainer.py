@@ -6,9 +6,6 @@ validation scores to ``out/eval_log.csv``, and exports ``out/codec.safetensors``
 ``out`` resumes from the last checkpoint.
 """
 
-import csv
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from accelerando.models.codec import CodecConfig, MelCodec
 from accelerando.models.io import save_model
 from accelerando.training.audio_pack import read_pack
 from accelerando.training.checkpoint import Checkpoint
+from accelerando.training.loop import LoopConfig, run_loop
 from accelerando.training.losses import MelLoss, MultiResolutionSTFTLoss
 
 __all__ = ["CodecTrainConfig", "train_codec"]
@@ -46,13 +44,6 @@ class CodecTrainConfig:
         for name in ("steps", "batch_size", "segment_samples", "log_every", "ckpt_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
-
-
-def _lr_at(step: int, cfg: CodecTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def _batch(segments: np.ndarray, n: int, length: int, rng: np.random.Generator) -> torch.Tensor:
@@ -86,8 +77,6 @@ def train_codec(
     progress: bool = True,
 ) -> Path:
     """Train (or resume) a codec on ``pack``; returns the path of the exported ``codec.safetensors``."""
-    from tqdm import tqdm
-
     cfg = cfg or CodecTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,60 +101,48 @@ def train_codec(
     mel_loss = MelLoss(codec_cfg.sample_rate, n_mels=codec_cfg.n_mels).to(device)
     stft_loss = MultiResolutionSTFTLoss().to(device)
     rng = np.random.default_rng(cfg.seed + step)
-    t0 = time.time()
-    log = open(out / "train_log.csv", "a", newline="")
-    writer = csv.writer(log)
-    if step == 0:
-        writer.writerow(["step", "lr", "loss", "mel", "mrstft", "latent_rms", "seconds"])
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
 
-    def save_checkpoint():
-        state = {"step": step, "codec_config": codec_cfg.to_dict(), "train": asdict(cfg)}
+    def step_fn(_step: int):
+        x = _batch(segments, cfg.batch_size, cfg.segment_samples, rng).to(device)
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=cfg.bf16):
+            z = model.encode(x[:, None])
+            y = model.decode(z)[:, 0]
+        y = y.float()
+        lm, ls = mel_loss(y, x), stft_loss(y, x)
+        ms = z.float().pow(2).mean()
+        loss = cfg.mel_weight * lm + cfg.stft_weight * ls + cfg.latent_l2 * ms
+        return loss, {"mel": lm.detach(), "mrstft": ls.detach(), "latent_rms": ms.detach().sqrt()}
+
+    def evaluate(at: int):
+        scores = _evaluate(model, val, device, mel_loss, stft_loss)
+        with open(out / "eval_log.csv", "a") as fh:
+            fh.write(f"{at},{scores['mel_l1']:.4f},{scores['mrstft']:.4f}\n")
+
+    def save_checkpoint(at: int):
+        state = {"step": at, "codec_config": codec_cfg.to_dict(), "train": asdict(cfg)}
         ckpt.save(model, opt, codec_cfg.to_dict(), state)
 
-    bar = tqdm(total=cfg.steps, initial=step, desc="codec", disable=not progress, mininterval=5)
-    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
-    try:
-        while step < cfg.steps:
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg)
-            x = _batch(segments, cfg.batch_size, cfg.segment_samples, rng).to(device)
-            with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=cfg.bf16):
-                z = model.encode(x[:, None])
-                y = model.decode(z)[:, 0]
-            y = y.float()
-            lm, ls = mel_loss(y, x), stft_loss(y, x)
-            loss = cfg.mel_weight * lm + cfg.stft_weight * ls + cfg.latent_l2 * z.float().pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                rms = z.float().pow(2).mean().sqrt().item()
-                writer.writerow(
-                    [
-                        step,
-                        f"{_lr_at(step, cfg):.3g}",
-                        f"{loss.item():.4f}",
-                        f"{lm.item():.4f}",
-                        f"{ls.item():.4f}",
-                        f"{rms:.3f}",
-                        f"{time.time() - t0:.0f}",
-                    ]
-                )
-                log.flush()
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                scores = _evaluate(model, val, device, mel_loss, stft_loss)
-                with open(out / "eval_log.csv", "a") as fh:
-                    fh.write(f"{step},{scores['mel_l1']:.4f},{scores['mrstft']:.4f}\n")
-            if step % cfg.ckpt_every == 0:
-                save_checkpoint()
-            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
-                break
-    finally:
-        bar.close()
-        log.close()
-        save_checkpoint()
+    loop = LoopConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every,
+        max_minutes=cfg.max_minutes,
+        eval_every=cfg.eval_every,
+    )
+    run_loop(
+        model,
+        opt,
+        loop,
+        step,
+        step_fn,
+        save_checkpoint,
+        out / "train_log.csv",
+        ["mel", "mrstft", "latent_rms"],
+        evaluate=evaluate,
+        desc="codec",
+        progress=progress,
+    )
     return save_model(model, out / "codec.safetensors", "codec", codec_cfg.to_dict())

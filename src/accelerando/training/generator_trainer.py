@@ -10,9 +10,6 @@ Checkpoints (safetensors + optimizer via ``torch.load(weights_only=True)``) ever
 at the end.
 """
 
-import csv
-import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from accelerando.models.generator import MusicGenerator
 from accelerando.models.io import save_model
 from accelerando.training.checkpoint import Checkpoint
 from accelerando.training.latent_pack import LatentPack
+from accelerando.training.loop import LoopConfig, run_loop
 
 __all__ = ["GeneratorTrainConfig", "train_generator", "make_batch"]
 
@@ -113,8 +111,6 @@ def train_generator(
     progress: bool = True,
 ) -> Path:
     """Train (or resume) the generator on a latent pack; returns the exported ``generator.safetensors``."""
-    from tqdm import tqdm
-
     cfg = cfg or GeneratorTrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,67 +141,50 @@ def train_generator(
     frames = int(round(cfg.seconds * pack.frame_rate))
     usable = [i for i, n in enumerate(pack.lengths().tolist()) if n >= frames // 2]
     rng = np.random.default_rng(cfg.seed + step)
-    log = open(out / "train_log.csv", "a", newline="")
-    writer = csv.writer(log)
-    if step == 0:
-        writer.writerow(["step", "lr", "loss", "seconds"])
 
-    def save_checkpoint():
-        state = {"step": step, "dit_config": model.config.to_dict(), "train": asdict(cfg)}
+    def step_fn(_step: int):
+        idx = [usable[int(i)] for i in rng.integers(0, len(usable), cfg.batch_size)]
+        x0, phases, known, ctrl, (tok, tmask, pooled) = make_batch(pack, model, idx, frames, rng, cfg.p_mask)
+        x0, phases, known = x0.to(device), phases.to(device), known.to(device)
+        b = x0.shape[0]
+        t = torch.sigmoid(torch.randn(b, device=device))  # logit-normal flow time
+        noise = torch.randn_like(x0)
+        xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
+        xt = torch.where(known[..., None] > 0, x0, xt)  # known frames are clean
+        drop_text = torch.from_numpy(rng.random(b) < cfg.p_drop_text).to(device)
+        drop_ctrl = torch.from_numpy(rng.random(b) < cfg.p_drop_controls).to(device)
+        if model.config.phase_guidance:  # no beat grid where the controls are dropped
+            phases = torch.where(drop_ctrl[:, None, None], 0.0, phases)
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.bf16):
+            control = model.controls(**{k: v.to(device) for k, v in ctrl.items()}, drop=drop_ctrl)
+            cond = DiTConditioning(
+                text_tokens=tok.to(device),
+                text_mask=tmask.to(device),
+                text_pooled=pooled.to(device),
+                control=control,
+                phases=phases,
+                known=x0 * known[..., None],
+                known_mask=known,
+                drop_text=drop_text,
+            )
+            v = model.dit(xt, t, cond)
+        err = (v.float() - (noise - x0)).pow(2).mean(-1)  # [B, T]
+        weight = 1 - known
+        return (err * weight).sum() / weight.sum().clamp(min=1), {}
+
+    def save_checkpoint(at: int):
+        state = {"step": at, "dit_config": model.config.to_dict(), "train": asdict(cfg)}
         ckpt.save(model, opt, model.config.to_dict(), state)
 
-    t0 = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="generator", disable=not progress, mininterval=5)
-    try:
-        while step < cfg.steps:
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / cfg.steps)))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            idx = [usable[int(i)] for i in rng.integers(0, len(usable), cfg.batch_size)]
-            x0, phases, known, ctrl, (tok, tmask, pooled) = make_batch(pack, model, idx, frames, rng, cfg.p_mask)
-            x0, phases, known = x0.to(device), phases.to(device), known.to(device)
-            b = x0.shape[0]
-            t = torch.sigmoid(torch.randn(b, device=device))  # logit-normal flow time
-            noise = torch.randn_like(x0)
-            xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
-            xt = torch.where(known[..., None] > 0, x0, xt)  # known frames are clean
-            drop_text = torch.from_numpy(rng.random(b) < cfg.p_drop_text).to(device)
-            drop_ctrl = torch.from_numpy(rng.random(b) < cfg.p_drop_controls).to(device)
-            if model.config.phase_guidance:  # no beat grid where the controls are dropped
-                phases = torch.where(drop_ctrl[:, None, None], 0.0, phases)
-            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.bf16):
-                control = model.controls(**{k: v.to(device) for k, v in ctrl.items()}, drop=drop_ctrl)
-                cond = DiTConditioning(
-                    text_tokens=tok.to(device),
-                    text_mask=tmask.to(device),
-                    text_pooled=pooled.to(device),
-                    control=control,
-                    phases=phases,
-                    known=x0 * known[..., None],
-                    known_mask=known,
-                    drop_text=drop_text,
-                )
-                v = model.dit(xt, t, cond)
-            err = (v.float() - (noise - x0)).pow(2).mean(-1)  # [B, T]
-            weight = 1 - known
-            loss = (err * weight).sum() / weight.sum().clamp(min=1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                writer.writerow([step, f"{lr:.3g}", f"{loss.item():.4f}", f"{time.time() - t0:.0f}"])
-                log.flush()
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            if step % cfg.ckpt_every == 0:
-                save_checkpoint()
-            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
-                break
-    finally:
-        bar.close()
-        log.close()
-        save_checkpoint()
+    loop = LoopConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        warmup=cfg.warmup,
+        log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every,
+        max_minutes=cfg.max_minutes,
+    )
+    run_loop(
+        model, opt, loop, step, step_fn, save_checkpoint, out / "train_log.csv", [], desc="generator", progress=progress
+    )
     return save_model(model, out / "generator.safetensors", "generator", model.config.to_dict())
