@@ -48,15 +48,14 @@ def _quant_format(path: Path) -> bool:
 def _load_quantized_generator(path: Path):
     """Rebuild a quantized generator: float skeleton from the stored config, quantized layers from the stored
     per-layer configs (versioned JSON), then every tensor loaded strictly. Safetensors only; nothing is unpickled."""
-    from accelerando.models.dit import MusicDiTConfig
-    from accelerando.models.generator import MusicGenerator
+    from accelerando.models.generator import MusicGenerator, backbone_config
     from accelerando.quant.io import load_quantized, read_quant_metadata
 
     try:
         _, model_config = read_quant_metadata(path)
         if model_config.get("kind") != "generator" or not isinstance(model_config.get("config"), dict):
             raise ValueError(f"{path} holds a quantized {model_config.get('kind')!r} model, not a generator")
-        model = MusicGenerator(MusicDiTConfig(**model_config["config"]))
+        model = MusicGenerator(backbone_config(model_config["config"]))
         load_quantized(model, path)
     except (FileNotFoundError, ValueError, TypeError, KeyError, RuntimeError) as err:
         raise UserError(f"cannot load quantized generator {str(path)!r}: {' '.join(str(err).split())}") from None
@@ -70,11 +69,10 @@ def load_generator(name_or_path: str | Path = "builtin"):
     A file written by ``accelerando quantize`` (``accelerando.quant.presets.save_quantized_generator``) is recognised
     by its metadata and comes back with its quantized layers rebuilt (its float layers float32).
     """
-    from accelerando.models.dit import MusicDiTConfig
-    from accelerando.models.generator import MusicGenerator
+    from accelerando.models.generator import MusicGenerator, backbone_config
 
     if str(name_or_path) == "builtin" and not (BUILTIN_DIR / "generator.safetensors").is_file():
         raise UserError("no built-in generator is shipped in this version yet; pass --model PATH to a trained one")
     if str(name_or_path) != "builtin" and _quant_format(Path(name_or_path)):
         return _load_quantized_generator(Path(name_or_path))
-    return _load("generator", name_or_path, lambda cfg: MusicGenerator(MusicDiTConfig(**cfg)))
+    return _load("generator", name_or_path, lambda cfg: MusicGenerator(backbone_config(cfg)))

@@ -350,3 +350,15 @@ def test_unconditional_branch_drops_the_beat_grid_only_for_phase_guided_models(p
     seen.clear()
     pipe(PROMPT, bpm=100, duration=2.0, steps=STEPS, cfg=1.0, generator=gen())  # unguided: one branch, with a grid
     assert seen[0].shape[0] == 1 and seen[0].abs().sum() > 0
+
+
+def test_the_unet_backbone_runs_every_pipeline_operation():
+    unet_pipe = tiny_pipeline(backbone="unet")
+    assert type(unet_pipe.model.dit).__name__ == "MusicUNet"
+    a = run(unet_pipe, bpm=90, key="A minor", duration=2.0, seed=3).audio
+    b = run(unet_pipe, bpm=90, key="A minor", duration=2.0, seed=3).audio
+    assert a.shape == (1, 1, 2 * SR) and torch.equal(a, b)
+    init = noise_audio(3.0)
+    audio = run(unet_pipe, duration=3.0, init_audio=init, regions=[(1.0, 2.0)]).audio[0, 0]
+    assert torch.equal(audio[:SR], init[0, :SR]) and torch.equal(audio[2 * SR :], init[0, 2 * SR :])
+    assert not torch.equal(audio[SR : 2 * SR], init[0, SR : 2 * SR])

@@ -81,3 +81,22 @@ def test_phase_guidance_is_switched_on_for_a_resumed_run_and_saved(tmp_path):
     cfg.steps, cfg.phase_guidance = 6, True
     out = train_generator(tmp_path / "pack.safetensors", tmp_path / "run", None, cfg, device="cpu", progress=False)
     assert load_state(out, "generator")[1]["phase_guidance"] is True
+
+
+def test_a_unet_backbone_trains_resumes_and_loads(tmp_path):
+    from accelerando.models.unet import MusicUNetConfig
+    from accelerando.pretrained import load_generator
+
+    _pack(tmp_path / "pack.safetensors")
+    cfg = GeneratorTrainConfig(
+        steps=12, batch_size=4, seconds=1.0, lr=3e-3, warmup=2, log_every=4, ckpt_every=6, bf16=False
+    )
+    unet = MusicUNetConfig.tiny(latent_dim=8, text_dim=16)
+    unet.frame_rate = 50.0
+    out = train_generator(tmp_path / "pack.safetensors", tmp_path / "run", unet, cfg, device="cpu", progress=False)
+    losses = [float(r.split(",")[2]) for r in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]]
+    assert losses[-1] < losses[0]
+    cfg.steps = 14
+    out = train_generator(tmp_path / "pack.safetensors", tmp_path / "run", None, cfg, device="cpu", progress=False)
+    model = load_generator(out)
+    assert type(model.dit).__name__ == "MusicUNet" and model.config.channels == [16, 32]

@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--seconds", type=float, default=10.0, help="training crop length")
     g.add_argument("--lr", type=float, default=3e-4)
-    g.add_argument("--width", type=int, default=384)
+    g.add_argument("--backbone", choices=("dit", "unet"), default="dit", help="transformer or 1-D conv U-Net")
+    g.add_argument("--width", type=int, default=384, help="DiT width (U-Net: conditioning width)")
+    g.add_argument("--channels", default="192,256,384", help="U-Net channels per level, comma-separated")
     g.add_argument("--depth", type=int, default=6)
     g.add_argument("--heads", type=int, default=6)
     g.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
@@ -117,6 +119,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 def _generator(args: argparse.Namespace) -> int:
     from accelerando.models.dit import MusicDiTConfig
+    from accelerando.models.unet import MusicUNetConfig
     from accelerando.paths import cache_dir
     from accelerando.training.generator_trainer import GeneratorTrainConfig, train_generator
 
@@ -133,7 +136,14 @@ def _generator(args: argparse.Namespace) -> int:
             ckpt_every=args.ckpt_every,
             phase_guidance=True if args.phase_guidance else None,
         )
-        dit = MusicDiTConfig(width=args.width, depth=args.depth, heads=args.heads)
+        if args.backbone == "unet":
+            try:
+                channels = [int(c) for c in args.channels.split(",")]
+            except ValueError:
+                raise UserError(f"--channels {args.channels!r}: give integers separated by commas") from None
+            dit = MusicUNetConfig(channels=channels, width=args.width)
+        else:
+            dit = MusicDiTConfig(width=args.width, depth=args.depth, heads=args.heads)
     except ValueError as err:
         raise UserError(str(err)) from None
     out = args.out or cache_dir("runs", "generator")

@@ -12,12 +12,17 @@ def tiny_codec(seed: int = 0):
     return MelCodec(CodecConfig.tiny()).eval()
 
 
-def tiny_generator(seed: int = 0, latent_dim: int = 8, text_dim: int = 16, frame_rate: float = 23.4375):
+def tiny_generator(
+    seed: int = 0, latent_dim: int = 8, text_dim: int = 16, frame_rate: float = 23.4375, backbone: str = "dit"
+):
+    """A tiny random-weight generator with a DiT (``backbone="dit"``) or a conv U-Net (``"unet"``) backbone."""
     from accelerando.models.dit import MusicDiTConfig
     from accelerando.models.generator import MusicGenerator
+    from accelerando.models.unet import MusicUNetConfig
 
     torch.manual_seed(seed)
-    cfg = MusicDiTConfig.tiny(latent_dim=latent_dim, text_dim=text_dim)
+    tiny = {"dit": MusicDiTConfig.tiny, "unet": MusicUNetConfig.tiny}[backbone]
+    cfg = tiny(latent_dim=latent_dim, text_dim=text_dim)
     cfg.frame_rate = frame_rate
     model = MusicGenerator(cfg)
     for p in model.parameters():  # adaLN-zero starts as the identity; give the tiny model non-trivial outputs
@@ -25,11 +30,11 @@ def tiny_generator(seed: int = 0, latent_dim: int = 8, text_dim: int = 16, frame
     return model.eval()
 
 
-def tiny_pipeline(seed: int = 0):
-    """A TextToMusicPipeline with a tiny codec, a tiny DiT and a lookup-table text encoder (no downloads)."""
+def tiny_pipeline(seed: int = 0, backbone: str = "dit"):
+    """A TextToMusicPipeline with a tiny codec, a tiny DiT (or U-Net) and a lookup-table text encoder (no downloads)."""
     from accelerando.conditioning.text import LookupTextEncoder
     from accelerando.pipelines.text_to_music import TextToMusicPipeline
 
     codec = tiny_codec(seed)
-    model = tiny_generator(seed, latent_dim=codec.latent_dim, frame_rate=codec.frame_rate)
+    model = tiny_generator(seed, latent_dim=codec.latent_dim, frame_rate=codec.frame_rate, backbone=backbone)
     return TextToMusicPipeline(model, codec, LookupTextEncoder(dim=16, seed=seed))

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from accelerando.models.dit import DiTConditioning, MusicDiTConfig
-from accelerando.models.generator import MusicGenerator
+from accelerando.models.generator import MusicGenerator, backbone_config
 from accelerando.models.io import save_model
+from accelerando.models.unet import MusicUNetConfig
 from accelerando.training.checkpoint import Checkpoint
 from accelerando.training.latent_pack import LatentPack
 from accelerando.training.loop import LoopConfig, run_loop
@@ -105,7 +106,7 @@ def make_batch(pack: LatentPack, model: MusicGenerator, idx: list[int], frames: 
 def train_generator(
     pack_path: Path,
     out: Path,
-    dit_cfg: MusicDiTConfig | None = None,
+    dit_cfg: MusicDiTConfig | MusicUNetConfig | None = None,
     cfg: GeneratorTrainConfig | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -121,7 +122,7 @@ def train_generator(
     step = 0
     if ckpt.exists():
         st = ckpt.state()
-        model = MusicGenerator(MusicDiTConfig(**st["dit_config"]))
+        model = MusicGenerator(backbone_config(st["dit_config"]))
         ckpt.load_weights(model)
         step = st["step"]
         if cfg.phase_guidance is not None:
