@@ -2,13 +2,14 @@ import numpy as np
 import pytest
 
 from accelerando.eval.beats import (
+    DEFAULT_START_BPM,
     beat_f_measure,
     beat_f_measure_aligned,
     beat_f_measure_any_level,
     metrical_variants,
     track_beats,
 )
-from accelerando.eval.key import estimate_key, key_score, to_majmin
+from accelerando.eval.key import PROFILES, estimate_key, key_from_chroma, key_score, to_majmin
 
 pytest.importorskip("librosa")
 pytest.importorskip("mir_eval")
@@ -31,6 +32,24 @@ def test_tracker_finds_click_track_tempo_and_beats(bpm):
     tempo, est = track_beats(y, SR, start_bpm=bpm * 0.9)
     assert abs(tempo - bpm) / bpm < 0.04
     assert beat_f_measure(beats, est) > 0.9
+
+
+@pytest.mark.parametrize("bpm", [60, 66, 70])
+def test_default_prior_finds_slow_click_tracks(bpm):
+    # no hint: the analyzer never sees the requested tempo, and slow pieces must not come out at 3:2 or 2x
+    y, beats = _clicks(bpm)
+    tempo, est = track_beats(y, SR)
+    assert DEFAULT_START_BPM == 80.0
+    assert abs(tempo - bpm) / bpm < 0.04
+    assert beat_f_measure(beats, est) > 0.9
+
+
+def test_default_prior_picks_the_slower_of_two_equally_periodic_levels():
+    # a bare click at 140 BPM is equally periodic at 70: the 80 BPM prior reports 70 (a 1/2 level, which Acc2
+    # accepts); a hint, or v1's 120 BPM prior, gets 140
+    y, _ = _clicks(140)
+    assert abs(track_beats(y, SR)[0] - 70) / 70 < 0.04
+    assert abs(track_beats(y, SR, start_bpm=120.0)[0] - 140) / 140 < 0.04
 
 
 def test_f_measure_matches_mir_eval_conventions():
@@ -75,3 +94,34 @@ def test_key_score_is_mirex_weighted():
     assert key_score(("A", "minor"), ("C", "major")) == 0.3
     assert key_score(("D", "dorian"), ("D", "minor")) == 1.0
     assert to_majmin("mixolydian") == "major"
+
+
+def _tone(midi: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    f = 440 * 2 ** ((midi - 69) / 12)
+    return sum(np.sin(2 * np.pi * f * h * t) / h for h in (1, 2, 3)) * np.hanning(len(t))
+
+
+@pytest.mark.parametrize(
+    "tonic,minor,name", [(60, False, "C"), (62, False, "D"), (65, False, "F"), (64, True, "E"), (67, True, "G")]
+)
+def test_key_of_a_scale(tonic, minor, name):
+    # ascending and descending scale (harmonic minor's leading tone), tonic held at both ends
+    steps = [0, 2, 3, 5, 7, 8, 11, 12] if minor else [0, 2, 4, 5, 7, 9, 11, 12]
+    notes = [tonic] + [tonic + s for s in steps] + [tonic + s for s in steps[::-1]] + [tonic]
+    y = np.concatenate([_tone(n, 0.25) for n in notes])
+    assert estimate_key(y, SR) == (name, "minor" if minor else "major")
+
+
+def test_key_profiles_on_pitch_class_histograms():
+    # an F major scale with tonic and dominant weighted as in a melody: both profile sets find F major
+    hist = np.zeros(12)
+    for pc, w in [(5, 3.0), (7, 1.0), (9, 2.0), (10, 1.0), (0, 2.5), (2, 1.0), (4, 1.0)]:
+        hist[pc] = w
+    for profile in PROFILES:
+        assert key_from_chroma(hist, profile) == ("F", "major")
+    # a bare dominant-heavy C major melody: Krumhansl-Kessler (v1) calls it G major, Albrecht-Shanahan C major
+    hist = np.array([2.0, 0, 1.2, 0, 1.5, 1.0, 0, 3.0, 0, 1.0, 0, 1.5])
+    assert key_from_chroma(hist) == ("C", "major")
+    with pytest.raises(ValueError, match="unknown key profile"):
+        key_from_chroma(hist, "temperley")

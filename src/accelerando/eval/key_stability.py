@@ -1,8 +1,9 @@
 """Key Stability Index (KSI) and key adherence, on :mod:`accelerando.eval.key` and ``mir_eval.key``.
 
-Key Stability Index, version ``ksi-v1``: estimate the global key ``K`` of the clip and the key ``k_w`` of each
-8 s window taken every 4 s (a last window is aligned to the clip's end when the hop grid leaves a tail), all with
-:func:`accelerando.eval.key.estimate_key` (Krumhansl-Schmuckler on librosa CQT chroma). Windows whose RMS is more
+Key Stability Index, version ``ksi-v2`` (v2: the key estimator's Albrecht-Shanahan profiles): estimate the global
+key ``K`` of the clip and the key ``k_w`` of each 8 s window taken every 4 s (a last window is aligned to the clip's
+end when the hop grid leaves a tail), all with :func:`accelerando.eval.key.estimate_key` (key-profile matching on
+librosa CQT chroma). Windows whose RMS is more
 than 60 dB below the clip's RMS are skipped (silence has no key). Then
 
     KSI = mean_w  mir_eval.key.weighted_score(K, k_w)
@@ -22,7 +23,7 @@ from accelerando.eval._validate import check_mono
 
 __all__ = ["KSI_VERSION", "key_adherence", "key_stability_index", "parse_key"]
 
-KSI_VERSION = "ksi-v1"
+KSI_VERSION = "ksi-v2"
 
 _PITCH_CLASS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 _NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]  # spellings mir_eval accepts

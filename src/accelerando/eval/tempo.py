@@ -1,17 +1,20 @@
 """Tempo adherence (MIREX Accuracy1/Accuracy2) and the Beat Consistency Score (BCS).
 
-Tempo: the global tempo of :func:`accelerando.eval.beats.track_beats` (librosa's onset-autocorrelation estimate that
-seeds its dynamic-programming beat tracker). Adherence to a requested tempo follows the MIREX tempo-estimation
-accuracies: Acc1 accepts an estimate within 4 % of the request, Acc2 also accepts 4 % of 2x, 3x, 1/2x or 1/3x of it.
+Tempo, version ``tempo-acc-v2``: the global tempo of :func:`accelerando.eval.beats.track_beats` (librosa's
+onset-autocorrelation estimate that seeds its dynamic-programming beat tracker), with its tempo prior centred at
+80 BPM (``tempo-acc-v1``: 120 BPM; see :mod:`accelerando.eval.beats`). Adherence to a requested tempo follows the
+MIREX tempo-estimation accuracies: Acc1 accepts an estimate within 4 % of the request, Acc2 also accepts 4 % of 2x,
+3x, 1/2x or 1/3x of it.
 
 Beat Consistency Score, version ``bcs-v1`` (no reference beats needed):
 
 - ``A`` (agreement): two independent trackers run on the clip. Tracker 1 is librosa's dynamic-programming tracker
-  (:func:`accelerando.eval.beats.track_beats`, a single global period); tracker 2 takes the peaks of librosa's
-  predominant local pulse (``librosa.beat.plp``, a locally adaptive Fourier tempogram method, lognormal tempo prior
-  centred at 120 BPM) that exceed 10 % of the pulse maximum. ``A`` is the mir_eval beat F-measure (70 ms window,
-  first 5 s trimmed) at the best metrical level (:func:`accelerando.eval.beats.beat_f_measure_any_level`), taking
-  the larger of the two directions (each tracker as the reference).
+  (:func:`accelerando.eval.beats.track_beats` with its v1 prior at 120 BPM, a single global period); tracker 2
+  takes the peaks of librosa's predominant local pulse (``librosa.beat.plp``, a locally adaptive Fourier tempogram
+  method, lognormal tempo prior centred at 120 BPM) that exceed 10 % of the pulse maximum. ``A`` is the mir_eval
+  beat F-measure (70 ms window, first 5 s trimmed) at the best metrical level
+  (:func:`accelerando.eval.beats.beat_f_measure_any_level`), taking the larger of the two directions (each tracker
+  as the reference).
 - ``S`` (stability): ``S = max(0, 1 - CV / 0.25)``, where ``CV`` is the coefficient of variation of tracker 1's
   inter-beat intervals after the variance of the onset-frame quantisation, ``(512 / sr)^2 / 6``, is subtracted.
   An IBI spread of 25 % means there is no steady pulse left.
@@ -27,7 +30,7 @@ from accelerando.eval._validate import check_mono
 
 __all__ = ["BCS_VERSION", "TEMPO_VERSION", "beat_consistency", "estimate_tempo", "tempo_adherence"]
 
-TEMPO_VERSION = "tempo-acc-v1"
+TEMPO_VERSION = "tempo-acc-v2"
 BCS_VERSION = "bcs-v1"
 
 _TOLERANCE = 0.04  # MIREX tempo tolerance, relative
@@ -37,6 +40,7 @@ _CV_MAX = 0.25  # IBI coefficient of variation at which S reaches 0
 _PLP_PEAK_FLOOR = 0.1  # PLP peaks below this fraction of the pulse maximum are dropped
 _MIN_SECONDS = 10.0  # the beat F-measure trims the first 5 s; keep at least 5 s after that
 _MIN_BEATS = 4
+_BCS_START_BPM = 120.0  # bcs-v1 runs tracker 1 with librosa's default prior, as defined
 
 
 def _check_bpm(name: str, bpm: float) -> float:
@@ -46,8 +50,11 @@ def _check_bpm(name: str, bpm: float) -> float:
     return bpm
 
 
-def estimate_tempo(y: np.ndarray, sample_rate: int, start_bpm: float = 120.0) -> float:
-    """Global tempo in BPM of mono audio ``y`` [S] (librosa, via :func:`accelerando.eval.beats.track_beats`)."""
+def estimate_tempo(y: np.ndarray, sample_rate: int, start_bpm: float = 80.0) -> float:
+    """Global tempo in BPM of mono audio ``y`` [S] (librosa, via :func:`accelerando.eval.beats.track_beats`).
+
+    ``start_bpm`` centres the tempo prior; the default is the tracker's (80 BPM), never the requested tempo.
+    """
     from accelerando.eval.beats import track_beats
 
     y = check_mono(y, sample_rate)
@@ -96,7 +103,7 @@ def beat_consistency(y: np.ndarray, sample_rate: int) -> dict[str, float | str]:
     from accelerando.eval.beats import beat_f_measure_any_level, track_beats
 
     y = check_mono(y, sample_rate, _MIN_SECONDS)
-    tempo, beats_dp = track_beats(y, sample_rate)
+    tempo, beats_dp = track_beats(y, sample_rate, start_bpm=_BCS_START_BPM)
     beats_plp = _plp_beats(y, sample_rate)
     out = {"tempo": tempo, "n_beats_dp": len(beats_dp), "n_beats_plp": len(beats_plp), "version": BCS_VERSION}
     # beat_f_measure_any_level trims the first 5 s of both sequences; demand beats after that
