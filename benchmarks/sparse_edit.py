@@ -14,7 +14,9 @@ sparse run starts from a fresh copy of the recorded session. Reports per row:
 * quality of the sparse output against the full regeneration on the edited stretch: LSD and MR-STFT
   (:mod:`accelerando.eval.paired`), next to the same metrics of the full regeneration against the original clip
   (how much the edit changed; the scale the approximation error should be small against);
-* seam: spectral flux at the region's boundaries divided by the median flux of all frames (sparse and full);
+* seam: spectral flux at the region's boundaries divided by the median flux of all frames (sparse and full), and
+  the seam score of :mod:`accelerando.eval.seams` (seam-v1, the largest ratio of the two boundaries; ``--json`` only);
+* whether every sample outside the region equals the original exactly (sparse output);
 * the session's key/value cache size in memory and the session directory on disk.
 
 Clips longer than the model's ``max_seconds`` run beyond its training length (the limit is lifted here).
@@ -34,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from accelerando.cache.edit import SparseEditConfig, apply_sparse_edit
 from accelerando.eval.paired import lsd, mrstft
+from accelerando.eval.seams import seam_scores
 
 
 def _pipeline(args):
@@ -108,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| clip | edit | tokens run | MACs full / sparse (refresh; edit only) | wall full / sparse (to audio) "
         "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full "
-        "| cache MB / disk MB |"
+        "| cache MB / disk MB | outside identical |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for secs in seconds:
             master = Path(tmp) / f"s{secs:g}"
@@ -181,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                     "mrstft_full_vs_orig": mrstft(r, o),
                     "seam_sparse": _flux_seam(out.audio, sr, list(region[0])),
                     "seam_full": _flux_seam(ref.audio, sr, list(region[0])),
+                    "seam_v1_sparse": seam_scores(out.audio[0].mean(0).numpy(), sr, region[0])["max_ratio"],
+                    "seam_v1_full": seam_scores(ref.audio[0].mean(0).numpy(), sr, region[0])["max_ratio"],
+                    "outside_identical": bool(
+                        torch.equal(out.audio[0, :, : int(region[0][0] * sr)], orig[:, : int(region[0][0] * sr)])
+                        and torch.equal(out.audio[0, :, int(region[0][1] * sr) :], orig[:, int(region[0][1] * sr) :])
+                    ),
                     "cache_mb": cache_mb,
                     "disk_mb": disk_mb,
                 }
@@ -194,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['wall_full_s'] / row['wall_sparse_to_audio_s']:.1f}x) "
                     f"| {row['lsd_sparse_vs_full']:.2f} ({row['lsd_full_vs_orig']:.2f}) "
                     f"| {row['mrstft_sparse_vs_full']:.3f} ({row['mrstft_full_vs_orig']:.3f}) "
-                    f"| {row['seam_sparse']:.2f} / {row['seam_full']:.2f} | {cache_mb:.0f} / {disk_mb:.0f} |",
+                    f"| {row['seam_sparse']:.2f} / {row['seam_full']:.2f} | {cache_mb:.0f} / {disk_mb:.0f} "
+                    f"| {'yes' if row['outside_identical'] else 'NO'} |",
                     flush=True,
                 )
     if args.json:

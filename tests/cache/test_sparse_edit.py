@@ -177,3 +177,41 @@ def test_config_validation(mel):
     a = pipe("x", duration=1.0, steps=2, generator=torch.Generator().manual_seed(0)).audio
     b = mel()("x", duration=1.0, steps=2, generator=torch.Generator().manual_seed(0)).audio
     assert torch.equal(a, b)
+
+
+def test_generate_follows_the_pipeline_signature(tmp_path, mel):
+    """A keyword the pipeline gains is taken, recorded and replayed by edits without changes to the editor."""
+    from accelerando.pipelines.text_to_music import TextToMusicPipeline
+
+    class Swung(TextToMusicPipeline):
+        def __call__(self, prompt, *, swing: float = 0.0, **kwargs):
+            self.swings.append(swing)
+            out = super().__call__(prompt, **kwargs)
+            out.audio = out.audio * (1.0 + swing)
+            return out
+
+    base = mel()
+    pipe = Swung(base.model, base.codec, base.text_encoder)
+    pipe.swings = []
+    apply_sparse_edit(pipe, SparseEditConfig(halo_s=0.1))
+    d = tmp_path / "s"
+    out = pipe.sparse_edit.generate(d, "x", duration=1.0, steps=2, seed=1, swing=0.5)
+    m = load_session(d).manifest
+    assert m["controls"]["swing"] == 0.5 and m["steps"] == 2 and "duration" not in m["controls"]
+    assert pipe.swings and set(pipe.swings) == {0.5}  # the clip and the recording pass
+    pipe.swings.clear()
+    pipe.sparse_edit.edit(d, regions=[(0.3, 0.5)], seed=2)
+    assert pipe.swings and set(pipe.swings) == {0.5}  # the edit and the refresh replay it
+    assert out.audio.shape[-1] == SR
+    with pytest.raises(TypeError, match="tempo_curve"):
+        pipe.sparse_edit.generate(tmp_path / "t", "x", duration=1.0, steps=2, tempo_curve=[1])
+    with pytest.raises(TypeError, match="init_audio"):
+        pipe.sparse_edit.generate(tmp_path / "t", "x", duration=1.0, steps=2, init_audio=out.audio[0])
+
+
+def test_generate_records_the_same_manifest_as_before(tmp_path, mel):
+    pipe = apply_sparse_edit(mel(), SparseEditConfig(halo_s=0.1))
+    pipe.sparse_edit.generate(tmp_path / "s", "x", duration=1.0, steps=2, seed=1, bpm=96.0, key="A minor")
+    m = load_session(tmp_path / "s").manifest
+    assert m["controls"] == {"bpm": 96.0, "key": "A minor", "meter": "4/4", "instruments": None}
+    assert (m["steps"], m["cfg"], m["sampler"]) == (2, 3.0, "euler")

@@ -1,9 +1,9 @@
 """`accelerando bench compare A B`: per-metric deltas (B − A) between two ``results.json`` files.
 
 Variants are matched by name; when the two files share no name and each holds exactly one variant, those two are
-compared. Every number of a variant's ``summary`` and ``efficiency`` is compared; ``better`` says whether B moved
-in the metric's good direction. Metric version tags that differ between A and B are listed as warnings: such
-scores are not comparable.
+compared. Every number of a variant's ``summary``, ``efficiency`` and ``edit`` (as ``edit.KEY``) is compared;
+``better`` says whether B moved in the metric's good direction. Metric version tags that differ between A and B
+are listed as warnings: such scores are not comparable.
 """
 
 import json
@@ -15,7 +15,8 @@ from accelerando.errors import UserError
 
 __all__ = ["compare_results", "format_comparison", "load_results"]
 
-_SKIP = {"n_clips", "n_tempo", "n_bcs", "n_key", "n_ksi", "n_paired", "windows", "load_s", "warmup_s"}
+_SKIP = {"n_clips", "n_tempo", "n_bcs", "n_key", "n_ksi", "n_paired", "windows", "load_s", "warmup_s", "edit.n_edits",
+         "edit.fraction", "edit.n_outside_identical"}  # fmt: skip
 
 
 def load_results(path: str | Path) -> dict:
@@ -38,12 +39,12 @@ def load_results(path: str | Path) -> dict:
 
 def _numbers(variant: dict) -> dict:
     out = {}
-    for section in ("summary", "efficiency"):
+    for section, prefix in (("summary", ""), ("efficiency", ""), ("edit", "edit.")):  # edit: sparse-edit variants
         for k, v in (variant.get(section) or {}).items():
-            if k in _SKIP or isinstance(v, bool):
+            if k in _SKIP or prefix + k in _SKIP or isinstance(v, bool):
                 continue
             if v is None or isinstance(v, int | float):
-                out[k] = v
+                out[prefix + k] = v
     return out
 
 

@@ -78,6 +78,23 @@ HIGHER_IS_BETTER = {
     "flops_per_clip": False,
     "model_bytes": False,
     "params": False,
+    # sparse-edit variants (results.json "edit", compared as edit.KEY)
+    "edit.speedup_wall_median": True,
+    "edit.speedup_wall_to_audio_median": True,
+    "edit.macs_ratio_median": True,
+    "edit.macs_ratio_edit_only_median": True,
+    "edit.wall_sparse_s_median": False,
+    "edit.wall_sparse_to_audio_s_median": False,
+    "edit.lsd_sparse_vs_full_median": False,
+    "edit.mrstft_sparse_vs_full_median": False,
+    "edit.complex_stft_sparse_vs_full_median": False,
+    "edit.lsd_relative_median": False,
+    "edit.mrstft_relative_median": False,
+    "edit.complex_stft_relative_median": False,
+    "edit.seam_sparse_max": False,
+    "edit.seams_above_threshold": False,
+    "edit.cache_mb_median": False,
+    "edit.disk_mb_median": False,
 }
 
 

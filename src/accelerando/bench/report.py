@@ -162,6 +162,65 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _pair(a, b, digits: int = 3) -> str:
+    return f"{_fmt(a, digits)} ({_fmt(b, digits)})"
+
+
+def _edit_section(variants: list[dict]) -> list[str]:
+    """The sparse-edit variants' figures (``variant["edit"]``, medians over clips); nothing when there are none."""
+    edits = [v for v in variants if v.get("edit")]
+    if not edits:
+        return []
+    out = [
+        "## Sparse edits against full regeneration (same seed)",
+        "",
+        "Each clip of a `sparse-edit` variant is generated with an edit session, then a centred region is inpainted "
+        "twice with the same seed: by full regeneration and token-sparse from the session. Medians over clips. Speed "
+        "is full ÷ sparse wall time, measured side by side in this process: in total (with the session update) and "
+        "to audio (before it). MACs: full ÷ sparse, with the update; edit only. Paired metrics on the edited stretch "
+        "(±0.25 s): sparse against full, in brackets full against the original (how much the edit changed). Seam: "
+        "largest seam-v1 ratio over the boundaries of all clips, sparse / full (click threshold 2). Outside: clips "
+        "whose samples outside the region equal the original exactly. This variant's `wall s/clip` and `speed` above "
+        "are its sparse edit's, against the baseline's whole generation.",
+        "",
+    ]
+    rows = []
+    for v in edits:
+        e = v["edit"]
+        rows.append(
+            [
+                f"`{v['name']}`",
+                f"{_fmt(100 * e['fraction'], 3)}%" if e.get("fraction") is not None else "–",
+                f"{_fmt(e.get('tokens_recomputed_median'))} / {_fmt(e.get('tokens_median'))}",
+                f"{_fmt(e.get('wall_full_s_median'))} / {_fmt(e.get('wall_sparse_s_median'))} "
+                f"({_fmt(e.get('wall_sparse_to_audio_s_median'))})",
+                f"{_fmt(e.get('speedup_wall_median'))}×; {_fmt(e.get('speedup_wall_to_audio_median'))}×",
+                f"{_fmt(e.get('macs_ratio_median'))}×; {_fmt(e.get('macs_ratio_edit_only_median'))}×",
+                _pair(e.get("lsd_sparse_vs_full_median"), e.get("lsd_full_vs_orig_median")),
+                _pair(e.get("mrstft_sparse_vs_full_median"), e.get("mrstft_full_vs_orig_median")),
+                _pair(e.get("complex_stft_sparse_vs_full_median"), e.get("complex_stft_full_vs_orig_median")),
+                f"{_fmt(e.get('seam_sparse_max'), 2)} / {_fmt(e.get('seam_full_max'), 2)}",
+                f"{e.get('n_outside_identical', 0)} / {e.get('n_edits', 0)}",
+                f"{_fmt(e.get('cache_mb_median'))} / {_fmt(e.get('disk_mb_median'))}",
+            ]
+        )
+    header = [
+        "variant",
+        "edit",
+        "tokens run",
+        "wall s full / sparse (to audio)",
+        "speed: total; to audio",
+        "MACs: total; edit only",
+        "LSD dB",
+        "MR-STFT",
+        "complex-STFT",
+        "seam sparse / full",
+        "outside identical",
+        "cache MB / disk MB",
+    ]
+    return out + [_table(header, rows), ""]
+
+
 def render_markdown(results: dict, plots: list[str] | None = None) -> str:
     suite, machine, variants = results["suite"], results["machine"], results["variants"]
     ref = results.get("reference") or {}
@@ -245,6 +304,7 @@ def render_markdown(results: dict, plots: list[str] | None = None) -> str:
         ]
         header = ["variant", "LSD dB", "MR-STFT", "mel L1", "SI-SDR dB", "complex-STFT", "TSR (gmean)", "clips"]
         out += [_table(header, rows), ""]
+    out += _edit_section(variants)
     for field, title in (("by_collection", "Per collection"), ("by_family", "Per instrument family")):
         groups = sorted({g for v in variants for g in v[field]})
         out += [f"## {title}", "", "tempo acc2 / key adherence (mean over clips; n clips)", ""]

@@ -6,6 +6,7 @@ Layout of ``OUT``::
     OUT/report.md                the Markdown report; plots in OUT/plots/*.png
     OUT/VARIANT/PROMPT_ID.wav    one clip per prompt (float WAV, what the pipeline returned)
     OUT/VARIANT/PROMPT_ID.json   its record (schema ``accelerando.bench.clip/1``): request, timings, metrics
+    OUT/VARIANT/PROMPT_ID.NAME.wav  side audio of a task variant (sparse-edit: ``orig``, ``full``)
     OUT/VARIANT/variant.json     FLOPs per backbone call, model size
     OUT/ref_embeddings.npz       cached reference embeddings for FAD
 
@@ -16,6 +17,13 @@ written atomically, so an interrupted run loses at most the clip in progress.
 
 The first variant is the baseline of the paired metrics and of ``speedup_vs_baseline``. Variants run one after
 another in this process; on a CPU compare their speed as that ratio, not as absolute times.
+
+Task variants. A technique may return, instead of a pipeline, an object called like one whose output carries
+``metadata["bench"]``: ``wall_s`` (the clip's wall time, when the call does more than produce the clip), ``audio``
+(``{NAME: [C, S]}`` side audio, saved as ``PROMPT_ID.NAME.wav`` and listed in the record's ``side_audio``) and
+``record`` (extra record sections). It may also have ``bench_info()``, which overrides fields of ``variant.json``.
+The ``sparse-edit`` technique (:mod:`accelerando.bench.edit`) is one: its records hold an ``edit`` section that
+the scoring phase completes with the edit metrics (:func:`accelerando.bench.edit.edit_metrics`).
 """
 
 import gc
@@ -32,6 +40,7 @@ import numpy as np
 import torch
 
 from accelerando.bench import metrics as bm
+from accelerando.bench.edit import edit_summary
 from accelerando.bench.measure import BackboneProbe, PeakMemory, model_size
 from accelerando.bench.prompts import BenchPrompt, PromptSet
 from accelerando.bench.store import atomic_write_json, read_json
@@ -116,6 +125,10 @@ def _valid_record(rec, wav: Path, request: dict, fingerprint: dict) -> bool:
         and rec.get("variant") == fingerprint
         and wav.is_file()
         and _wav_frames(wav) == rec.get("num_samples")
+        and all(
+            isinstance(side, dict) and _wav_frames(wav.parent / str(side.get("wav"))) == side.get("num_samples")
+            for side in (rec.get("side_audio") or {}).values()
+        )
     )
 
 
@@ -201,12 +214,20 @@ class _Generation:
         t0 = time.perf_counter()
         out = _generate(self.pipe, p, suite)
         _sync()
-        wall = time.perf_counter() - t0
+        wall = call_wall = time.perf_counter() - t0
         memory = self.mem.read()
         if probing:
             self.probe.__exit__()
+        bench = out.metadata.pop("bench", None) or {}  # a task variant's extras (see the module docstring)
+        wall = float(bench.get("wall_s", wall))
+        sr = int(out.sample_rate)
+        side = {}
+        for name, extra in (bench.get("audio") or {}).items():
+            extra = extra.float().cpu()
+            save(self.vdir / f"{p.id}.{name}.wav", extra, sr, subtype="FLOAT")
+            side[name] = {"wav": f"{p.id}.{name}.wav", "num_samples": int(extra.shape[-1])}
         audio = out.audio[0].float().cpu()  # [C, S]
-        save(self.vdir / f"{p.id}.wav", audio, int(out.sample_rate), subtype="FLOAT")
+        save(self.vdir / f"{p.id}.wav", audio, sr, subtype="FLOAT")
         seconds = out.audio.shape[-1] / out.sample_rate
         timings = {
             "wall_s": wall,
@@ -214,6 +235,8 @@ class _Generation:
             "first_audio_s": out.timings.get("first_audio_s"),
             "pipeline": {k: v for k, v in out.timings.items() if isinstance(v, int | float)},
         }
+        if "wall_s" in bench:
+            timings["call_wall_s"] = call_wall  # the whole call (a task variant does more than produce the clip)
         record = {
             "schema": CLIP_SCHEMA,
             "id": p.id,
@@ -227,6 +250,12 @@ class _Generation:
             "timings": timings,
             "memory": memory,
         }
+        if side:
+            record["side_audio"] = side
+        for key, value in (bench.get("record") or {}).items():
+            if key in record:
+                raise RuntimeError(f"variant {self.variant.name!r}: the pipeline's bench record may not set {key!r}")
+            record[key] = value
         atomic_write_json(self.vdir / f"{p.id}.json", record)
         if not self.info_ok:
             self._write_info()
@@ -250,6 +279,8 @@ class _Generation:
             "device": str(params[0].device) if params else None,
             **model_size(pipe),
         }
+        if callable(getattr(pipe, "bench_info", None)):  # a task variant describes its own work
+            self.info.update(pipe.bench_info())
         atomic_write_json(self.vdir / "variant.json", self.info)
         self.info_ok = True
 
@@ -366,6 +397,33 @@ def _score_paired(cfg: BenchConfig, variant: Variant, baseline: Variant, version
             pbar.update(1)
 
 
+def _score_edits(cfg: BenchConfig, variant: Variant) -> None:
+    """Edit metrics of a sparse-edit variant's clips (sparse vs full regeneration, seams, outside samples)."""
+    from accelerando.bench.edit import edit_metric_versions, edit_metrics
+
+    versions = edit_metric_versions()
+    vdir = cfg.out / variant.name
+    todo = []
+    for p in cfg.suite.prompts:
+        rec = read_json(vdir / f"{p.id}.json")
+        edit = rec.get("edit")
+        if isinstance(edit, dict) and (edit.get("metric_versions") != versions or "metrics" not in edit):
+            todo.append((p, rec))
+    if not todo:
+        return
+    cfg.stats.setdefault("edits_scored", {})[variant.name] = len(todo)
+    with _bar(cfg.progress)(total=len(todo), desc=f"edits {variant.name}", unit="clip") as pbar:
+        for p, rec in todo:
+            edit, side = rec["edit"], rec.get("side_audio") or {}
+            sparse, sr = _load_mono(vdir / f"{p.id}.wav")
+            orig, _ = _load_mono(vdir / side["orig"]["wav"], sample_rate=sr)
+            full, _ = _load_mono(vdir / side["full"]["wav"], sample_rate=sr)
+            edit["metrics"], edit["skipped"] = edit_metrics(orig, full, sparse, sr, edit["region_s"])
+            edit["metric_versions"] = versions
+            atomic_write_json(vdir / f"{p.id}.json", rec)
+            pbar.update(1)
+
+
 def _distribution(cfg: BenchConfig, files: list[Path], info: dict, notes: list[str]) -> tuple[dict, dict, dict]:
     """FAD, FAD-inf and per-clip FAD of each variant against the reference: ``(per_variant, per_clip, info)``."""
     info = dict(info)
@@ -426,6 +484,8 @@ def _clip_entry(p: BenchPrompt, rec: dict, variant: Variant, per_clip_fad: dict)
         "paired": rec.get("paired"),
         "paired_skipped": rec.get("paired_skipped") or {},
         "per_clip_fad": per_clip_fad.get(p.id),
+        "edit": rec.get("edit"),
+        "side_audio": {k: f"{variant.name}/{v['wav']}" for k, v in (rec.get("side_audio") or {}).items()} or None,
     }
 
 
@@ -456,6 +516,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     baseline = cfg.variants[0]
     for v in cfg.variants:
         _score_clips(cfg, v, versions)
+        _score_edits(cfg, v)
     for v in cfg.variants[1:]:
         _score_paired(cfg, v, baseline, versions)
     dist, per_clip, ref_info = _distribution(cfg, ref_files, ref_info, notes)
@@ -502,11 +563,16 @@ def run_bench(cfg: BenchConfig) -> dict:
                 "generated_this_run": cfg.stats.get("generated", {}).get(v.name, 0),
                 "summary": summary,
                 "efficiency": eff,
+                "edit": edit_summary(clips),
                 "by_collection": group_summary(clips, "collection"),
                 "by_family": group_summary(clips, "family"),
                 "clips": clips,
             }
         )
+    if any(v["edit"] for v in variants_out):
+        from accelerando.bench.edit import edit_metric_versions
+
+        versions = versions | {k: v for k, v in edit_metric_versions().items() if k not in versions}
     results = {
         "schema": RESULTS_SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

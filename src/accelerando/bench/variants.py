@@ -9,14 +9,17 @@ Spec syntax (one variant; ``--variants`` takes several separated by commas)::
               | KEY "=" VALUE         a keyword option; VALUE is parsed as int, float, true/false/none, else string
 
 Examples: ``builtin``, ``runs/gen.safetensors``, ``w4=builtin+quantize:w4a8-svd``,
-``builtin+quantize:w4a8-svd:rank=32+sparse:threshold=0.1``. NAME (letters, digits, ``_ . -``) names the output
-folder; without it the name is derived from the spec (``builtin+quantize-w4a8-svd``). Model paths may not contain
-``+`` or ``,``.
+``builtin+quantize:w4a8-svd:rank=32+sparse:threshold=0.1``, ``sparse10=builtin+sparse-edit:0.1``. NAME (letters,
+digits, ``_ . -``) names the output folder; without it the name is derived from the spec
+(``builtin+quantize-w4a8-svd``). Model paths may not contain ``+`` or ``,``.
 
 Techniques come from a registry: :func:`register_technique` ``(kind, fn)`` with ``fn(pipeline, options) ->
 pipeline``. Packages can also register through the entry-point group ``accelerando.bench_techniques`` (each entry
 point is a callable taking no arguments that calls :func:`register_technique`), or a module passed to
 ``accelerando bench run --plugin MODULE``. The runner never needs to change for a new technique.
+
+Built in: ``quantize:PRESET`` and ``sparse-edit:FRACTION`` (each clip becomes an edit, sparse against full
+regeneration; it must come last: :mod:`accelerando.bench.edit`).
 """
 
 import hashlib
@@ -59,6 +62,7 @@ class Technique:
     arg: str = "arg"  # option name that a bare ITEM (``kind:VALUE``) is stored under
     check: Callable[[dict], None] | None = None  # cheap validation before any compute; raises UserError
     description: str = ""
+    last: bool = False  # must be the variant's last technique (it changes what a clip is, e.g. sparse-edit)
 
 
 @dataclass(frozen=True)
@@ -107,18 +111,21 @@ def register_technique(
     check: Callable[[dict], None] | None = None,
     description: str = "",
     overwrite: bool = False,
+    last: bool = False,
 ) -> None:
     """Register ``fn(pipeline, options: dict) -> pipeline`` as technique ``kind``.
 
     ``arg`` names the option that receives a bare value (``quantize:w4a8-svd`` -> ``{"preset": "w4a8-svd"}`` for
     ``arg="preset"``). ``check(options)`` runs when the variant is parsed, before any model is loaded; it raises
     :class:`UserError` for options that cannot work. ``fn`` may modify the pipeline in place or return a new one.
+    ``last=True`` marks a technique that must come last in a variant, because it returns a task object rather
+    than a pipeline (see "Task variants" in :mod:`accelerando.bench.runner`).
     """
     if not _KIND_RE.fullmatch(kind or ""):
         raise ValueError(f"technique kind {kind!r} must start with a letter and hold only letters, digits, _ or -")
     if kind in _REGISTRY and not overwrite:
         raise ValueError(f"technique {kind!r} is already registered; pass overwrite=True to replace it")
-    _REGISTRY[kind] = Technique(kind, fn, arg, check, description)
+    _REGISTRY[kind] = Technique(kind, fn, arg, check, description, last)
 
 
 def unregister_technique(kind: str) -> None:
@@ -214,6 +221,9 @@ def parse_variant(spec: str) -> Variant:
     if not model:
         raise UserError(f"variant {spec!r} names no model; write builtin or a .safetensors path")
     techniques = [_technique(t.strip(), spec) for t in techs]
+    for t in techniques[:-1]:
+        if get_technique(t.kind).last:
+            raise UserError(f"variant {spec!r}: technique {t.kind!r} must be the last one; move it to the end")
     return Variant(name or _default_name(model, techniques), model, tuple(techniques), spec.strip())
 
 
@@ -331,4 +341,28 @@ register_technique(
     arg="preset",
     check=_check_quantize,
     description="accelerando.quant.presets.quantize_pipeline(pipeline, preset, **options)",
+)
+
+
+def _sparse_edit(pipeline, options: dict):
+    from accelerando.bench.edit import sparse_edit_technique
+
+    return sparse_edit_technique(pipeline, options)
+
+
+def _check_sparse_edit(options: dict) -> None:
+    from accelerando.bench.edit import check_options
+
+    check_options(options)
+
+
+register_technique(
+    "sparse-edit",
+    _sparse_edit,
+    arg="fraction",
+    check=_check_sparse_edit,
+    last=True,
+    description="each clip becomes an edit: a centred FRACTION (0-1) of it inpainted token-sparse from an edit "
+    "session and by full regeneration, same seed; wall and MACs ratios, sparse-vs-full paired metrics, seams, "
+    "outside-region identity (options halo=S, cache_update=refresh|reuse, macs=true|false)",
 )

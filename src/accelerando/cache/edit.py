@@ -28,6 +28,8 @@ semantics as the original recording; costs about one more sparse edit) or by kee
 (``"reuse"``, free, but they describe the region while it was being generated, not the finished audio).
 """
 
+import inspect
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,9 +41,16 @@ import torch.nn.functional as F
 from accelerando.cache.dit_sparse import dilate_tokens, dit_forward, edited_tokens
 from accelerando.cache.session import SessionData, kv_bytes, load_session, module_sha256, write_session
 from accelerando.cache.sparse_decode import decode_edit, decoder_radius
+from accelerando.conditioning.controls import ControlSpec
 from accelerando.errors import UserError
 
 __all__ = ["SparseEditConfig", "SparseEditor", "apply_sparse_edit"]
+
+
+# pipeline keyword arguments that the editor sets per call (never recorded as a session's settings)
+_PER_CALL = ("num_outputs", "generator", "init_audio", "init_sample_rate", "regions", "strength", "callback")
+# recorded settings stored next to the controls in the manifest (the rest of the settings are its "controls")
+_RUN_SETTINGS = ("steps", "cfg", "sampler")
 
 
 @dataclass
@@ -242,16 +251,60 @@ class SparseEditor:
         return run
 
     def _settings(self, m: dict, cfg: float | None = None) -> dict:
-        c = m["controls"]
-        return {
-            "bpm": c["bpm"],
-            "key": c["key"],
-            "meter": c["meter"],
-            "instruments": c["instruments"],
-            "steps": m["steps"],
-            "cfg": m["cfg"] if cfg is None else cfg,
-            "sampler": m["sampler"],
-        }
+        """The pipeline keyword arguments of a recorded session (``cfg`` overridden when given)."""
+        return {**m["controls"], "steps": m["steps"], "cfg": m["cfg"] if cfg is None else cfg, "sampler": m["sampler"]}
+
+    def _call_parameters(self) -> list[inspect.Parameter]:
+        """The pipeline's call parameters after ``self``, following ``**kwargs`` into the base classes' ``__call__``."""
+        params: dict[str, inspect.Parameter] = {}
+        for cls in type(self.pipe).__mro__:
+            fn = cls.__dict__.get("__call__")
+            if fn is None:
+                continue
+            more = False
+            for q in list(inspect.signature(fn).parameters.values())[1:]:
+                if q.kind is q.VAR_KEYWORD:
+                    more = True
+                elif q.kind is not q.VAR_POSITIONAL:
+                    params.setdefault(q.name, q)
+            if not more:
+                break
+        return list(params.values())
+
+    def _recording_settings(self, kwargs: dict) -> tuple[float, dict]:
+        """``(duration, settings)`` of a recorded clip: the pipeline's own keyword arguments, defaults filled in.
+
+        Derived from the pipeline's signature, so a control the pipeline gains is recorded and replayed by every
+        edit without changes here. ``settings`` holds every keyword except ``duration`` and the per-call ones
+        (:data:`_PER_CALL`); :meth:`_settings` rebuilds it from the manifest (``controls`` plus ``steps``, ``cfg``,
+        ``sampler``).
+        """
+        taken = sorted(set(kwargs) & set(_PER_CALL))
+        if taken:
+            raise TypeError(f"generate() records one new clip and sets {', '.join(taken)} itself; drop them")
+        params = self._call_parameters()
+        positional = [q for q in params if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+        prompt = positional[0] if positional else None
+        params = [q for q in params if q is not prompt]  # the keywords
+        names = [q.name for q in params]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise TypeError(f"generate(): the pipeline takes no argument {unknown[0]!r} (it takes {', '.join(names)})")
+        args = {}
+        for q in params:
+            if q.name in kwargs:
+                args[q.name] = kwargs[q.name]
+            elif q.default is q.empty:
+                raise TypeError(f"generate(): the pipeline needs the argument {q.name!r}")
+            else:
+                args[q.name] = q.default
+        settings = {k: v for k, v in args.items() if k not in _PER_CALL and k != "duration"}
+        for k, v in settings.items():
+            try:
+                json.dumps(v)
+            except (TypeError, ValueError):
+                raise TypeError(f"generate(): {k}={v!r} cannot be recorded in an edit session (not JSON)") from None
+        return args["duration"], settings
 
     def generate(
         self,
@@ -259,26 +312,28 @@ class SparseEditor:
         prompt: str,
         *,
         seed: int = 0,
-        bpm: float = 120.0,
-        key: str = "C major",
-        meter: str = "4/4",
-        instruments: str | None = None,
-        duration: float = 10.0,
-        steps: int = 8,
-        cfg: float = 3.0,
-        sampler: str = "euler",
         callback=None,
         store_audio=None,
+        **kwargs,
     ):
         """Generate one clip as the pipeline does and record its edit session in ``session_dir``.
+
+        ``kwargs`` are the pipeline's own keyword arguments (``bpm``, ``key``, ``meter``, ``instruments``,
+        ``duration``, ``steps``, ``cfg``, ``sampler``, and whatever else its signature has), with its defaults;
+        ``seed`` stands for its ``generator``. Every one of them except ``duration`` is recorded and edits replay
+        them (``cfg`` may change per edit).
 
         ``store_audio(output) -> [C, S]`` (codec rate) gives the audio the session should hold, e.g. the output file
         read back after writing it as 16-bit PCM; by default ``output.audio[0]``.
         """
         pipe = self.pipe
-        settings = {"bpm": bpm, "key": key, "meter": meter, "instruments": instruments}
-        pipe.check_inputs(prompt, settings, duration, steps, cfg, sampler)
-        settings.update(steps=steps, cfg=cfg, sampler=sampler)
+        duration, settings = self._recording_settings(kwargs)
+        steps, cfg, sampler = settings["steps"], settings["cfg"], settings["sampler"]
+        controls = {k: v for k, v in settings.items() if k not in _RUN_SETTINGS}
+        spec_params = inspect.signature(ControlSpec.from_user).parameters
+        pipe.check_inputs(
+            prompt, {k: v for k, v in controls.items() if k in spec_params}, duration, steps, cfg, sampler
+        )
         mcfg = pipe.model.config
         n_evals = steps if sampler == "euler" else 2 * steps - 1
         batch = 2 if cfg != 1.0 else 1
@@ -301,7 +356,7 @@ class SparseEditor:
                 "model_config": mcfg.to_dict(),
                 "codec_config": pipe.codec.config.to_dict(),
                 "prompt": prompt,
-                "controls": {"bpm": bpm, "key": key, "meter": meter, "instruments": instruments},
+                "controls": controls,
                 "seed": seed,
                 "steps": steps,
                 "sampler": sampler,
