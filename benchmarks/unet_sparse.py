@@ -1,0 +1,116 @@
+"""MACs and wall time of windowed MusicUNet calls (cached GroupNorm statistics) against full calls.
+
+    .venv/bin/python benchmarks/unet_sparse.py [--seconds 60] [--fractions 0.01,0.05,0.1,0.25] [--repeats 5]
+
+One backbone evaluation with classifier-free guidance (batch 2) of the default MusicUNet config on a clip of
+``--seconds`` at the codec's 93.75 frames per second; the edit is a centred region of each fraction. FLOPs are
+counted by ``torch.utils.flop_counter.FlopCounterMode`` (MACs = FLOPs / 2); wall times are medians of ``--repeats``
+runs of each, alternated in one process (bf16 autocast as in the pipeline), reported as full / windowed. Random
+weights (the backbone's cost does not depend on them); the size of the statistics cache is per evaluation.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from accelerando.cache.unet_sparse import receptive_radius, unet_forward
+from accelerando.models.dit import DiTConditioning
+from accelerando.models.unet import MusicUNet, MusicUNetConfig
+
+
+def _flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--fractions", default="0.01,0.05,0.1,0.25")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = MusicUNetConfig()
+    unet = MusicUNet(cfg).eval()
+    for p in unet.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    frames = int(round(args.seconds * cfg.frame_rate))
+    b, d = 2, cfg.latent_dim
+    x = torch.randn(b, frames, d)
+    cond = DiTConditioning(
+        text_tokens=torch.zeros(b, 1, cfg.text_dim),
+        text_mask=torch.ones(b, 1, dtype=torch.bool),
+        text_pooled=torch.randn(b, cfg.text_dim),
+        control=torch.randn(b, cfg.width),
+        phases=torch.randn(b, frames, 4),
+        known=torch.randn(b, frames, d),
+        known_mask=torch.ones(b, frames),
+    )
+    t = torch.full((b,), 0.5)
+
+    def full():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return unet_forward(unet, x, t, cond, record=True)
+
+    _, stats = full()
+    rows = []
+    full_flops = _flops(full)
+    for frac in [float(f) for f in args.fractions.split(",")]:
+        n = max(1, int(round(frac * frames)))
+        a = (frames - n) // 2
+        win = [(a, a + n)]
+
+        def sparse(win=win):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return unet_forward(unet, x, t, cond, windows=win, stats=stats)
+
+        sparse_flops = _flops(sparse)
+        full(), sparse()  # warm-up
+        tf, ts = [], []
+        for _ in range(args.repeats):  # alternate so that machine noise hits both alike
+            tf.append(_median_time(full, 1))
+            ts.append(_median_time(sparse, 1))
+        rows.append(
+            {
+                "fraction": frac,
+                "edited_frames": n,
+                "mac_ratio": full_flops / sparse_flops,
+                "wall_full_s": statistics.median(tf),
+                "wall_sparse_s": statistics.median(ts),
+                "wall_ratio": statistics.median(tf) / statistics.median(ts),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    summary = {
+        "seconds": args.seconds,
+        "frames": frames,
+        "params_m": sum(p.numel() for p in unet.parameters()) / 1e6,
+        "receptive_radius_frames": receptive_radius(unet),
+        "full_gmacs_per_eval": full_flops / 2e9,
+        "stats_bytes_per_eval": stats.nbytes(),
+        "threads": args.threads,
+        "rows": rows,
+    }
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
