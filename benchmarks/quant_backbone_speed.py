@@ -14,6 +14,8 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
 - ``w8a8-fused`` / ``w4a8-fused``: the same modules under ``use_fused_kernels(True)`` (M marked dynamic);
 - ``w8a8-fused-static``: ``use_fused_kernels(True, shapes="static")``;
 - ``w4a8-fused-cache``: ``use_fused_kernels(True, cache_int4=True)`` (unpacked int8 copy of the 4-bit weights);
+- ``bf16-compiled`` / ``w8a8-compiled``: the whole backbone under ``torch.compile`` (static shapes; bf16, or RTN
+  W8A8 on the eager modules traced into the same graph): what fusing everything around the GEMMs can give;
 - ``bf16-no-linears``: bf16 with the 48 quantizable block Linears replaced by a zero output of the right shape, so
   ``bf16 - bf16-no-linears`` is the time those Linears take (the part quantization can speed up: Amdahl ceiling).
 
@@ -79,6 +81,8 @@ def _variant(name: str, base_dit):
         return base_dit, None, False
     if name == "bf16":
         return base_dit, None, True
+    if name == "bf16-compiled":
+        return torch.compile(base_dit, dynamic=False), None, True
     dit = copy.deepcopy(base_dit)
     if name == "bf16-no-linears":
         for n, m in list(dit.named_modules()):
@@ -91,6 +95,8 @@ def _variant(name: str, base_dit):
     quantize_(dit, RTNConfig(bits, 8), filter_fn=dit_filter)
     if name.endswith("eager"):
         return dit, None, True
+    if name.endswith("compiled"):
+        return torch.compile(dit, dynamic=False), None, True
     return (
         dit,
         {"shapes": "static" if name.endswith("static") else "dynamic", "cache_int4": name.endswith("cache")},
