@@ -99,6 +99,14 @@ def _run(args: argparse.Namespace) -> int:
                 f"FAD-inf {_f(s.get('fad_inf'))}",
                 file=sys.stderr,
             )
+            if v.get("edit"):
+                ed = v["edit"]
+                print(
+                    f"  edit {_f(ed.get('fraction'))}: {_f(ed.get('speedup_wall_to_audio_median'))}x sooner to "
+                    f"audio, {_f(ed.get('speedup_wall_median'))}x total, MACs {_f(ed.get('macs_ratio_median'))}x, "
+                    f"LSD vs full {_f(ed.get('lsd_relative_median'))} of the edit's change",
+                    file=sys.stderr,
+                )
         for note in results["notes"]:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote {out / 'results.json'} and {out / 'report.md'}", file=sys.stderr)
