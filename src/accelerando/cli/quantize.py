@@ -1,6 +1,7 @@
 """`accelerando quantize`: post-training quantization of the generator backbone with a named preset.
 
-    accelerando quantize --model builtin|PATH --config PRESET [--calib-prompts N] -o OUT.safetensors [--json]
+    accelerando quantize --model builtin|PATH --config PRESET [--calib-prompts N] [--rank R] [--recover-steps N]
+        [--other-linears float|w8a16] -o OUT.safetensors [--json]
 
 The output is a safetensors file (written next to its final name, then renamed) that ``accelerando generate
 --model OUT.safetensors`` loads. Presets, calibration and the report are described in ``docs/quantization.md``.
@@ -31,6 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--config", required=True, metavar="PRESET", help=f"one of: {', '.join(PRESETS)}")
     q.add_argument("--calib-prompts", type=int, default=8, help="train-split calibration prompts to generate")
     q.add_argument("--rank", type=int, default=None, help="low-rank branch rank of the SVD presets (default 32)")
+    q.add_argument(
+        "--recover-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="low-rank recovery steps after calibration (SVD / SmoothQuant presets; default 60 for "
+        "w4a8-svd-stft-rec, else 0 = off)",
+    )
+    q.add_argument(
+        "--other-linears",
+        choices=("float", "w8a16"),
+        default="float",
+        help="the backbone's Linears outside the DiT blocks: keep float32 (default) or weight-only int8",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors file")
     q.add_argument("--json", action="store_true", help="print one JSON report on stdout")
@@ -49,6 +64,11 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--calib-prompts {args.calib_prompts}; use 1-62 (the shipped train-split prompt set)")
     if args.rank is not None and args.rank < 0:
         raise UserError(f"--rank {args.rank}; use an int >= 0")
+    if args.recover_steps is not None:
+        if args.recover_steps < 0 or args.recover_steps > 100_000:
+            raise UserError(f"--recover-steps {args.recover_steps}; use an int between 0 and 100000")
+        if args.recover_steps and "svd" not in args.config and "smooth" not in args.config:
+            raise UserError(f"--recover-steps needs an SVD or SmoothQuant preset, not {args.config!r}")
     pipe = load_pipeline(args.model)
 
     bars: dict = {}
@@ -61,13 +81,15 @@ def _run(args: argparse.Namespace) -> int:
         if stage not in bars:
             for b in bars.values():
                 b.close()
-            desc = "calibrating" if stage == "calibrate" else "stft search"
+            desc = {"calibrate": "calibrating", "stft": "stft search", "recover": "recovery"}.get(stage, stage)
             bars[stage] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
         bar = bars[stage]
         bar.total = max(bar.total or 0, total)
         bar.update(done - bar.n)
 
-    options = {"seed": args.seed, "callback": progress}
+    options = {"seed": args.seed, "callback": progress, "other_linears": args.other_linears}
+    if args.recover_steps is not None:
+        options["recover_steps"] = args.recover_steps
     if args.rank is not None:
         options["rank"] = args.rank
     try:
@@ -81,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         "source_model": str(args.model),
         "calib_prompts": rep["calib_prompts"],
         "calib_seconds": rep["calib_seconds"],
+        "other_linears": args.other_linears,
+        "recovery": rep["recovery"] and {k: v for k, v in rep["recovery"].items() if k != "history"},
     }
     out = save_quantized_generator(pipe.model, args.out, extra)
     report = {
@@ -90,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "weight_bytes_before": rep["weight_bytes_before"],
         "weight_bytes_after": rep["weight_bytes_after"],
+        "weight_bytes_bf16": rep["weight_bytes_bf16"],
+        "size": rep["size"],
         "quantized_layer_bytes_before_bf16": rep["quantized_layer_bytes_before_bf16"],
         "quantized_layer_bytes_after": rep["quantized_layer_bytes_after"],
         "file_bytes": out.stat().st_size,
@@ -102,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         ],
         "stft_calibration": rep["stft_calibration"]
         and {k: v for k, v in rep["stft_calibration"].items() if k != "layers"},
+        "recovery": rep["recovery"],
     }
     if args.json:
         print(json.dumps(report))

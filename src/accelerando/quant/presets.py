@@ -11,6 +11,7 @@ preset                    config applied to the backbone's block Linears
 ``w4a8-smooth``           ``SmoothQuantConfig(4, 8, alpha, group_size)``
 ``w4a8-svd``              ``SVDQuantConfig(4, 8, rank, group_size, calibration="mse")``
 ``w4a8-svd-stft``         ``SVDQuantConfig(4, 8, rank, group_size, calibration="stft")``
+``w4a8-svd-stft-rec``     ``w4a8-svd-stft``, then low-rank recovery (:mod:`accelerando.quant.recovery`)
 ``w4a4-svd``              ``SVDQuantConfig(4, 4, rank, group_size, calibration="mse")``
 ========================  ==========================================================================================
 
@@ -62,10 +63,23 @@ __all__ = [
     "quantize_pipeline",
     "run_prompt",
     "state_bytes",
+    "size_breakdown",
     "save_quantized_generator",
 ]
 
-PRESETS = ("int8-dynamic", "w8a8-rtn", "w4a8-rtn", "w4a8-smooth", "w4a8-svd", "w4a8-svd-stft", "w4a4-svd")
+PRESETS = (
+    "int8-dynamic",
+    "w8a8-rtn",
+    "w4a8-rtn",
+    "w4a8-smooth",
+    "w4a8-svd",
+    "w4a8-svd-stft",
+    "w4a8-svd-stft-rec",
+    "w4a4-svd",
+)
+RECOVER_PRESETS = ("w4a8-svd-stft-rec",)  # presets that run low-rank recovery by default
+DEFAULT_RECOVER_STEPS = 60
+OTHER_LINEARS = ("float", "w8a16")
 
 # option -> default; see quantize_pipeline
 PRESET_OPTIONS: dict[str, object] = {
@@ -83,6 +97,14 @@ PRESET_OPTIONS: dict[str, object] = {
     "stft_unit": "block",
     "stft_min_gain": 0.0,
     "stft_mode": "teacher",
+    "other_linears": "float",
+    "recover_steps": None,
+    "recover_prompts": 8,
+    "recover_seconds": 5.0,
+    "recover_lr": 2e-4,
+    "recover_scale_lr": 3e-4,
+    "recover_scales": True,
+    "recover_lowrank": True,
     "prompts": None,
     "callback": None,
 }
@@ -94,6 +116,38 @@ _BLOCK = re.compile(r"^(.*?blocks\.\d+)\.")
 def dit_filter(module: nn.Module, name: str) -> bool:
     """The DiT block Linears the presets quantize (see the module docstring for what stays in float and why)."""
     return bool(_DIT_LAYER.search(name)) and default_filter(module, name)
+
+
+def other_filter(module: nn.Module, name: str) -> bool:
+    """The backbone's Linears outside the DiT blocks (``in_proj``, ``t_embed``, ``text_proj``, ``pooled_proj``,
+    ``adaln``, ``out_mod``, ``out_proj``): what ``other_linears="w8a16"`` quantizes weight-only."""
+    return not _DIT_LAYER.search(name) and ".blocks." not in f".{name}" and default_filter(module, name)
+
+
+def size_breakdown(model: nn.Module) -> dict[str, int]:
+    """Bytes of ``model``'s state dict as held, by kind: ``residual_codes`` (packed integer weights), ``weight_scales``,
+    ``lowrank`` (``lora_up`` + ``lora_down``), ``smoothing`` (``inv_smooth`` and ``alpha``), ``quant_bias`` (biases
+    of quantized layers), ``float`` (everything else: unquantized layers, norms, embeddings), and ``total``."""
+    out = dict.fromkeys(("residual_codes", "weight_scales", "lowrank", "smoothing", "quant_bias", "float"), 0)
+    quantized = [n + "." for n, m in model.named_modules() if hasattr(m, "quant_config")]
+    for key, t in model.state_dict().items():
+        nbytes = t.numel() * t.element_size()
+        leaf = key.rsplit(".", 1)[-1]
+        if not any(key.startswith(q) for q in quantized):
+            kind = "float"
+        else:
+            kind = {
+                "qweight": "residual_codes",
+                "weight_scale": "weight_scales",
+                "lora_up": "lowrank",
+                "lora_down": "lowrank",
+                "inv_smooth": "smoothing",
+                "alpha": "smoothing",
+                "bias": "quant_bias",
+            }.get(leaf, "float")
+        out[kind] += nbytes
+    out["total"] = sum(out.values())
+    return out
 
 
 def _block_of(name: str) -> str:
@@ -114,7 +168,7 @@ def preset_config(preset: str, rank: int = 32, group_size: int | None = None, al
             return SmoothQuantConfig(4, 8, alpha=alpha, group_size=group_size)
         if preset == "w4a8-svd":
             return SVDQuantConfig(4, 8, rank=rank, group_size=group_size, calibration="mse")
-        if preset == "w4a8-svd-stft":
+        if preset in ("w4a8-svd-stft", "w4a8-svd-stft-rec"):
             return SVDQuantConfig(4, 8, rank=rank, group_size=group_size, calibration="stft")
         if preset == "w4a4-svd":
             return SVDQuantConfig(4, 4, rank=rank, group_size=group_size, calibration="mse")
@@ -164,8 +218,15 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             channel), ``alpha`` (0.5, SmoothQuant), ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0: calibration clip
             length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer), ``stft_prompts`` (2),
             ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"), ``prompts`` (a list of
-            prompt dicts like the shipped ones, replacing them; train-split only), ``callback``
-            (``(stage, done, total)`` after each calibration generation / stft objective call).
+            prompt dicts like the shipped ones, replacing them; train-split only), ``other_linears`` ("float":
+            the Linears outside the DiT blocks stay float32; "w8a16": they become weight-only int8, see
+            :func:`other_filter`), ``recover_steps`` (low-rank recovery steps, :mod:`accelerando.quant.recovery`;
+            default 60 for ``w4a8-svd-stft-rec``, 0 = off otherwise; SVD / SmoothQuant presets only),
+            ``recover_prompts`` (8: further train prompts, disjoint from the others), ``recover_seconds`` (5.0),
+            ``recover_lr`` (2e-4, relative), ``recover_scale_lr`` (3e-4), ``recover_scales`` (True: train the
+            residual's weight scales too), ``recover_lowrank`` (True: train the low-rank factors),
+            ``callback`` (``(stage, done, total)`` after each calibration generation / stft objective call /
+            recovery step; stages "calibrate", "stft", "recover").
 
     The report (``pipeline.model.quant_report``): preset, config, weight bytes before / after (whole generator state
     dict, and the quantized layers alone with their float version counted at 2 bytes per weight as bf16),
@@ -183,6 +244,18 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         raise UserError("cfg=1 runs only the conditional branch; calibrate with guidance on (e.g. cfg=3)")
     if not isinstance(calib_prompts, int) or calib_prompts < 1:
         raise UserError(f"calib_prompts={calib_prompts!r}; use an int >= 1")
+    if o["other_linears"] not in OTHER_LINEARS:
+        raise UserError(f"other_linears={o['other_linears']!r}; use one of {', '.join(OTHER_LINEARS)}")
+    rec_steps = o["recover_steps"]
+    if rec_steps is None:
+        rec_steps = DEFAULT_RECOVER_STEPS if preset in RECOVER_PRESETS else 0
+    if isinstance(rec_steps, bool) or not isinstance(rec_steps, int) or rec_steps < 0:
+        raise UserError(f"recover_steps={rec_steps!r}; use an int >= 0")
+    if rec_steps and not isinstance(cfg, SmoothQuantConfig | SVDQuantConfig):
+        raise UserError(f"low-rank recovery needs an SVD or SmoothQuant preset, not {preset!r}")
+    n_rec = o["recover_prompts"] if rec_steps else 0
+    if rec_steps and (isinstance(n_rec, bool) or not isinstance(n_rec, int) or n_rec < 1):
+        raise UserError(f"recover_prompts={n_rec!r}; use an int >= 1")
     callback: Callable | None = o["callback"]
     model = pipeline.model
     dit = model.dit
@@ -190,6 +263,9 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         raise UserError("this pipeline's generator is already quantized; start from the float model")
 
     bytes_before = state_bytes(model)
+    bytes_bf16 = sum(
+        2 * t.numel() if t.is_floating_point() else t.numel() * t.element_size() for t in model.state_dict().values()
+    )
     plan = quant_plan(dit, cfg, dit_filter)
     if not plan:
         raise UserError("the generator has no Linear layers the presets quantize (dit_filter matched none)")
@@ -210,13 +286,22 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         raise UserError("calibration prompts must come from the train split")
     stft = isinstance(cfg, SVDQuantConfig) and cfg.calibration == "stft"
     n_stft = o["stft_prompts"] if stft else 0
-    if calib_prompts + n_stft > len(prompts):
+    if calib_prompts + n_stft + n_rec > len(prompts):
         raise UserError(
-            f"calib_prompts={calib_prompts} (+ {n_stft} for the stft objective) exceeds the {len(prompts)} "
-            "calibration prompts available"
+            f"calib_prompts={calib_prompts} (+ {n_stft} for the stft objective, + {n_rec} for recovery) exceeds "
+            f"the {len(prompts)} calibration prompts available"
         )
     calib = prompts[:calib_prompts]
     objective_prompts = prompts[calib_prompts : calib_prompts + n_stft]  # disjoint from the activation prompts
+    rec_start = calib_prompts + n_stft
+    recover_prompts = prompts[rec_start : rec_start + n_rec]  # disjoint from both
+    teacher = None
+    if rec_steps:  # the float pipeline's trajectories, recorded before anything is quantized
+        from accelerando.quant.recovery import record_teacher
+
+        teacher = record_teacher(
+            pipeline, recover_prompts, o["recover_seconds"], o["steps"], o["cfg"], o["seed"] + 2000
+        )
 
     def report(stage, done, total):
         if callback:
@@ -248,6 +333,24 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         callback=(lambda d, t, e: report("stft", d, t)) if stft else None,
         min_gain=o["stft_min_gain"],
     )
+    if o["other_linears"] == "w8a16":  # weight-only int8 for the rest: activations stay float, no calibration
+        from accelerando.quant.api import quantize_
+
+        quantize_(dit, RTNConfig(8, 16), filter_fn=other_filter)
+    recovery = None
+    if rec_steps:
+        from accelerando.quant.recovery import recover_
+
+        recovery = recover_(
+            pipeline,
+            teacher,
+            steps=rec_steps,
+            lr=o["recover_lr"],
+            scale_lr=o["recover_scale_lr"],
+            train_scales=bool(o["recover_scales"]),
+            train_lowrank=bool(o["recover_lowrank"]),
+            callback=lambda d, t, _loss: report("recover", d, t),
+        )
     calib_seconds = time.perf_counter() - t0
 
     layers = []
@@ -269,6 +372,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
                 }
             )
     quant_bytes = sum(state_bytes(dit.get_submodule(n)) for n in plan)
+    others = [n for n, m in dit.named_modules() if n not in plan and hasattr(m, "quant_config")]
     sq = sorted(layer["sqnr_db"] for layer in layers)
     model.quant_report = {
         "preset": preset,
@@ -278,12 +382,17 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         "stft_objective_prompts": [p.get("clip_id", p["caption"]) for p in objective_prompts],
         "weight_bytes_before": bytes_before,
         "weight_bytes_after": state_bytes(model),
+        "weight_bytes_bf16": bytes_bf16,
+        "size": size_breakdown(model),
+        "other_quantized_layers": [f"dit.{n}" for n in others],
         "quantized_layer_bytes_before_bf16": float_weights_bf16,
         "quantized_layer_bytes_after": quant_bytes,
         "calib_seconds": calib_seconds,
         "sqnr_db": {"min": sq[0], "median": sq[len(sq) // 2], "mean": sum(sq) / len(sq)},
         "layers": layers,
         "stft_calibration": getattr(dit, "stft_calibration", None),
+        "recovery": recovery,
+        "recover_prompts": [p.get("clip_id", p["caption"]) for p in recover_prompts],
     }
     return pipeline
 
