@@ -123,6 +123,8 @@ def _resolve_controls(args: argparse.Namespace, manifest: dict | None) -> None:
         return
     recorded = {**manifest["controls"], "steps": manifest["steps"], "sampler": manifest["sampler"]}
     for name, value in recorded.items():
+        if not hasattr(args, name):
+            continue  # a control without a flag here: the editor replays the session's value itself
         given = getattr(args, name)
         if given is None:
             setattr(args, name, value)
