@@ -43,7 +43,8 @@ from accelerando.eval.tempo import tempo_adherence
 _RATIOS = {"1": 1.0, "2": 2.0, "1/2": 0.5, "3": 3.0, "1/3": 1 / 3, "3/2": 1.5, "2/3": 2 / 3, "4/3": 4 / 3, "3/4": 0.75}
 # analyzer settings: (tempo prior centre in BPM, key profiles, tracker version, key estimator version)
 _ANALYZERS = {
-    "v2": (DEFAULT_START_BPM, "albrecht", TRACKER_VERSION, KEY_VERSION),
+    "v3": (DEFAULT_START_BPM, "albrecht", TRACKER_VERSION, KEY_VERSION),
+    "v2": (80.0, "albrecht", "librosa-dp-v2", KEY_VERSION),
     "v1": (120.0, "krumhansl", "librosa-dp-v1", "ks-cqt-v1"),
 }
 _PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-rate", type=int, default=24000, help="analysis rate (the codec's; the corpus is 24 kHz)")
-    ap.add_argument("--analyzer", default="v2", choices=sorted(_ANALYZERS), help="v1: the earlier settings")
+    ap.add_argument("--analyzer", default="v3", choices=sorted(_ANALYZERS), help="v1: the earlier settings")
     ap.add_argument("--recon", action="store_true", help="also analyse builtin codec reconstructions")
     ap.add_argument("--symbolic", action="store_true", help="also match key profiles on the score notes (music21)")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-clip rows here")

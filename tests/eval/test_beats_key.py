@@ -34,22 +34,23 @@ def test_tracker_finds_click_track_tempo_and_beats(bpm):
     assert beat_f_measure(beats, est) > 0.9
 
 
-@pytest.mark.parametrize("bpm", [60, 66, 70])
-def test_default_prior_finds_slow_click_tracks(bpm):
-    # no hint: the analyzer never sees the requested tempo, and slow pieces must not come out at 3:2 or 2x
+@pytest.mark.parametrize("bpm", [60, 66, 70, 120, 130])
+def test_default_prior_reads_click_tracks_from_60_to_130_bpm(bpm):
+    # no hint: the analyzer never sees the requested tempo; slow pieces must not come out at 3:2 or 2x, and common
+    # quick tempi must not be halved (v2's 80 BPM prior read a 120 BPM click as 60)
     y, beats = _clicks(bpm)
     tempo, est = track_beats(y, SR)
-    assert DEFAULT_START_BPM == 80.0
+    assert DEFAULT_START_BPM == 100.0
     assert abs(tempo - bpm) / bpm < 0.04
     assert beat_f_measure(beats, est) > 0.9
 
 
-def test_default_prior_picks_the_slower_of_two_equally_periodic_levels():
-    # a bare click at 140 BPM is equally periodic at 70: the 80 BPM prior reports 70 (a 1/2 level, which Acc2
-    # accepts); a hint, or v1's 120 BPM prior, gets 140
-    y, _ = _clicks(140)
-    assert abs(track_beats(y, SR)[0] - 70) / 70 < 0.04
-    assert abs(track_beats(y, SR, start_bpm=120.0)[0] - 140) / 140 < 0.04
+def test_default_prior_picks_the_slower_of_two_equally_periodic_levels_far_above_it():
+    # a bare click at 160 BPM is equally periodic at 80: the 100 BPM prior reports 80 (a 1/2 level, which Acc2
+    # accepts); v1's 120 BPM prior gets 160
+    y, _ = _clicks(160)
+    assert abs(track_beats(y, SR)[0] - 80) / 80 < 0.04
+    assert abs(track_beats(y, SR, start_bpm=120.0)[0] - 160) / 160 < 0.04
 
 
 def test_f_measure_matches_mir_eval_conventions():

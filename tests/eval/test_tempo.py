@@ -26,7 +26,7 @@ def test_tempo_adherence_mirex_rules():
         "acc2": 1.0,
         "rel_error": 0.0,
         "factor": 1.0,
-        "version": "tempo-acc-v2",
+        "version": "tempo-acc-v3",
     }
     r = tempo_adherence(124.7, 120)  # 3.9 % off: inside the 4 % window
     assert r["acc1"] == 1.0 and r["rel_error"] == pytest.approx(0.0392, abs=1e-4)

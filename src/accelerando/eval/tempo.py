@@ -1,10 +1,10 @@
 """Tempo adherence (MIREX Accuracy1/Accuracy2) and the Beat Consistency Score (BCS).
 
-Tempo, version ``tempo-acc-v2``: the global tempo of :func:`accelerando.eval.beats.track_beats` (librosa's
+Tempo, version ``tempo-acc-v3``: the global tempo of :func:`accelerando.eval.beats.track_beats` (librosa's
 onset-autocorrelation estimate that seeds its dynamic-programming beat tracker), with its tempo prior centred at
-80 BPM (``tempo-acc-v1``: 120 BPM; see :mod:`accelerando.eval.beats`). Adherence to a requested tempo follows the
-MIREX tempo-estimation accuracies: Acc1 accepts an estimate within 4 % of the request, Acc2 also accepts 4 % of 2x,
-3x, 1/2x or 1/3x of it.
+100 BPM (``tempo-acc-v1``: 120 BPM, ``v2``: 80 BPM; see :mod:`accelerando.eval.beats`). Adherence to a requested
+tempo follows the MIREX tempo-estimation accuracies: Acc1 accepts an estimate within 4 % of the request, Acc2 also
+accepts 4 % of 2x, 3x, 1/2x or 1/3x of it.
 
 Beat Consistency Score, version ``bcs-v1`` (no reference beats needed):
 
@@ -27,10 +27,11 @@ tracker follows the change, the DP tracker does not) and only a little in ``S``.
 import numpy as np
 
 from accelerando.eval._validate import check_mono
+from accelerando.eval.beats import DEFAULT_START_BPM
 
 __all__ = ["BCS_VERSION", "TEMPO_VERSION", "beat_consistency", "estimate_tempo", "tempo_adherence"]
 
-TEMPO_VERSION = "tempo-acc-v2"
+TEMPO_VERSION = "tempo-acc-v3"
 BCS_VERSION = "bcs-v1"
 
 _TOLERANCE = 0.04  # MIREX tempo tolerance, relative
@@ -50,10 +51,10 @@ def _check_bpm(name: str, bpm: float) -> float:
     return bpm
 
 
-def estimate_tempo(y: np.ndarray, sample_rate: int, start_bpm: float = 80.0) -> float:
+def estimate_tempo(y: np.ndarray, sample_rate: int, start_bpm: float = DEFAULT_START_BPM) -> float:
     """Global tempo in BPM of mono audio ``y`` [S] (librosa, via :func:`accelerando.eval.beats.track_beats`).
 
-    ``start_bpm`` centres the tempo prior; the default is the tracker's (80 BPM), never the requested tempo.
+    ``start_bpm`` centres the tempo prior; the default is the tracker's (100 BPM), never the requested tempo.
     """
     from accelerando.eval.beats import track_beats
 
