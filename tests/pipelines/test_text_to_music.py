@@ -362,3 +362,10 @@ def test_the_unet_backbone_runs_every_pipeline_operation():
     audio = run(unet_pipe, duration=3.0, init_audio=init, regions=[(1.0, 2.0)]).audio[0, 0]
     assert torch.equal(audio[:SR], init[0, :SR]) and torch.equal(audio[2 * SR :], init[0, 2 * SR :])
     assert not torch.equal(audio[SR : 2 * SR], init[0, SR : 2 * SR])
+
+
+def test_the_default_guidance_scale_comes_from_the_model_config(pipe, monkeypatch):
+    monkeypatch.setattr(pipe.model.config, "default_cfg", 5.0)
+    out = run(pipe)
+    assert out.metadata["cfg"] == 5.0
+    assert torch.equal(out.audio, run(pipe, cfg=5.0).audio) and not torch.equal(out.audio, run(pipe, cfg=3.0).audio)

@@ -328,6 +328,8 @@ class SparseEditor:
         """
         pipe = self.pipe
         duration, settings = self._recording_settings(kwargs)
+        if settings.get("cfg") is None:
+            settings["cfg"] = pipe.default_cfg  # recorded resolved, so edits replay the same scale
         steps, cfg, sampler = settings["steps"], settings["cfg"], settings["sampler"]
         controls = {k: v for k, v in settings.items() if k not in _RUN_SETTINGS}
         spec_params = inspect.signature(ControlSpec.from_user).parameters

@@ -36,7 +36,7 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
     p.add_argument("--meter", default=None, help="e.g. 3/4, 6/8 (4/4)")
     p.add_argument("--instruments", default=None, help="instrumentation, e.g. string_quartet, piano, choir")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (8)")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (3)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's own)")
     p.add_argument("--sampler", choices=("euler", "heun"), default=None, help="euler (default) or heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin", help="'builtin' or a generator .safetensors file")
@@ -45,7 +45,8 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-_DEFAULTS = {"prompt": "", "bpm": 120.0, "key": "C major", "meter": "4/4", "steps": 8, "cfg": 3.0, "sampler": "euler"}
+# cfg None: the model's recommended scale (default_cfg, stored with its weights)
+_DEFAULTS = {"prompt": "", "bpm": 120.0, "key": "C major", "meter": "4/4", "steps": 8, "cfg": None, "sampler": "euler"}
 
 
 def _session_args(p: argparse.ArgumentParser, record: bool) -> None:

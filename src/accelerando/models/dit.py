@@ -41,6 +41,7 @@ class MusicDiTConfig:
     # Trained with the beat grid dropped (phases zeroed) whenever the controls were dropped, so the unconditional
     # classifier-free-guidance branch runs without a grid and guidance also pushes the output onto the beats.
     phase_guidance: bool = False
+    default_cfg: float = 3.0  # the guidance scale the pipeline uses when none is given (chosen on the valid split)
     version: int = DIT_CONFIG_VERSION
 
     def __post_init__(self):

@@ -42,6 +42,7 @@ class MusicUNetConfig:
     frame_rate: float = 93.75
     max_seconds: float = 60.0
     phase_guidance: bool = False  # as MusicDiTConfig.phase_guidance
+    default_cfg: float = 3.0  # the guidance scale the pipeline uses when none is given (chosen on the valid split)
     backbone: str = "unet"
     version: int = UNET_CONFIG_VERSION
 

@@ -56,6 +56,11 @@ class TextToMusicPipeline:
     def max_seconds(self) -> float:
         return float(self.model.config.max_seconds)
 
+    @property
+    def default_cfg(self) -> float:
+        """The guidance scale used when a call gives none: the one recorded with the model's weights."""
+        return float(self.model.config.default_cfg)
+
     def check_inputs(
         self, prompt, spec_args: dict, duration: float, steps: int, cfg: float, sampler: str
     ) -> ControlSpec:
@@ -100,7 +105,7 @@ class TextToMusicPipeline:
         instruments: str | None = None,
         duration: float = 10.0,
         steps: int = 8,
-        cfg: float = 3.0,
+        cfg: float | None = None,
         sampler: str = "euler",
         num_outputs: int = 1,
         generator: torch.Generator | None = None,
@@ -113,9 +118,10 @@ class TextToMusicPipeline:
         """Generate (no ``init_audio``), extend (``init_audio`` [C, S] shorter than ``duration``), inpaint
         (``regions`` in seconds) or remix (``strength``; the output keeps the input's length).
 
-        Returns audio [num_outputs, 1, round(duration * sample_rate)].
+        Returns audio [num_outputs, 1, round(duration * sample_rate)]. ``cfg`` None: the model's ``default_cfg``.
         """
         t_start = time.perf_counter()
+        cfg = self.default_cfg if cfg is None else cfg
         fr, sr = self.frame_rate, self.codec.sample_rate
         if strength is not None and not 0 <= strength <= 1:
             raise UserError(f"strength={strength}; use a value between 0 and 1")
