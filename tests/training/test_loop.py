@@ -57,3 +57,26 @@ def test_an_interrupted_loop_still_checkpoints_its_last_step(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_loop(model, opt, cfg, 0, interrupted, saved.append, tmp_path / "log.csv", ["double"], progress=False)
     assert saved == [7]
+
+
+def test_sigterm_stops_the_loop_with_a_checkpoint_and_restores_the_handler(tmp_path):
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be installed from the main thread")
+    model, opt, step_fn = _setup(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated(step):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_fn(step)
+
+    saved = []
+    cfg = LoopConfig(steps=50, lr=0.1, warmup=1, log_every=5, ckpt_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(model, opt, cfg, 0, terminated, saved.append, tmp_path / "log.csv", ["double"], progress=False)
+    assert saved and saved[0] <= 6
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -1,5 +1,6 @@
 """The training loop shared by the codec and generator trainers: learning-rate schedule, optimiser step, CSV loss
-log, periodic evaluation, checkpoints, time budget and the final checkpoint on any exit (also Ctrl-C).
+log, periodic evaluation, checkpoints, time budget and the final checkpoint on any exit (also Ctrl-C, and SIGTERM,
+which background jobs get from ``kill``: a shell's background jobs ignore SIGINT).
 
 A trainer supplies a ``step_fn(step) -> (loss, extras)`` that draws its batch and returns the scalar loss (with a
 graph) and a dict of extra scalar tensors to log; the loop does the backward pass, gradient clipping and the
@@ -8,6 +9,8 @@ optimiser step, so both models are trained by the same code.
 
 import csv
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +70,13 @@ def run_loop(
         writer.writerow(["step", "lr", "loss", *log_columns, "seconds"])
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, mininterval=5)
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM stops like Ctrl-C: checkpoint, then exit
+
+        def _terminate(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         while step < cfg.steps:
             lr = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
@@ -92,6 +102,8 @@ def run_loop(
             if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
                 break
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
         log.close()
         save_checkpoint(step)
