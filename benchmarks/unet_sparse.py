@@ -13,29 +13,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from accelerando.cache.unet_sparse import receptive_radius, unet_forward
+from accelerando.eval.efficiency import count_flops, time_call
 from accelerando.models.dit import DiTConditioning
 from accelerando.models.unet import MusicUNet, MusicUNetConfig
-
-
-def _flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _, stats = full()
     rows = []
-    full_flops = _flops(full)
+    full_flops = count_flops(full)
     for frac in [float(f) for f in args.fractions.split(",")]:
         n = max(1, int(round(frac * frames)))
         a = (frames - n) // 2
@@ -81,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return unet_forward(unet, x, t, cond, windows=win, stats=stats)
 
-        sparse_flops = _flops(sparse)
+        sparse_flops = count_flops(sparse)
         full(), sparse()  # warm-up
         tf, ts = [], []
         for _ in range(args.repeats):  # alternate so that machine noise hits both alike
-            tf.append(_median_time(full, 1))
-            ts.append(_median_time(sparse, 1))
+            tf.append(time_call(full, repeats=1, warmup=0))
+            ts.append(time_call(sparse, repeats=1, warmup=0))
         rows.append(
             {
                 "fraction": frac,
