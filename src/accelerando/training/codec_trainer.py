@@ -123,19 +123,10 @@ def train_codec(
         state = {"step": at, "codec_config": codec_cfg.to_dict(), "train": asdict(cfg)}
         ckpt.save(model, opt, codec_cfg.to_dict(), state)
 
-    loop = LoopConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        warmup=cfg.warmup,
-        log_every=cfg.log_every,
-        ckpt_every=cfg.ckpt_every,
-        max_minutes=cfg.max_minutes,
-        eval_every=cfg.eval_every,
-    )
     run_loop(
         model,
         opt,
-        loop,
+        LoopConfig.of(cfg),
         step,
         step_fn,
         save_checkpoint,

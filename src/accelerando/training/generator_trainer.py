@@ -177,15 +177,16 @@ def train_generator(
         state = {"step": at, "dit_config": model.config.to_dict(), "train": asdict(cfg)}
         ckpt.save(model, opt, model.config.to_dict(), state)
 
-    loop = LoopConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        warmup=cfg.warmup,
-        log_every=cfg.log_every,
-        ckpt_every=cfg.ckpt_every,
-        max_minutes=cfg.max_minutes,
-    )
     run_loop(
-        model, opt, loop, step, step_fn, save_checkpoint, out / "train_log.csv", [], desc="generator", progress=progress
+        model,
+        opt,
+        LoopConfig.of(cfg),
+        step,
+        step_fn,
+        save_checkpoint,
+        out / "train_log.csv",
+        [],
+        desc="generator",
+        progress=progress,
     )
     return save_model(model, out / "generator.safetensors", "generator", model.config.to_dict())

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -32,6 +32,12 @@ class LoopConfig:
     max_minutes: float | None = None  # stop (with a checkpoint) before this wall-clock budget runs out
     eval_every: int | None = None  # None: no periodic evaluation
     clip_norm: float = 1.0
+
+    @classmethod
+    def of(cls, train_cfg) -> "LoopConfig":
+        """The loop settings of a trainer's config: every field of this class that ``train_cfg`` also has."""
+        names = [f.name for f in fields(cls)]
+        return cls(**{n: getattr(train_cfg, n) for n in names if hasattr(train_cfg, n)})
 
 
 def cosine_lr(step: int, lr: float, warmup: int, steps: int) -> float:
