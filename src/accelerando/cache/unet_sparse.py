@@ -135,9 +135,9 @@ def unet_forward(
     h = unet.input_features(x, cond)  # [B, 2D+1+P, T_pad]
     c = unet.condition(t, cond, h.dtype)  # [B, W]
     if windows is None:
-        rec = NormStats([], []) if record else None
-        if rec is None:
+        if not record:
             return unet.features(h, c).transpose(1, 2)[:, : x.shape[1]], None
+        rec = NormStats([], [])
         with _group_norms(unet, None, rec):
             out = unet.features(h, c)
         return out.transpose(1, 2)[:, : x.shape[1]], rec
