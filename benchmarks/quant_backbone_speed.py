@@ -132,6 +132,7 @@ def main() -> None:
     if args.fresh_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
     torch.set_num_threads(args.threads)
+    from accelerando.eval.efficiency import time_interleaved
     from accelerando.pretrained import load_generator
     from accelerando.quant.fused import fused_status
 
@@ -145,12 +146,7 @@ def main() -> None:
         t = time.perf_counter()
         outs[name] = calls[name]().float()  # warm-up; for the fused variants this call compiles
         first[name] = time.perf_counter() - t
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(args.repeats):
-        for k, fn in calls.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
+    times = time_interleaved(calls, args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med.get("bf16")
     results = {}

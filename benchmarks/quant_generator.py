@@ -32,6 +32,7 @@ import time
 
 import torch
 
+from accelerando.eval.efficiency import time_interleaved
 from accelerando.eval.paired import complex_stft_error, lsd, mrstft
 from accelerando.quant.presets import PRESETS, dit_filter, quantize_pipeline, run_prompt, state_bytes
 
@@ -191,12 +192,7 @@ def main() -> None:
         calls = {}
     for fn in calls.values():
         fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for _ in range(args.repeats):
-        for k, fn in calls.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
+    times = time_interleaved(calls, args.repeats)
     for k, v in times.items():
         results.setdefault(k, {})["backbone_ms"] = 1e3 * statistics.median(v)
         results[k]["backbone_speedup_vs_fp_bf16"] = statistics.median(times["fp"]) / statistics.median(v)

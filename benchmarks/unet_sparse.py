@@ -17,7 +17,7 @@ import sys
 import torch
 
 from accelerando.cache.unet_sparse import receptive_radius, unet_forward
-from accelerando.eval.efficiency import count_flops, time_call
+from accelerando.eval.efficiency import count_flops, time_interleaved
 from accelerando.models.dit import DiTConditioning
 from accelerando.models.unet import MusicUNet, MusicUNetConfig
 
@@ -67,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
         sparse_flops = count_flops(sparse)
         full(), sparse()  # warm-up
-        tf, ts = [], []
-        for _ in range(args.repeats):  # alternate so that machine noise hits both alike
-            tf.append(time_call(full, repeats=1, warmup=0))
-            ts.append(time_call(sparse, repeats=1, warmup=0))
+        timed = time_interleaved({"full": full, "sparse": sparse}, args.repeats)
+        tf, ts = timed["full"], timed["sparse"]
         rows.append(
             {
                 "fraction": frac,

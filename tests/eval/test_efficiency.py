@@ -35,3 +35,15 @@ def test_throughput_and_energy_without_a_gpu():
     if not torch.cuda.is_available():
         joules, why = gpu_energy_joules(lambda: None)
         assert joules is None and "CUDA" in why
+
+
+def test_time_interleaved_runs_each_call_once_per_round_in_turn():
+    from accelerando.eval.efficiency import time_interleaved
+
+    order = []
+    times = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3)
+    assert order == ["a", "b"] * 3
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3} and all(t >= 0 for v in times.values() for t in v)
+    assert time_interleaved({"a": lambda: None}, repeats=0) == {"a": []}
+    with pytest.raises(ValueError, match="repeats=-1"):
+        time_interleaved({}, repeats=-1)

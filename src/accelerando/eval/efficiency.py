@@ -26,6 +26,7 @@ import torch
 __all__ = [
     "EFFICIENCY_VERSION",
     "time_call",
+    "time_interleaved",
     "rtf",
     "throughput",
     "gpu_energy_joules",
@@ -52,6 +53,23 @@ def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
         sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each named call over ``repeats`` rounds, one call of each per round (round-robin), so that
+    machine noise hits every variant alike; no warm-up (do it before). CUDA synchronised."""
+    if repeats < 0:
+        raise ValueError(f"repeats={repeats} must be >= 0")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, fn in calls.items():
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t)
+    return times
 
 
 def rtf(audio_seconds: float, wall_seconds: float) -> float:
