@@ -39,8 +39,7 @@ def _data(n_tokens=6, seed=0):
         torch.randn(1, 40, generator=g),
         torch.randn(5, 3, generator=g),
         torch.randn(1, 1, 40, generator=g),
-        {0: kv(), 2: kv()},
-        {0: kv(), 2: kv()},
+        {"k": {0: kv(), 2: kv()}, "v": {0: kv(), 2: kv()}},
     )
 
 
@@ -51,10 +50,11 @@ def test_round_trip_and_versions(tmp_path):
     back = load_session(d, "m" * 64, "c" * 64)
     assert torch.equal(back.audio, data.audio) and torch.equal(back.known, data.known)
     assert torch.equal(back.base_audio, data.base_audio)
-    assert sorted(back.k) == [0, 2] and all(torch.equal(back.k[e], data.k[e]) for e in (0, 2))
-    assert back.k[0].dtype == torch.bfloat16 and back.manifest["cached_evals"] == [0, 2]
+    assert back.evals == [0, 2] and all(torch.equal(back.cache[f][e], data.cache[f][e]) for f in "kv" for e in (0, 2))
+    assert back.cache["k"][0].dtype == torch.bfloat16 and back.manifest["cached_evals"] == [0, 2]
     files = back.manifest["files"]
-    assert set(files) == {"state.safetensors", "kv.safetensors"} and all(len(f["sha256"]) == 64 for f in files.values())
+    assert set(files) == {"state.safetensors", "cache.safetensors"}
+    assert all(len(f["sha256"]) == 64 for f in files.values())
     assert not any(p.suffix == ".pt" or p.suffix == ".pkl" for p in d.rglob("*"))
     write_session(d, _data(seed=1))  # a second version replaces the first
     assert sorted(p.name for p in d.iterdir()) == ["session.json", "v000002"]
@@ -68,7 +68,7 @@ def test_round_trip_and_versions(tmp_path):
         ("truncate", "truncated"),
         ("flip", "sha256"),
         ("pointer", "session.json is unreadable"),
-        ("missing", "kv.safetensors is missing"),
+        ("missing", "cache.safetensors is missing"),
         ("shape", "shape"),
         ("model", "different model"),
         ("codec", "different codec"),
@@ -82,7 +82,7 @@ def test_corrupt_or_mismatched_session_is_one_line_and_untouched(tmp_path, damag
     write_session(d, data)
     v = d / "v000001"
     if damage == "truncate":
-        (v / "kv.safetensors").write_bytes((v / "kv.safetensors").read_bytes()[:-10])
+        (v / "cache.safetensors").write_bytes((v / "cache.safetensors").read_bytes()[:-10])
     elif damage == "flip":
         raw = bytearray((v / "state.safetensors").read_bytes())
         raw[-1] ^= 1
@@ -90,7 +90,7 @@ def test_corrupt_or_mismatched_session_is_one_line_and_untouched(tmp_path, damag
     elif damage == "pointer":
         (d / "session.json").write_text("{not json")
     elif damage == "missing":
-        (v / "kv.safetensors").unlink()
+        (v / "cache.safetensors").unlink()
     before = _snapshot(d)
     model = "x" * 64 if damage == "model" else "m" * 64
     codec = "x" * 64 if damage == "codec" else "c" * 64

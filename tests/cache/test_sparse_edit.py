@@ -88,8 +88,8 @@ def test_whole_clip_edit_equals_full_recompute(session, mel):
         load_session(d).audio, pipe2.sparse_edit._settings(load_session(d).manifest), "a chorale", _all_run()
     )
     new = load_session(d)
-    for e, (k, _) in fresh.rec.items():
-        assert torch.allclose(new.k[e].float(), k.float(), atol=1e-2)
+    for e, k in fresh.rec.items():
+        assert torch.allclose(new.cache["k"][e].float(), k["k"].float(), atol=1e-2)
 
 
 def _all_run():
@@ -133,7 +133,7 @@ def test_many_edits_in_a_row_extend_and_reuse(session):
     assert res.audio.shape[-1] == s + SR // 2 and torch.equal(res.audio[0, :, :s], before.audio)
     after = load_session(d)
     assert after.manifest["tokens"] > before.manifest["tokens"] and len(after.manifest["edits"]) == 3
-    assert all(k.shape[3] == after.manifest["tokens"] for k in after.k.values())
+    assert all(k.shape[3] == after.manifest["tokens"] for k in after.cache["k"].values())
     assert sorted(p.name for p in d.iterdir()) == ["session.json", load_version(d)]  # old versions removed
     with torch.inference_mode():
         full_decode = pipe.sparse_edit._full_decode(pipe.model.denormalize(after.known)[None].transpose(1, 2))
@@ -215,3 +215,68 @@ def test_generate_records_the_same_manifest_as_before(tmp_path, mel):
     m = load_session(tmp_path / "s").manifest
     assert m["controls"] == {"bpm": 96.0, "key": "A minor", "meter": "4/4", "instruments": None}
     assert (m["steps"], m["cfg"], m["sampler"]) == (2, 3.0, "euler")
+
+
+@pytest.fixture
+def unet_session(tmp_path, mel):
+    pipe = apply_sparse_edit(mel(backbone="unet"), SparseEditConfig(halo_s=0.05))
+    d = tmp_path / "u"
+    out = pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1)
+    return pipe, d, out
+
+
+def test_unet_session_caches_groupnorm_statistics(unet_session):
+    pipe, d, out = unet_session
+    s = load_session(d)
+    m = s.manifest
+    assert m["cache_kind"] == "norm_stats" and m["patch"] == 1 and m["tokens"] == m["frames"]
+    assert s.evals == [0, 1, 2] and set(s.cache) == {"mean", "rstd"}
+    assert s.cache["mean"][0].shape == (m["norms"], 2, m["groups"]) and s.cache["rstd"][0].dtype == torch.float32
+    assert s.cache_bytes == 3 * 2 * m["norms"] * 2 * m["groups"] * 4  # bytes, not megabytes
+    assert torch.allclose(s.audio, out.audio[0], atol=1e-6)
+
+
+def test_unet_sparse_inpaint_is_windowed_exact_outside_and_close_to_full(unet_session):
+    pipe, d, out = unet_session
+    before = load_session(d)
+    res = pipe.sparse_edit.edit(d, regions=[(0.9, 1.1)], seed=7)
+    st = res.metadata["sparse_edit"]
+    assert st["sparse_evals"] == 3 and st["dense_evals"] == 0 and st["cache_update"] == "reuse"
+    assert 0 < st["tokens_recomputed"] < st["tokens"] / 4
+    a, b = int(0.9 * SR), int(1.1 * SR)
+    assert torch.equal(res.audio[0, :, :a], before.audio[:, :a])
+    assert torch.equal(res.audio[0, :, b:], before.audio[:, b:])
+    full = _full(pipe, before.audio, 7, regions=[(0.9, 1.1)])
+    err = (res.audio - full.audio)[..., a:b].norm() / full.audio[..., a:b].norm()
+    assert 0 < err < 0.05  # only the statistics differ (recorded on the clip, not on the half-generated edit)
+    after = load_session(d)  # reuse: the statistics are kept, the clip and its latent are the new ones
+    assert all(torch.equal(after.cache[f][e], before.cache[f][e]) for f in ("mean", "rstd") for e in before.evals)
+    assert torch.equal(after.audio, res.audio[0])
+    # a refresh is a full recording pass over the new clip: the statistics a fresh session would hold
+    apply_sparse_edit(pipe, SparseEditConfig(halo_s=0.05, cache_update="refresh"))
+    res2 = pipe.sparse_edit.edit(d, regions=[(0.3, 0.5)], seed=8)
+    assert res2.metadata["sparse_edit"]["cache_update"] == "refresh"
+    fresh = pipe.sparse_edit._record(  # noqa: SLF001 - the recording pass itself
+        res2.audio[0], pipe.sparse_edit._settings(before.manifest), "a chorale", _all_run()
+    )
+    new = load_session(d)
+    for e, rec in fresh.rec.items():
+        assert torch.allclose(new.cache["mean"][e], rec["mean"], atol=1e-5)
+        assert not torch.equal(new.cache["mean"][e], before.cache["mean"][e])
+
+
+def test_unet_whole_clip_edit_and_extend(unet_session):
+    pipe, d, out = unet_session
+    orig = load_session(d).audio
+    sparse = pipe.sparse_edit.edit(d, regions=[(0.0, 2.0)], seed=4)
+    st = sparse.metadata["sparse_edit"]
+    assert st["tokens_recomputed"] == st["tokens"] and st["dense_evals"] == 3
+    full = _full(pipe, orig, 4, regions=[(0.0, 2.0)])
+    assert torch.allclose(sparse.audio, full.audio, atol=1e-5)
+    before = load_session(d)
+    res = pipe.sparse_edit.edit(d, extend_s=0.5, seed=3)
+    s = before.audio.shape[-1]
+    assert res.audio.shape[-1] == s + SR // 2 and torch.equal(res.audio[0, :, :s], before.audio)
+    after = load_session(d)
+    assert after.manifest["frames"] > before.manifest["frames"] and after.evals == [0, 1, 2]
+    assert res.metadata["sparse_edit"]["sparse_evals"] == 3

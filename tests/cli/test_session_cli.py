@@ -83,12 +83,26 @@ def test_session_errors_are_one_line(tmp_path, capsys):
     ]:
         code, _, err = _run(capsys, *argv, "-o", tmp_path / "o.wav") if "-o" not in argv else _run(capsys, *argv)
         assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
-    (s / load_current(s) / "kv.safetensors").write_bytes(b"garbage")
+    (s / load_current(s) / "cache.safetensors").write_bytes(b"garbage")
     code, _, err = _run(capsys, "inpaint", a, "--region", "0.2-0.4", "--session", s, "-o", tmp_path / "o.wav")
     assert code == 2 and "corrupt" in err and err.count("\n") == 1 and not (tmp_path / "o.wav").exists()
-    assert all(p.read_bytes() == raw for p, raw in before.items() if p.name != "kv.safetensors")
+    assert all(p.read_bytes() == raw for p, raw in before.items() if p.name != "cache.safetensors")
     assert not (tmp_path / "t").exists()
 
 
 def load_current(s):
     return json.loads((s / "session.json").read_text())["current"]
+
+
+def test_unet_model_session_runs_windowed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gen, "load_pipeline", lambda model: tiny_pipeline(backbone="unet"))
+    s, a, b = tmp_path / "sess", tmp_path / "a.wav", tmp_path / "b.wav"
+    code, out, _ = _run(capsys, "generate", "x", "--duration", "2", "--steps", "2", "--session", s, "-o", a, "--json")
+    assert code == 0 and json.loads(out)["session_cache"]["cache_mb"] < 0.01  # GroupNorm statistics: kilobytes
+    code, out, _ = _run(capsys, "inpaint", a, "--region", "0.5-0.7", "--session", s, "-o", b, "--json")
+    st = json.loads(out)["sparse_edit"]
+    assert code == 0 and st["cache_update"] == "reuse" and st["sparse_evals"] == 2
+    assert 0 < st["tokens_recomputed"] < st["tokens"]  # frames: the region and 0.5 s of halo on each side
+    x, _ = sf.read(a, dtype="float32")
+    y, _ = sf.read(b, dtype="float32")
+    assert (y[:12000] == x[:12000]).all() and (y[16800:] == x[16800:]).all() and not (y == x).all()

@@ -21,8 +21,9 @@ the original (how much the edit changed: the scale that the approximation error 
 sample outside the region equals the original exactly.
 
 Options (``sparse-edit:FRACTION[:KEY=VALUE...]``): ``halo`` (seconds recomputed on each side, default 0.5),
-``cache_update`` (``refresh`` or ``reuse``), ``macs`` (true/false). The variant's clip timing (``wall_s``, the speed
-against the baseline) is the sparse edit's total wall time: what producing its output clip costs given the session.
+``cache_update`` (``auto``, ``refresh`` or ``reuse``; auto: refresh for a DiT, reuse for a U-Net), ``macs``
+(true/false). The variant's clip timing (``wall_s``, the speed against the baseline) is the sparse edit's total wall
+time: what producing its output clip costs given the session.
 
 This module imports torch only inside functions: the technique's option check runs when a variant is parsed.
 """
@@ -62,7 +63,7 @@ def check_options(options: dict) -> None:
     if unknown:
         raise UserError(
             f"technique 'sparse-edit' has no option {unknown[0]!r}; use sparse-edit:FRACTION[:halo=S]"
-            "[:cache_update=refresh|reuse][:macs=true|false]"
+            "[:cache_update=auto|refresh|reuse][:macs=true|false]"
         )
     if "fraction" not in options:
         raise UserError("technique 'sparse-edit' needs the edited fraction of each clip, e.g. sparse-edit:0.1")
@@ -76,8 +77,10 @@ def check_options(options: dict) -> None:
         h = _number(options, "halo")
         if h is None or not (h >= 0 and math.isfinite(h)):
             raise UserError(f"technique 'sparse-edit': halo={options['halo']!r}; use seconds >= 0")
-    if options.get("cache_update", "refresh") not in ("refresh", "reuse"):
-        raise UserError(f"technique 'sparse-edit': cache_update={options['cache_update']!r}; use refresh or reuse")
+    if options.get("cache_update", "auto") not in ("auto", "refresh", "reuse"):
+        raise UserError(
+            f"technique 'sparse-edit': cache_update={options['cache_update']!r}; use auto, refresh or reuse"
+        )
     if not isinstance(options.get("macs", True), bool):
         raise UserError(f"technique 'sparse-edit': macs={options['macs']!r}; use true or false")
 
@@ -115,12 +118,12 @@ class SparseEditBench:
         if isinstance(pipeline, SparseEditBench):
             raise ValueError("sparse-edit is given twice in one variant")
         if getattr(getattr(pipeline, "model", None), "dit", None) is None or getattr(pipeline, "codec", None) is None:
-            raise ValueError("sparse edits need a pipeline with a DiT backbone (pipeline.model.dit) and a codec")
+            raise ValueError("sparse edits need a pipeline with a backbone (pipeline.model.dit) and a codec")
         self.options = dict(options)
         self.fraction = float(options["fraction"])
         self.count_macs = bool(options.get("macs", True))
         self.config = SparseEditConfig(
-            halo_s=float(options.get("halo", 0.5)), cache_update=str(options.get("cache_update", "refresh"))
+            halo_s=float(options.get("halo", 0.5)), cache_update=str(options.get("cache_update", "auto"))
         )
         self.pipe = apply_sparse_edit(pipeline, self.config)
         self.editor = self.pipe.sparse_edit
@@ -185,7 +188,7 @@ class SparseEditBench:
                 work = Path(tmp) / "work"
                 shutil.copytree(session, work)
                 macs["sparse"], _ = _macs(lambda: sparse(work))
-                if self.config.cache_update == "reuse":
+                if self.editor.cache_update == "reuse":
                     macs["sparse_edit_only"] = macs["sparse"]
                 else:
                     shutil.rmtree(work)

@@ -364,5 +364,5 @@ register_technique(
     last=True,
     description="each clip becomes an edit: a centred FRACTION (0-1) of it inpainted token-sparse from an edit "
     "session and by full regeneration, same seed; wall and MACs ratios, sparse-vs-full paired metrics, seams, "
-    "outside-region identity (options halo=S, cache_update=refresh|reuse, macs=true|false)",
+    "outside-region identity (options halo=S, cache_update=auto|refresh|reuse, macs=true|false)",
 )

@@ -8,24 +8,29 @@ untouched, and outside an editor call both behave exactly as before). Then::
     pipe.sparse_edit.edit("song.session", regions=[(10.0, 12.0)], seed=1)              # inpaint, token-sparse
     pipe.sparse_edit.edit("song.session", extend_s=5.0, seed=2)                        # extend, token-sparse
 
-What is cached. For every model evaluation of the sampler and both classifier-free-guidance branches, each block's
-self-attention keys and values (after RoPE, bf16 as computed under the pipeline's autocast) of every token, from a
-*recording pass*: the pipeline run as an edit with nothing to regenerate (every frame known, the clip's own latent
-as the known latent). That is exactly what a full inpaint of the clip computes for its unedited tokens, except for
-their dependence on the region being regenerated. Plus the clip's audio, its latent and the codec decode of that
-latent (the base for exact sparse decoding).
+What is cached. For every model evaluation of the sampler and both classifier-free-guidance branches, what the
+backbone's sparse call needs (:mod:`accelerando.cache.edit_backends`): for a DiT each block's self-attention keys and
+values (after RoPE, bf16 as computed under the pipeline's autocast) of every token; for a conv U-Net each GroupNorm's
+statistics. They come from a *recording pass*: the pipeline run as an edit with nothing to regenerate (every frame
+known, the clip's own latent as the known latent). That is exactly what a full inpaint of the clip computes for its
+unedited tokens, except for their dependence on the region being regenerated. Plus the clip's audio, its latent and
+the codec decode of that latent (the base for exact sparse decoding).
 
 The edit. The pipeline runs the edit as usual (same conditioning, same seed handling, same splice), but each model
-evaluation runs only the tokens that hold a frame to regenerate, dilated by ``halo_s`` seconds on each side; their
-queries attend to the cached keys and values of all other tokens (SIGE's approximation: unedited tokens keep the
-activations they had in the recording pass). Model evaluations with no cache entry (``over_budget="fewer_steps"``)
-run densely. The codec decodes only the changed stretch (:func:`~accelerando.cache.sparse_decode.decode_edit`,
-exact) and the pipeline's splice keeps audio outside the regions sample-identical to the original.
+evaluation runs only the units (DiT tokens, U-Net frames) that hold a frame to regenerate, dilated by ``halo_s``
+seconds on each side. A DiT's active queries attend to the cached keys and values of all other tokens; a U-Net runs
+the receptive-field windows around the active frames and normalises with the cached statistics (SIGE's
+approximation: unedited parts keep what they had in the recording pass). Model evaluations with no cache entry
+(``over_budget="fewer_steps"``) run densely. The codec decodes only the changed stretch
+(:func:`~accelerando.cache.sparse_decode.decode_edit`, exact) and the pipeline's splice keeps audio outside the
+regions sample-identical to the original.
 
-After the edit the session is updated: audio, latent and decode base exactly; the cached keys and values of the
-recomputed tokens either by a sparse recording pass over the new audio (``cache_update="refresh"``, the same
-semantics as the original recording; costs about one more sparse edit) or by keeping the ones the edit computed
-(``"reuse"``, free, but they describe the region while it was being generated, not the finished audio).
+After the edit the session is updated: audio, latent and decode base exactly; the cache either by a recording pass
+over the new audio (``cache_update="refresh"``, the same semantics as the original recording: for a DiT a sparse
+pass over the recomputed tokens, about one more sparse edit; for a U-Net a full pass, since its statistics sum over
+the whole clip) or by keeping what the edit computed (``"reuse"``, free: a DiT keeps the keys and values the edit
+computed, which describe the region while it was being generated, not the finished audio; a U-Net keeps the
+statistics it had, as SIGE does). ``"auto"`` (the default) is ``refresh`` for a DiT and ``reuse`` for a U-Net.
 """
 
 import inspect
@@ -38,8 +43,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from accelerando.cache.dit_sparse import dilate_tokens, dit_forward, edited_tokens
-from accelerando.cache.session import SessionData, kv_bytes, load_session, module_sha256, write_session
+from accelerando.cache.dit_sparse import dilate_tokens, edited_tokens
+from accelerando.cache.edit_backends import backend_for
+from accelerando.cache.session import SessionData, load_session, module_sha256, write_session
 from accelerando.cache.sparse_decode import decode_edit, decoder_radius
 from accelerando.conditioning.controls import ControlSpec
 from accelerando.errors import UserError
@@ -56,9 +62,9 @@ _RUN_SETTINGS = ("steps", "cfg", "sampler")
 @dataclass
 class SparseEditConfig:
     halo_s: float = 0.5  # dilation of the regenerated frames, seconds on each side, recomputed with them
-    max_cache_mb: float = 2048.0  # memory and disk budget of the key/value cache
+    max_cache_mb: float = 2048.0  # memory and disk budget of the cache
     over_budget: str = "fewer_steps"  # "fewer_steps": cache the first evaluations that fit; "refuse": UserError
-    cache_update: str = "refresh"  # "refresh" or "reuse" (see the module docstring)
+    cache_update: str = "auto"  # "auto", "refresh" or "reuse" (see the module docstring)
     sparse_decode: bool = True  # decode only the changed stretch (codecs without time upsampling; else full)
 
     def __post_init__(self):
@@ -68,8 +74,8 @@ class SparseEditConfig:
             raise ValueError(f"max_cache_mb={self.max_cache_mb}; use a positive budget")
         if self.over_budget not in ("fewer_steps", "refuse"):
             raise ValueError(f"over_budget={self.over_budget!r}; use 'fewer_steps' or 'refuse'")
-        if self.cache_update not in ("refresh", "reuse"):
-            raise ValueError(f"cache_update={self.cache_update!r}; use 'refresh' or 'reuse'")
+        if self.cache_update not in ("auto", "refresh", "reuse"):
+            raise ValueError(f"cache_update={self.cache_update!r}; use 'auto', 'refresh' or 'reuse'")
 
 
 def apply_sparse_edit(pipeline, config: SparseEditConfig | None = None):
@@ -87,11 +93,10 @@ def apply_sparse_edit(pipeline, config: SparseEditConfig | None = None):
 class _Run:
     """State of one pipeline call routed through the editor."""
 
-    idx: torch.Tensor | str = "edited"  # token indices to compute, "all", or "edited" (dilated from the mask)
-    halo: int = 0  # tokens
-    cache_k: dict = field(default_factory=dict)  # eval -> [depth, B, H, N_cached, Dh]
-    cache_v: dict = field(default_factory=dict)
-    n_cached: int | None = None  # tokens in the cache
+    idx: torch.Tensor | str = "edited"  # unit indices to compute, "all", or "edited" (dilated from the mask)
+    halo: int = 0  # units
+    cache: dict = field(default_factory=dict)  # family -> eval -> tensor (a session's cache)
+    n_cached: int | None = None  # units in the cache
     record: frozenset = frozenset()  # evals whose computed keys/values to keep
     compute: bool = True  # False: skip the backbone where every frame is known (output unused)
     times: list | None = None  # expected evaluation times
@@ -99,7 +104,7 @@ class _Run:
     calls: int = 0
     cond: object = None
     seen_times: list = field(default_factory=list)
-    rec: dict = field(default_factory=dict)  # eval -> (k, v) [depth, B, H, Na, Dh]
+    rec: dict = field(default_factory=dict)  # eval -> {family: tensor} recorded for the computed units
     sparse_evals: int = 0
     dense_evals: int = 0
     tokens: int = 0
@@ -108,17 +113,24 @@ class _Run:
 
 
 class SparseEditor:
-    """Sessions and token-sparse edits for one pipeline; made by :func:`apply_sparse_edit`."""
+    """Sessions and sparse edits for one pipeline; made by :func:`apply_sparse_edit`."""
 
     def __init__(self, pipeline, config: SparseEditConfig):
         self.pipe = pipeline
         self.config = config
         self._run: _Run | None = None
         dit, codec = pipeline.model.dit, pipeline.codec
+        self.backend = backend_for(dit)
         self._dense_forward = dit.forward
         self._full_decode = codec.decode
         dit.forward = self._dit_call  # instance attributes: nn.Module.__call__ dispatches to them
         codec.decode = self._decode_call
+
+    @property
+    def cache_update(self) -> str:
+        """The configured cache update, ``auto`` resolved for this backbone."""
+        cu = self.config.cache_update
+        return self.backend.default_update if cu == "auto" else cu
 
     # -- identities --------------------------------------------------------------------------------------------------
     def model_sha256(self) -> str:
@@ -132,14 +144,14 @@ class SparseEditor:
         run = self._run
         if run is None:
             return self._dense_forward(x, t, cond)
-        dit = self.pipe.model.dit
+        be = self.backend
         e = run.calls
         run.calls += 1
         run.seen_times.append(float(t[0]))
         if run.times is not None and (e >= len(run.times) or abs(run.times[e] - float(t[0])) > 1e-6):
             raise RuntimeError(f"model evaluation {e} at t={float(t[0]):.6f} does not match the session's schedule")
         nb, frames, _ = x.shape
-        p = dit.config.patch
+        p = be.patch
         n = -(-frames // p)
         if run.cond is None:
             run.cond = cond
@@ -153,34 +165,18 @@ class SparseEditor:
         all_known = cond.known_mask is not None and bool((cond.known_mask > 0).all())
         if not run.compute and all_known and e not in run.record:
             return x.new_zeros(x.shape)  # every frame is clamped to the known latent: the velocity is unused
-        kv = self._kv(run, e, nb, n)
-        if kv is None and len(run.idx) < n:
+        entry = be.entry(run.cache, e, nb, n)
+        if entry is None and len(run.idx) < n:
             run.dense_evals += 1
             return self._dense_forward(x, t, cond)
-        if kv is None:
-            v, rec = dit_forward(dit, x, t, cond, record=e in run.record)
-        else:
-            v, rec = dit_forward(dit, x, t, cond, idx=run.idx, kv=kv, record=e in run.record)
+        v, rec = be.forward(x, t, cond, run.idx, entry, record=e in run.record)
         if len(run.idx) < n:
             run.sparse_evals += 1
         else:
             run.dense_evals += 1
         if rec is not None:
-            run.rec[e] = (rec.k.to(torch.bfloat16), rec.v.to(torch.bfloat16))
+            run.rec[e] = rec
         return v
-
-    @staticmethod
-    def _kv(run: _Run, e: int, nb: int, n: int):
-        if e not in run.cache_k:
-            return None
-        k, v = run.cache_k[e], run.cache_v[e]
-        if k.shape[1] != nb:
-            if nb != 1:
-                return None  # guided edit of an unguided session: no cache for the second branch
-            k, v = k[:, :1], v[:, :1]  # unguided edit of a guided session: the conditional branch
-        if k.shape[3] < n:  # extend: tokens past the cache are all recomputed
-            k, v = F.pad(k, (0, 0, 0, n - k.shape[3])), F.pad(v, (0, 0, 0, n - v.shape[3]))
-        return k, v
 
     def _decode_call(self, latent):
         run = self._run
@@ -223,9 +219,8 @@ class SparseEditor:
             self._run = None
 
     # -- budget ------------------------------------------------------------------------------------------------------
-    def _evals_to_cache(self, n_evals: int, batch: int, tokens: int) -> int:
-        cfg = self.pipe.model.config
-        per_eval = kv_bytes(1, cfg.depth, batch, tokens, cfg.width)
+    def _evals_to_cache(self, n_evals: int, batch: int, units: int) -> int:
+        per_eval = self.backend.bytes_per_eval(batch, units)
         budget = self.config.max_cache_mb * 2**20
         fit = min(n_evals, int(budget // per_eval))
         if fit < n_evals and (self.config.over_budget == "refuse" or fit == 0):
@@ -340,8 +335,9 @@ class SparseEditor:
         n_evals = steps if sampler == "euler" else 2 * steps - 1
         batch = 2 if cfg != 1.0 else 1
         sr = pipe.codec.sample_rate
-        tokens = -(-math.ceil(round(duration * sr) / pipe.codec.samples_per_frame) // mcfg.patch)
-        n_cache = self._evals_to_cache(n_evals, batch, tokens)
+        p = self.backend.patch
+        units = -(-math.ceil(round(duration * sr) / pipe.codec.samples_per_frame) // p)
+        n_cache = self._evals_to_cache(n_evals, batch, units)
         model_sha, codec_sha = self.model_sha256(), self.codec_sha256()
         t0 = time.perf_counter()
         out = pipe(
@@ -369,27 +365,23 @@ class SparseEditor:
                 "frames": known.shape[0],
                 "latent_dim": known.shape[1],
                 "samples_per_frame": pipe.codec.samples_per_frame,
-                "tokens": -(-known.shape[0] // mcfg.patch),
-                "patch": mcfg.patch,
-                "depth": mcfg.depth,
-                "heads": mcfg.heads,
-                "width": mcfg.width,
+                "tokens": -(-known.shape[0] // p),  # cache units: DiT tokens, U-Net frames
+                "cache_kind": self.backend.kind,
+                **self.backend.manifest_fields(),
                 "batch": batch,
                 "eval_times": run.seen_times,
-                "kv_dtype": "bfloat16",
                 "budget": {"max_cache_mb": self.config.max_cache_mb, "over_budget": self.config.over_budget},
                 "edits": [],
             },
             audio=audio,
             known=known,
             base_audio=base_audio,
-            k={e: kv[0] for e, kv in run.rec.items()},
-            v={e: kv[1] for e, kv in run.rec.items()},
+            cache={f: {e: rec[f] for e, rec in run.rec.items()} for f in self.backend.families},
         )
         write_session(session_dir, data)
         out.metadata["session"] = {
             "dir": str(session_dir),
-            "cached_evals": len(data.k),
+            "cached_evals": len(data.evals),
             "evals": len(run.seen_times),
             "cache_mb": data.cache_bytes / 2**20,
             "record_s": time.perf_counter() - t0,
@@ -413,7 +405,7 @@ class SparseEditor:
         callback=None,
         store_audio=None,
     ):
-        """Inpaint ``regions`` (seconds) or extend by ``extend_s`` seconds, token-sparse, and update the session.
+        """Inpaint ``regions`` (seconds) or extend by ``extend_s`` seconds, sparsely, and update the session.
 
         ``audio`` [C, S] (codec rate), when given, must equal the session's audio (the clip the user is editing).
         ``prompt`` and ``cfg`` default to the session's; the controls, steps and sampler are the session's.
@@ -437,20 +429,19 @@ class SparseEditor:
         settings = self._settings(m, cfg)
         length = m["samples"] / sr
         duration = length if extend_s is None else length + extend_s
-        mcfg = self.pipe.model.config
-        p = mcfg.patch
+        be = self.backend
+        p = be.patch
         fr = self.pipe.frame_rate
         n_new = -(-max(1, math.ceil(duration * fr)) // p)
         keep = self._evals_to_cache(len(m["eval_times"]), m["batch"], max(n_new, m["tokens"]))
-        keep_evals = [e for e in sorted(sess.k) if e < keep]
+        keep_evals = [e for e in sess.evals if e < keep]
         halo = math.ceil(self.config.halo_s * fr / p)
         base = (self.pipe.model.denormalize(sess.known)[None].transpose(1, 2), sess.base_audio)
-        reuse = self.config.cache_update == "reuse"
+        reuse = self.cache_update == "reuse"
         run = _Run(
             idx="edited",
             halo=halo,
-            cache_k=sess.k,
-            cache_v=sess.v,
+            cache=sess.cache,
             n_cached=m["tokens"],
             record=frozenset(keep_evals) if reuse else frozenset(),
             times=m["eval_times"],
@@ -488,9 +479,8 @@ class SparseEditor:
             touched = edited_tokens((~changed).float(), p, m["tokens"])
             touched[run.idx] = True
             ref = _Run(
-                idx=touched.nonzero().flatten(),
-                cache_k=sess.k,
-                cache_v=sess.v,
+                idx=be.refresh_units(touched),
+                cache=sess.cache,
                 n_cached=m["tokens"],
                 record=frozenset(keep_evals),
                 compute=False,
@@ -501,13 +491,11 @@ class SparseEditor:
             if not torch.equal(ref.cond.known[0].float(), known_new):
                 raise RuntimeError("the codec encoder is not deterministic; the session cannot be updated exactly")
             idx, records, base_new = ref.idx, ref.rec, ref.decoded
-        k_new, v_new = {}, {}
+        cache_new = {f: {} for f in be.families}
         for e in keep_evals:
-            if e not in records:
-                continue  # no fresh record for this evaluation: it drops out of the cache
-            k_old, v_old = self._kv(_Run(cache_k=sess.k, cache_v=sess.v), e, m["batch"], n_tokens)
-            k_new[e] = k_old.index_copy(3, idx, records[e][0])
-            v_new[e] = v_old.index_copy(3, idx, records[e][1])
+            merged = be.merge(be.entry(sess.cache, e, m["batch"], n_tokens), idx, records.get(e))
+            for f in merged or {}:  # None: no fresh record for this evaluation, it drops out of the cache
+                cache_new[f][e] = merged[f]
         manifest = dict(m)
         manifest.update(
             samples=new_audio.shape[-1],
@@ -527,7 +515,8 @@ class SparseEditor:
                 },
             ],
         )
-        write_session(session_dir, SessionData(manifest, new_audio, known_new, base_new, k_new, v_new))
+        data = SessionData(manifest, new_audio, known_new, base_new, cache_new)
+        write_session(session_dir, data)
         stats = {
             "sparse": True,
             "tokens_recomputed": run.tokens,
@@ -538,7 +527,7 @@ class SparseEditor:
             "cache_update": "reuse" if reuse and guided_same else "refresh",
             "edit_s": t_edit,
             "update_s": time.perf_counter() - t1,
-            "cache_mb": sum(t.numel() * 2 for t in (*k_new.values(), *v_new.values())) / 2**20,
+            "cache_mb": data.cache_bytes / 2**20,
         }
         out.metadata["sparse_edit"] = stats
         return out

@@ -5,15 +5,18 @@ Layout of a session directory ``DIR``::
     DIR/session.json            {"format": "accelerando-edit-session", "version": 1, "current": "v000003"}
     DIR/v000003/manifest.json   identity, generation settings, shapes, per-file sha256 and size, edit history
     DIR/v000003/state.safetensors   audio [C, S] f32, known [T, D] f32, base_audio [1, 1, T * spf] f32
-    DIR/v000003/kv.safetensors      k.E / v.E [depth, B, H, N, Dh] bf16 for each cached model evaluation E
+    DIR/v000003/cache.safetensors   FAMILY.E for each cache family and each cached model evaluation E:
+        cache_kind "kv" (DiT):            k.E / v.E [depth, B, H, N, Dh] bf16, the self-attention keys and values
+        cache_kind "norm_stats" (U-Net):  mean.E / rstd.E [norms, B, G] float32, the GroupNorm statistics
 
 Tensors are safetensors only (never pickle). A write goes to a fresh hidden directory, is fsynced, renamed to the
 next version name and only then made current by atomically replacing ``session.json``; the previous version is
 deleted afterwards. An interrupted write therefore leaves the previous version current and intact.
 
 A load checks the format and version, the model and codec identity (sha256 of their weights), every file's size and
-sha256, and every tensor's shape; any problem raises a one-line :class:`~accelerando.errors.UserError` that names
-it. Dims: ``C`` channels, ``S`` samples, ``T`` latent frames, ``D`` latent channels, ``N`` tokens.
+sha256, and every tensor's shape against the manifest's model dimensions; any problem raises a one-line
+:class:`~accelerando.errors.UserError` that names it. Dims: ``C`` channels, ``S`` samples, ``T`` latent frames, ``D``
+latent channels, ``N`` tokens.
 """
 
 import hashlib
@@ -34,16 +37,18 @@ __all__ = [
     "SessionData",
     "module_sha256",
     "kv_bytes",
+    "CACHE_FAMILIES",
     "write_session",
     "load_session",
     "read_manifest",
 ]
 
 SESSION_FORMAT = "accelerando-edit-session"
-SESSION_VERSION = 1
+SESSION_VERSION = 2  # 2: cache.safetensors with a cache_kind (version 1 held DiT keys/values only, in kv.safetensors)
 _POINTER = "session.json"
 _STATE = "state.safetensors"
-_KV = "kv.safetensors"
+_CACHE = "cache.safetensors"
+CACHE_FAMILIES = {"kv": ("k", "v"), "norm_stats": ("mean", "rstd")}
 
 
 @dataclass
@@ -54,12 +59,16 @@ class SessionData:
     audio: torch.Tensor  # [C, S] float32 at manifest["sample_rate"]: the clip as the user has it
     known: torch.Tensor  # [T, D] float32: the normalised latent the pipeline encodes from ``audio``
     base_audio: torch.Tensor  # [1, 1, T * spf] float32: codec.decode of ``known`` (the base for sparse decoding)
-    k: dict[int, torch.Tensor] = field(default_factory=dict)  # eval index -> [depth, B, H, N, Dh] bf16
-    v: dict[int, torch.Tensor] = field(default_factory=dict)
+    cache: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)  # family -> eval index -> tensor
+
+    @property
+    def evals(self) -> list[int]:
+        """The cached model evaluations (every family holds the same ones)."""
+        return sorted(next(iter(self.cache.values()), {}))
 
     @property
     def cache_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.k.values(), *self.v.values()))
+        return sum(t.numel() * t.element_size() for fam in self.cache.values() for t in fam.values())
 
 
 def module_sha256(module: torch.nn.Module, extra: dict | None = None) -> str:
@@ -155,19 +164,20 @@ def write_session(root: str | Path, data: SessionData) -> Path:
             },
             str(tmp / _STATE),
         )
-        kv = {}
-        for e in sorted(data.k):
-            kv[f"k.{e}"] = data.k[e].contiguous()
-            kv[f"v.{e}"] = data.v[e].contiguous()
-        save_file(kv, str(tmp / _KV))
+        families = CACHE_FAMILIES[data.manifest.get("cache_kind", "kv")]
+        if set(data.cache) - set(families) or any(sorted(data.cache.get(f, {})) != data.evals for f in families):
+            raise ValueError(f"session cache families {sorted(data.cache)} do not match {families} for every eval")
+        tensors = {f"{f}.{e}": data.cache[f][e].contiguous() for f in data.cache for e in data.evals}
+        save_file(tensors, str(tmp / _CACHE))
         manifest = dict(data.manifest)
         manifest["format"], manifest["version"] = SESSION_FORMAT, SESSION_VERSION
-        manifest["cached_evals"] = sorted(data.k)
+        manifest.setdefault("cache_kind", "kv")
+        manifest["cached_evals"] = data.evals
         manifest["files"] = {
-            f: {"sha256": _sha256_file(tmp / f), "size": (tmp / f).stat().st_size} for f in (_STATE, _KV)
+            f: {"sha256": _sha256_file(tmp / f), "size": (tmp / f).stat().st_size} for f in (_STATE, _CACHE)
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        for f in (_STATE, _KV, "manifest.json"):
+        for f in (_STATE, _CACHE, "manifest.json"):
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)
@@ -231,7 +241,10 @@ def load_session(root: str | Path, model_sha256: str | None = None, codec_sha256
             f"edit session {root} was recorded with a different codec (sha256 {str(manifest.get('codec_sha256'))[:12]}"
             f", this one is {codec_sha256[:12]}); record the clip again"
         )
-    for f in (_STATE, _KV):
+    families = CACHE_FAMILIES.get(manifest.get("cache_kind"))
+    if families is None:
+        raise UserError(f"edit session {root} is corrupt: unknown cache_kind {manifest.get('cache_kind')!r}")
+    for f in (_STATE, _CACHE):
         p = vdir / f
         want = files.get(f) if isinstance(files, dict) else None
         if want is None or not p.is_file():
@@ -249,15 +262,16 @@ def load_session(root: str | Path, model_sha256: str | None = None, codec_sha256
     try:
         with safe_open(str(vdir / _STATE), "pt") as fh:
             state = {name: fh.get_tensor(name) for name in ("audio", "known", "base_audio")}
-        k, v = {}, {}
-        with safe_open(str(vdir / _KV), "pt") as fh:
+        cache = {f: {} for f in families}
+        with safe_open(str(vdir / _CACHE), "pt") as fh:
             for e in manifest["cached_evals"]:
-                k[int(e)], v[int(e)] = fh.get_tensor(f"k.{e}"), fh.get_tensor(f"v.{e}")
+                for f in families:
+                    cache[f][int(e)] = fh.get_tensor(f"{f}.{e}")
     except Exception as err:  # safetensors raises its own error types for malformed files
         msg = " ".join(str(err).split())
         msg = f"edit session {root} is corrupt: cannot read its tensors ({msg}); record the clip again"
         raise UserError(msg) from None
-    data = SessionData(manifest, state["audio"], state["known"], state["base_audio"], k, v)
+    data = SessionData(manifest, state["audio"], state["known"], state["base_audio"], cache)
     _check_shapes(root, data)
     return data
 
@@ -270,16 +284,20 @@ def _check_shapes(root: Path, data: SessionData) -> None:
             "known": (m["frames"], m["latent_dim"]),
             "base_audio": (1, 1, m["frames"] * m["samples_per_frame"]),
         }
-        kv_shape = (m["depth"], m["batch"], m["heads"], m["tokens"], m["width"] // m["heads"])
+        if m["cache_kind"] == "kv":
+            cache_shape = (m["depth"], m["batch"], m["heads"], m["tokens"], m["width"] // m["heads"])
+        else:
+            cache_shape = (m["norms"], m["batch"], m["groups"])
     except (KeyError, TypeError) as err:
         raise UserError(f"edit session {root} is corrupt: the manifest lacks {err}; record the clip again") from None
     for name, shape in want.items():
         got = tuple(getattr(data, name).shape)
         if got != tuple(shape):
             raise UserError(f"edit session {root} is corrupt: tensor {name} has shape {got}, expected {tuple(shape)}")
-    for e in data.k:
-        for kind, t in (("k", data.k[e]), ("v", data.v[e])):
-            if tuple(t.shape) != kv_shape:
+    for fam, per_eval in data.cache.items():
+        for e, t in per_eval.items():
+            if tuple(t.shape) != cache_shape:
                 raise UserError(
-                    f"edit session {root} is corrupt: tensor {kind}.{e} has shape {tuple(t.shape)}, expected {kv_shape}"
+                    f"edit session {root} is corrupt: tensor {fam}.{e} has shape {tuple(t.shape)}, "
+                    f"expected {cache_shape}"
                 )

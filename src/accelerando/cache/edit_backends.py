@@ -1,0 +1,152 @@
+"""What an edit session caches for each backbone, and how a sparse call uses it.
+
+The :class:`~accelerando.cache.edit.SparseEditor` is backbone-agnostic; it talks to one of these:
+
+* :class:`TokenKV` (MusicDiT): per model evaluation, every block's self-attention keys and values of every token
+  (``k``/``v`` ``[depth, B, H, N, Dh]`` bf16). A sparse call runs only the edited tokens, whose queries read the
+  cached keys and values of the others (:func:`~accelerando.cache.dit_sparse.dit_forward`).
+* :class:`GroupNormStats` (MusicUNet): per model evaluation, every GroupNorm's mean and reciprocal standard
+  deviation (``mean``/``rstd`` ``[norms, B, G]`` float32, kilobytes). A sparse call runs only the receptive-field
+  windows around the edited frames, normalising with the cached statistics
+  (:func:`~accelerando.cache.unet_sparse.unet_forward`).
+
+Both cut the clip into *units* of ``patch`` frames (a DiT token; a single frame for the U-Net) and receive the units
+to compute as sorted indices. ``entry`` gives one evaluation's cache, ``forward`` makes the call (returning what it
+recorded, if asked), ``merge`` folds a recording into the cache after an edit.
+
+Dims: ``B`` batch, ``T`` frames, ``D`` latent channels, ``N`` units, ``Na`` computed units.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from accelerando.cache.dit_sparse import dit_forward
+from accelerando.cache.session import kv_bytes
+from accelerando.cache.unet_sparse import NormStats, unet_forward
+from accelerando.models.unet import MusicUNet
+
+__all__ = ["TokenKV", "GroupNormStats", "backend_for"]
+
+
+def _batch_slice(t: torch.Tensor, nb: int) -> torch.Tensor | None:
+    """A cached evaluation [.., B, ...] (batch at dim 1) for a call of batch ``nb``; None if it cannot serve it."""
+    if t.shape[1] == nb:
+        return t
+    if nb == 1:
+        return t[:, :1]  # unguided edit of a guided session: the conditional branch
+    return None  # guided edit of an unguided session: no cache for the second branch
+
+
+class TokenKV:
+    """MusicDiT: cached self-attention keys and values; token-sparse calls."""
+
+    kind = "kv"
+    families = ("k", "v")
+    default_update = "refresh"  # a sparse recording pass over the new audio (about one more sparse edit)
+
+    def __init__(self, dit):
+        self.dit = dit
+        self.patch = dit.config.patch
+
+    def manifest_fields(self) -> dict:
+        c = self.dit.config
+        return {"patch": c.patch, "depth": c.depth, "heads": c.heads, "width": c.width, "cache_dtype": "bfloat16"}
+
+    def bytes_per_eval(self, batch: int, units: int) -> int:
+        return kv_bytes(1, self.dit.config.depth, batch, units, self.dit.config.width)
+
+    def entry(self, cache: dict, e: int, nb: int, n: int) -> dict | None:
+        """Evaluation ``e``'s keys and values for a call of batch ``nb`` over ``n`` tokens (extended with zeros)."""
+        if e not in cache.get("k", {}):
+            return None
+        k, v = _batch_slice(cache["k"][e], nb), _batch_slice(cache["v"][e], nb)
+        if k is None:
+            return None
+        if k.shape[3] < n:  # extend: tokens past the cache are all recomputed
+            k, v = F.pad(k, (0, 0, 0, n - k.shape[3])), F.pad(v, (0, 0, 0, n - v.shape[3]))
+        return {"k": k, "v": v}
+
+    def forward(self, x, t, cond, idx: torch.Tensor, entry: dict | None, record: bool):
+        """Velocity [B, T, D] on the frames of tokens ``idx`` (zeros elsewhere) and, with ``record``, their
+        keys/values ``{"k", "v"}: [depth, B, H, Na, Dh]`` bf16."""
+        kv = None if entry is None else (entry["k"], entry["v"])
+        if kv is None:
+            v, rec = dit_forward(self.dit, x, t, cond, record=record)
+        else:
+            v, rec = dit_forward(self.dit, x, t, cond, idx=idx, kv=kv, record=record)
+        return v, None if rec is None else {"k": rec.k.to(torch.bfloat16), "v": rec.v.to(torch.bfloat16)}
+
+    def refresh_units(self, touched: torch.Tensor) -> torch.Tensor | str:
+        """Units a refresh recording pass computes: only the touched tokens."""
+        return touched.nonzero().flatten()
+
+    @staticmethod
+    def merge(old: dict, idx: torch.Tensor, rec: dict | None) -> dict | None:
+        """The cache after an edit: ``old`` with the recorded tokens ``idx`` replaced; None (drop) without a record."""
+        if rec is None:
+            return None
+        return {f: old[f].index_copy(3, idx, rec[f]) for f in ("k", "v")}
+
+
+class GroupNormStats:
+    """MusicUNet: cached GroupNorm statistics; receptive-field-windowed calls."""
+
+    kind = "norm_stats"
+    families = ("mean", "rstd")
+    default_update = "reuse"  # SIGE's choice: keep the statistics; a refresh is a full recording pass
+
+    patch = 1
+
+    def __init__(self, unet: MusicUNet):
+        self.unet = unet
+        self.norms = sum(isinstance(m, torch.nn.GroupNorm) for m in unet.modules())
+
+    def manifest_fields(self) -> dict:
+        c = self.unet.config
+        return {"patch": 1, "norms": self.norms, "groups": c.groups, "cache_dtype": "float32"}
+
+    def bytes_per_eval(self, batch: int, units: int) -> int:
+        return 2 * self.norms * batch * self.unet.config.groups * 4
+
+    def entry(self, cache: dict, e: int, nb: int, n: int) -> dict | None:
+        if e not in cache.get("mean", {}):
+            return None
+        mean, rstd = _batch_slice(cache["mean"][e], nb), _batch_slice(cache["rstd"][e], nb)
+        return None if mean is None else {"mean": mean, "rstd": rstd}
+
+    def forward(self, x, t, cond, idx: torch.Tensor, entry: dict | None, record: bool):
+        """Velocity [B, T, D] on frames ``idx`` (zeros elsewhere) and, with ``record``, the statistics
+        ``{"mean", "rstd"}: [norms, B, G]`` of a full call (a windowed call records nothing: its statistics would
+        cover the window only, so the cached ones stay)."""
+        frames = x.shape[1]
+        if entry is None or len(idx) == frames:
+            v, st = unet_forward(self.unet, x, t, cond, record=record)
+            rec = None if st is None else {"mean": torch.stack(st.mean).float(), "rstd": torch.stack(st.rstd).float()}
+            return v, rec
+        stats = NormStats(list(entry["mean"].unbind(0)), list(entry["rstd"].unbind(0)))
+        v, _ = unet_forward(self.unet, x, t, cond, windows=runs(idx), stats=stats)
+        return v, None
+
+    def refresh_units(self, touched: torch.Tensor) -> torch.Tensor | str:
+        """Statistics are sums over the whole clip, so a refresh recording pass computes every frame."""
+        return "all"
+
+    @staticmethod
+    def merge(old: dict, idx: torch.Tensor, rec: dict | None) -> dict:
+        """The cache after an edit: a full recording replaces the statistics; without one they are kept (reuse)."""
+        return old if rec is None else rec
+
+
+def runs(idx: torch.Tensor) -> list[tuple[int, int]]:
+    """Sorted unit indices -> contiguous ranges ``[a, b)``."""
+    out: list[list[int]] = []
+    for i in idx.tolist():
+        if out and i == out[-1][1]:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return [(a, b) for a, b in out]
+
+
+def backend_for(backbone) -> TokenKV | GroupNormStats:
+    return GroupNormStats(backbone) if isinstance(backbone, MusicUNet) else TokenKV(backbone)
