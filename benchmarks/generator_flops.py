@@ -15,8 +15,9 @@ import sys
 import torch
 
 from accelerando.eval.efficiency import count_flops, gemm_peak_flops, time_call
-from accelerando.models.dit import DiTConditioning, MusicDiTConfig
+from accelerando.models.dit import MusicDiTConfig
 from accelerando.models.generator import MusicGenerator
+from accelerando.testing.models import backbone_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,16 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = MusicGenerator(MusicDiTConfig(depth=6)).eval()
     cfg = model.config
-    t = int(args.seconds * cfg.frame_rate)
-    b = 2
-    cond = DiTConditioning(
-        text_tokens=torch.randn(b, 16, cfg.text_dim),
-        text_mask=torch.ones(b, 16, dtype=torch.bool),
-        text_pooled=torch.randn(b, cfg.text_dim),
-        control=torch.randn(b, cfg.width),
-        phases=torch.randn(b, t, 4),
-    )
-    x, tt = torch.randn(b, t, cfg.latent_dim), torch.rand(b)
+    x, tt, cond = backbone_inputs(cfg, args.seconds)
+    b, t = x.shape[:2]
 
     def forward():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -54,24 +54,6 @@ class _ZeroLinear(nn.Module):
         return x.new_zeros(*x.shape[:-1], self.n, dtype=dt)
 
 
-def _inputs(dit, seconds: float, text_len: int = 16):
-    from accelerando.models.dit import DiTConditioning
-
-    cfg = dit.config
-    frames = max(1, round(seconds * cfg.frame_rate))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, frames, cfg.latent_dim, generator=g)
-    cond = DiTConditioning(
-        text_tokens=torch.randn(2, text_len, cfg.width, generator=g),
-        text_mask=torch.ones(2, text_len, dtype=torch.bool),
-        text_pooled=torch.randn(2, cfg.width, generator=g),
-        control=torch.zeros(2, cfg.width),
-        phases=torch.zeros(2, frames, cfg.phase_features),
-        drop_text=torch.tensor([False, True]),
-    )
-    return x, torch.full((2,), 0.5), cond
-
-
 def _variant(name: str, base_dit):
     """(backbone module, fused-kernel settings or None, autocast on)."""
     from accelerando.quant import RTNConfig, quantize_
@@ -135,9 +117,10 @@ def main() -> None:
     from accelerando.eval.efficiency import time_interleaved
     from accelerando.pretrained import load_generator
     from accelerando.quant.fused import fused_status
+    from accelerando.testing.models import backbone_inputs
 
     dit = load_generator(args.model).dit.eval()
-    inputs = _inputs(dit, args.seconds)
+    inputs = backbone_inputs(dit.config, args.seconds)
     names = args.variants.split(",")
     calls, first, outs = {}, {}, {}
     for name in names:
@@ -158,7 +141,7 @@ def main() -> None:
             r["max_abs_diff_vs_bf16"] = float((outs[k] - outs["bf16"]).abs().max())
         results[k] = r
     # a new clip length: what a fused variant pays the first time it sees another M
-    other = _inputs(dit, args.seconds2)
+    other = backbone_inputs(dit.config, args.seconds2)
     for k in [n for n in names if "fused" in n]:
         mod, opts, ac = _variant(k, dit)
         fn = _caller(mod, opts, ac, other)

@@ -1,12 +1,14 @@
-"""Token-sparse, cached edits (edit sessions) against full regeneration with the same seed (SIGE-Audio, issue 6).
+"""Sparse, cached edits (edit sessions) against full regeneration with the same seed (SIGE-Audio, issue 6).
 
     .venv/bin/python benchmarks/sparse_edit.py --model /tmp/generator_v0.safetensors [--seconds 30 60 120]
-    .venv/bin/python benchmarks/sparse_edit.py --tiny          # smoke run on a tiny random pipeline
+    .venv/bin/python benchmarks/sparse_edit.py --model unet.safetensors   # a conv U-Net: windowed calls
+    .venv/bin/python benchmarks/sparse_edit.py --tiny [--backbone unet]   # smoke run on a tiny random pipeline
 
 For each clip length, generates a clip with an edit session (seed 0), then inpaints a centred region covering 1, 5,
-10 and 25% of it (seed 1) twice: fully (the pipeline without a session) and sparsely from the session
-(``cache_update="refresh"``: the edit plus the sparse refresh of the cache; and ``"reuse"``: the edit alone). Each
-sparse run starts from a fresh copy of the recorded session. Reports per row:
+10 and 25% of it (seed 1) twice: fully (the pipeline without a session) and sparsely from the session with the
+backbone's default cache update (``cache_update="auto"``: for a DiT the edit plus the sparse refresh of its keys and
+values, for a U-Net the edit alone, keeping its GroupNorm statistics); MACs are also given for ``"reuse"`` (the edit
+alone). Each sparse run starts from a fresh copy of the recorded session. Reports per row:
 
 * MACs (``torch.utils.flop_counter``, FLOPs / 2) of the whole edit call, full and sparse, and their ratio;
 * wall time, median of ``--repeats`` runs measured alternately in one process (``--threads``, default 2), and the ratio
@@ -17,7 +19,7 @@ sparse run starts from a fresh copy of the recorded session. Reports per row:
 * seam: spectral flux at the region's boundaries divided by the median flux of all frames (sparse and full), and
   the seam score of :mod:`accelerando.eval.seams` (seam-v1, the largest ratio of the two boundaries; ``--json`` only);
 * whether every sample outside the region equals the original exactly (sparse output);
-* the session's key/value cache size in memory and the session directory on disk.
+* the session's cache size in memory (keys/values or GroupNorm statistics) and the session directory on disk.
 
 Clips longer than the model's ``max_seconds`` run beyond its training length (the limit is lifted here).
 """
@@ -50,7 +52,10 @@ def _pipeline(args):
 
         torch.manual_seed(0)
         codec = MelCodec(CodecConfig.mel_vocoder(n_mels=16, dec_dim=16, dec_layers=2)).eval()
-        cfg = MusicDiTConfig.tiny(latent_dim=16, text_dim=16)
+        from accelerando.models.unet import MusicUNetConfig
+
+        tiny = {"dit": MusicDiTConfig.tiny, "unet": MusicUNetConfig.tiny}[args.backbone]
+        cfg = tiny(latent_dim=16, text_dim=16)
         cfg.frame_rate = codec.frame_rate
         model = MusicGenerator(cfg)
         for p in model.parameters():
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="/tmp/generator_v0.safetensors", help="generator .safetensors")
     ap.add_argument("--tiny", action="store_true", help="tiny random pipeline, short clips (smoke test)")
+    ap.add_argument("--backbone", choices=("dit", "unet"), default="dit", help="with --tiny: the backbone")
     ap.add_argument("--seconds", type=float, nargs="+", default=None, help="clip lengths (30 60 120)")
     ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.05, 0.10, 0.25])
     ap.add_argument("--steps", type=int, default=8)
@@ -107,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     prompt = "a baroque chorale for string quartet"
     rows = []
     date = time.strftime("%Y-%m-%d")
-    print(f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, {args.threads} threads, {date}\n")
+    kind = type(editor.backend).__name__
     print(
-        "| clip | edit | tokens run | MACs full / sparse (refresh; edit only) | wall full / sparse (to audio) "
+        f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, {args.threads} threads, {date}, "
+        f"cache {kind}, update {editor.cache_update}\n"
+    )
+    print(
+        "| clip | edit | units run | MACs full / sparse (default update; edit only) | wall full / sparse (to audio) "
         "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full "
         "| cache MB / disk MB | outside identical |"
     )
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['wall_full_s'] / row['wall_sparse_to_audio_s']:.1f}x) "
                     f"| {row['lsd_sparse_vs_full']:.2f} ({row['lsd_full_vs_orig']:.2f}) "
                     f"| {row['mrstft_sparse_vs_full']:.3f} ({row['mrstft_full_vs_orig']:.3f}) "
-                    f"| {row['seam_sparse']:.2f} / {row['seam_full']:.2f} | {cache_mb:.0f} / {disk_mb:.0f} "
+                    f"| {row['seam_sparse']:.2f} / {row['seam_full']:.2f} | {cache_mb:.3g} / {disk_mb:.3g} "
                     f"| {'yes' if row['outside_identical'] else 'NO'} |",
                     flush=True,
                 )

@@ -18,8 +18,8 @@ import torch
 
 from accelerando.cache.unet_sparse import receptive_radius, unet_forward
 from accelerando.eval.efficiency import count_flops, time_interleaved
-from accelerando.models.dit import DiTConditioning
 from accelerando.models.unet import MusicUNet, MusicUNetConfig
+from accelerando.testing.models import backbone_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,19 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     unet = MusicUNet(cfg).eval()
     for p in unet.parameters():
         p.data.add_(0.02 * torch.randn_like(p))
-    frames = int(round(args.seconds * cfg.frame_rate))
-    b, d = 2, cfg.latent_dim
-    x = torch.randn(b, frames, d)
-    cond = DiTConditioning(
-        text_tokens=torch.zeros(b, 1, cfg.text_dim),
-        text_mask=torch.ones(b, 1, dtype=torch.bool),
-        text_pooled=torch.randn(b, cfg.text_dim),
-        control=torch.randn(b, cfg.width),
-        phases=torch.randn(b, frames, 4),
-        known=torch.randn(b, frames, d),
-        known_mask=torch.ones(b, frames),
-    )
-    t = torch.full((b,), 0.5)
+    x, t, cond = backbone_inputs(cfg, args.seconds, known=True)
+    frames = x.shape[1]
 
     def full():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):

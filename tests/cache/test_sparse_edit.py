@@ -230,9 +230,11 @@ def test_unet_session_caches_groupnorm_statistics(unet_session):
     s = load_session(d)
     m = s.manifest
     assert m["cache_kind"] == "norm_stats" and m["patch"] == 1 and m["tokens"] == m["frames"]
-    assert s.evals == [0, 1, 2] and set(s.cache) == {"mean", "rstd"}
-    assert s.cache["mean"][0].shape == (m["norms"], 2, m["groups"]) and s.cache["rstd"][0].dtype == torch.float32
-    assert s.cache_bytes == 3 * 2 * m["norms"] * 2 * m["groups"] * 4  # bytes, not megabytes
+    assert s.evals == [0, 1, 2] and set(s.cache) == {"mean", "m2", "count"}
+    k = -(-m["frames"] // m["chunk"])
+    assert s.cache["mean"][0].shape == (m["norms"], 2, m["groups"], k) and s.cache["m2"][0].dtype == torch.float32
+    assert s.cache["count"][0].sum() >= m["frames"]
+    assert s.cache_bytes == 3 * (2 * m["norms"] * 2 * m["groups"] * 4 + 8) * k
     assert torch.allclose(s.audio, out.audio[0], atol=1e-6)
 
 
@@ -250,19 +252,23 @@ def test_unet_sparse_inpaint_is_windowed_exact_outside_and_close_to_full(unet_se
     err = (res.audio - full.audio)[..., a:b].norm() / full.audio[..., a:b].norm()
     assert 0 < err < 0.05  # only the statistics differ (recorded on the clip, not on the half-generated edit)
     after = load_session(d)  # reuse: the statistics are kept, the clip and its latent are the new ones
-    assert all(torch.equal(after.cache[f][e], before.cache[f][e]) for f in ("mean", "rstd") for e in before.evals)
+    assert all(torch.equal(after.cache[f][e], before.cache[f][e]) for f in ("mean", "m2") for e in before.evals)
     assert torch.equal(after.audio, res.audio[0])
-    # a refresh is a full recording pass over the new clip: the statistics a fresh session would hold
+    # a refresh is a sparse recording pass over the new clip: close to the statistics a fresh session would hold
     apply_sparse_edit(pipe, SparseEditConfig(halo_s=0.05, cache_update="refresh"))
-    res2 = pipe.sparse_edit.edit(d, regions=[(0.3, 0.5)], seed=8)
+    res2 = pipe.sparse_edit.edit(d, regions=[(0.1, 0.8)], seed=8)
     assert res2.metadata["sparse_edit"]["cache_update"] == "refresh"
     fresh = pipe.sparse_edit._record(  # noqa: SLF001 - the recording pass itself
         res2.audio[0], pipe.sparse_edit._settings(before.manifest), "a chorale", _all_run()
     )
     new = load_session(d)
+    c = new.manifest["chunk"]
+    ks = slice(-(-int(0.1 * pipe.frame_rate) // c), int(0.8 * pipe.frame_rate) // c)  # chunks inside the region
+    assert ks.stop > ks.start
     for e, rec in fresh.rec.items():
-        assert torch.allclose(new.cache["mean"][e], rec["mean"], atol=1e-5)
-        assert not torch.equal(new.cache["mean"][e], before.cache["mean"][e])
+        fr, nw, od = rec["mean"][..., ks], new.cache["mean"][e][..., ks], after.cache["mean"][e][..., ks]
+        gap = (nw - fr).norm() / (od - fr).norm()
+        assert gap < 0.2, f"eval {e}: refreshed statistics {gap:.2f} of the way from the fresh ones"
 
 
 def test_unet_whole_clip_edit_and_extend(unet_session):

@@ -25,12 +25,13 @@ approximation: unedited parts keep what they had in the recording pass). Model e
 (:func:`~accelerando.cache.sparse_decode.decode_edit`, exact) and the pipeline's splice keeps audio outside the
 regions sample-identical to the original.
 
-After the edit the session is updated: audio, latent and decode base exactly; the cache either by a recording pass
-over the new audio (``cache_update="refresh"``, the same semantics as the original recording: for a DiT a sparse
-pass over the recomputed tokens, about one more sparse edit; for a U-Net a full pass, since its statistics sum over
-the whole clip) or by keeping what the edit computed (``"reuse"``, free: a DiT keeps the keys and values the edit
-computed, which describe the region while it was being generated, not the finished audio; a U-Net keeps the
-statistics it had, as SIGE does). ``"auto"`` (the default) is ``refresh`` for a DiT and ``reuse`` for a U-Net.
+After the edit the session is updated: audio, latent and decode base exactly; the cache either by a sparse recording
+pass over the new audio (``cache_update="refresh"``, the same semantics as the original recording, over the
+recomputed units; about one more sparse edit) or by keeping what the edit computed (``"reuse"``, free: a DiT keeps
+the keys and values the edit computed, which describe the region while it was being generated, not the finished
+audio; a U-Net keeps the statistics chunks of the recorded clip, and each later edit replaces the chunks it
+computes with live values; after an extend a U-Net refreshes, since it has no chunks for the new frames).
+``"auto"`` (the default) is ``refresh`` for a DiT and ``reuse`` for a U-Net.
 """
 
 import inspect
@@ -437,13 +438,14 @@ class SparseEditor:
         keep_evals = [e for e in sess.evals if e < keep]
         halo = math.ceil(self.config.halo_s * fr / p)
         base = (self.pipe.model.denormalize(sess.known)[None].transpose(1, 2), sess.base_audio)
-        reuse = self.cache_update == "reuse"
+        # reuse without records from the edit cannot cover an extension: such a backbone refreshes after an extend
+        reuse = self.cache_update == "reuse" and (be.records_during_edit or extend_s is None)
         run = _Run(
             idx="edited",
             halo=halo,
             cache=sess.cache,
             n_cached=m["tokens"],
-            record=frozenset(keep_evals) if reuse else frozenset(),
+            record=frozenset(keep_evals) if reuse and be.records_during_edit else frozenset(),
             times=m["eval_times"],
             decode_base=base,
         )
@@ -479,7 +481,7 @@ class SparseEditor:
             touched = edited_tokens((~changed).float(), p, m["tokens"])
             touched[run.idx] = True
             ref = _Run(
-                idx=be.refresh_units(touched),
+                idx=touched.nonzero().flatten(),
                 cache=sess.cache,
                 n_cached=m["tokens"],
                 record=frozenset(keep_evals),

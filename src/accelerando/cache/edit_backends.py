@@ -5,16 +5,18 @@ The :class:`~accelerando.cache.edit.SparseEditor` is backbone-agnostic; it talks
 * :class:`TokenKV` (MusicDiT): per model evaluation, every block's self-attention keys and values of every token
   (``k``/``v`` ``[depth, B, H, N, Dh]`` bf16). A sparse call runs only the edited tokens, whose queries read the
   cached keys and values of the others (:func:`~accelerando.cache.dit_sparse.dit_forward`).
-* :class:`GroupNormStats` (MusicUNet): per model evaluation, every GroupNorm's mean and reciprocal standard
-  deviation (``mean``/``rstd`` ``[norms, B, G]`` float32, kilobytes). A sparse call runs only the receptive-field
-  windows around the edited frames, normalising with the cached statistics
+* :class:`GroupNormStats` (MusicUNet): per model evaluation, every GroupNorm's statistics per chunk of frames
+  (``mean``/``m2`` ``[norms, B, G, K]`` float32 and ``count`` ``[K]``; about 1.6 MB per evaluation for 60 s). A
+  sparse call runs only the receptive-field windows around the edited frames, normalising with the cached
+  statistics in which the chunks it computes exactly are replaced by their live values
   (:func:`~accelerando.cache.unet_sparse.unet_forward`).
 
 Both cut the clip into *units* of ``patch`` frames (a DiT token; a single frame for the U-Net) and receive the units
 to compute as sorted indices. ``entry`` gives one evaluation's cache, ``forward`` makes the call (returning what it
 recorded, if asked), ``merge`` folds a recording into the cache after an edit.
 
-Dims: ``B`` batch, ``T`` frames, ``D`` latent channels, ``N`` units, ``Na`` computed units.
+Dims: ``B`` batch, ``T`` frames, ``D`` latent channels, ``N`` units, ``Na`` computed units, ``G`` groups, ``K``
+statistics chunks.
 """
 
 import torch
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 
 from accelerando.cache.dit_sparse import dit_forward
 from accelerando.cache.session import kv_bytes
-from accelerando.cache.unet_sparse import NormStats, unet_forward
+from accelerando.cache.unet_sparse import NormStats, chunk_frames, unet_forward
 from accelerando.models.unet import MusicUNet
 
 __all__ = ["TokenKV", "GroupNormStats", "backend_for"]
@@ -43,6 +45,7 @@ class TokenKV:
     kind = "kv"
     families = ("k", "v")
     default_update = "refresh"  # a sparse recording pass over the new audio (about one more sparse edit)
+    records_during_edit = True  # "reuse" keeps the keys and values the edit computed
 
     def __init__(self, dit):
         self.dit = dit
@@ -76,10 +79,6 @@ class TokenKV:
             v, rec = dit_forward(self.dit, x, t, cond, idx=idx, kv=kv, record=record)
         return v, None if rec is None else {"k": rec.k.to(torch.bfloat16), "v": rec.v.to(torch.bfloat16)}
 
-    def refresh_units(self, touched: torch.Tensor) -> torch.Tensor | str:
-        """Units a refresh recording pass computes: only the touched tokens."""
-        return touched.nonzero().flatten()
-
     @staticmethod
     def merge(old: dict, idx: torch.Tensor, rec: dict | None) -> dict | None:
         """The cache after an edit: ``old`` with the recorded tokens ``idx`` replaced; None (drop) without a record."""
@@ -89,51 +88,51 @@ class TokenKV:
 
 
 class GroupNormStats:
-    """MusicUNet: cached GroupNorm statistics; receptive-field-windowed calls."""
+    """MusicUNet: cached, chunked GroupNorm statistics; receptive-field-windowed calls."""
 
     kind = "norm_stats"
-    families = ("mean", "rstd")
-    default_update = "reuse"  # SIGE's choice: keep the statistics; a refresh is a full recording pass
+    families = ("mean", "m2", "count")
+    default_update = "reuse"  # keep the recorded clip's chunks (each edit replaces the ones it computes, live)
+    records_during_edit = False  # chunks computed mid-generation describe noise, not the clip: "reuse" keeps the old
 
     patch = 1
 
     def __init__(self, unet: MusicUNet):
         self.unet = unet
         self.norms = sum(isinstance(m, torch.nn.GroupNorm) for m in unet.modules())
+        self.chunk = chunk_frames(unet)
 
     def manifest_fields(self) -> dict:
         c = self.unet.config
-        return {"patch": 1, "norms": self.norms, "groups": c.groups, "cache_dtype": "float32"}
+        return {"patch": 1, "norms": self.norms, "groups": c.groups, "chunk": self.chunk, "cache_dtype": "float32"}
 
     def bytes_per_eval(self, batch: int, units: int) -> int:
-        return 2 * self.norms * batch * self.unet.config.groups * 4
+        k = -(-units // self.chunk)
+        return (2 * self.norms * batch * self.unet.config.groups * 4 + 8) * k
 
     def entry(self, cache: dict, e: int, nb: int, n: int) -> dict | None:
         if e not in cache.get("mean", {}):
             return None
-        mean, rstd = _batch_slice(cache["mean"][e], nb), _batch_slice(cache["rstd"][e], nb)
-        return None if mean is None else {"mean": mean, "rstd": rstd}
+        mean, m2 = _batch_slice(cache["mean"][e], nb), _batch_slice(cache["m2"][e], nb)
+        return None if mean is None else {"mean": mean, "m2": m2, "count": cache["count"][e]}
 
     def forward(self, x, t, cond, idx: torch.Tensor, entry: dict | None, record: bool):
-        """Velocity [B, T, D] on frames ``idx`` (zeros elsewhere) and, with ``record``, the statistics
-        ``{"mean", "rstd"}: [norms, B, G]`` of a full call (a windowed call records nothing: its statistics would
-        cover the window only, so the cached ones stay)."""
+        """Velocity [B, T, D] on frames ``idx`` (zeros elsewhere) and, with ``record``, the chunked statistics
+        ``{"mean", "m2": [norms, B, G, K], "count": [K]}`` (of a full call, or the cached ones with the chunks a
+        windowed call computed exactly replaced)."""
         frames = x.shape[1]
         if entry is None or len(idx) == frames:
             v, st = unet_forward(self.unet, x, t, cond, record=record)
-            rec = None if st is None else {"mean": torch.stack(st.mean).float(), "rstd": torch.stack(st.rstd).float()}
-            return v, rec
-        stats = NormStats(list(entry["mean"].unbind(0)), list(entry["rstd"].unbind(0)))
-        v, _ = unet_forward(self.unet, x, t, cond, windows=runs(idx), stats=stats)
-        return v, None
-
-    def refresh_units(self, touched: torch.Tensor) -> torch.Tensor | str:
-        """Statistics are sums over the whole clip, so a refresh recording pass computes every frame."""
-        return "all"
+        else:
+            stats = NormStats(list(entry["mean"].unbind(0)), list(entry["m2"].unbind(0)), entry["count"], self.chunk)
+            v, st = unet_forward(self.unet, x, t, cond, windows=runs(idx), stats=stats, record=record)
+        if st is None:
+            return v, None
+        return v, {"mean": torch.stack(st.mean).float(), "m2": torch.stack(st.m2).float(), "count": st.count}
 
     @staticmethod
     def merge(old: dict, idx: torch.Tensor, rec: dict | None) -> dict:
-        """The cache after an edit: a full recording replaces the statistics; without one they are kept (reuse)."""
+        """The cache after an edit: the recorded statistics (already merged with the old ones), else the old ones."""
         return old if rec is None else rec
 
 

@@ -7,7 +7,8 @@ Layout of a session directory ``DIR``::
     DIR/v000003/state.safetensors   audio [C, S] f32, known [T, D] f32, base_audio [1, 1, T * spf] f32
     DIR/v000003/cache.safetensors   FAMILY.E for each cache family and each cached model evaluation E:
         cache_kind "kv" (DiT):            k.E / v.E [depth, B, H, N, Dh] bf16, the self-attention keys and values
-        cache_kind "norm_stats" (U-Net):  mean.E / rstd.E [norms, B, G] float32, the GroupNorm statistics
+        cache_kind "norm_stats" (U-Net):  mean.E / m2.E [norms, B, G, K] float32 and count.E [K] int64, the
+                                          GroupNorm statistics per chunk of frames
 
 Tensors are safetensors only (never pickle). A write goes to a fresh hidden directory, is fsynced, renamed to the
 next version name and only then made current by atomically replacing ``session.json``; the previous version is
@@ -48,7 +49,7 @@ SESSION_VERSION = 2  # 2: cache.safetensors with a cache_kind (version 1 held Di
 _POINTER = "session.json"
 _STATE = "state.safetensors"
 _CACHE = "cache.safetensors"
-CACHE_FAMILIES = {"kv": ("k", "v"), "norm_stats": ("mean", "rstd")}
+CACHE_FAMILIES = {"kv": ("k", "v"), "norm_stats": ("mean", "m2", "count")}
 
 
 @dataclass
@@ -284,10 +285,9 @@ def _check_shapes(root: Path, data: SessionData) -> None:
             "known": (m["frames"], m["latent_dim"]),
             "base_audio": (1, 1, m["frames"] * m["samples_per_frame"]),
         }
-        if m["cache_kind"] == "kv":
-            cache_shape = (m["depth"], m["batch"], m["heads"], m["tokens"], m["width"] // m["heads"])
-        else:
-            cache_shape = (m["norms"], m["batch"], m["groups"])
+        kv = m["cache_kind"] == "kv"
+        kv_shape = (m["depth"], m["batch"], m["heads"], m["tokens"], m["width"] // m["heads"]) if kv else None
+        stats_shape = None if kv else (m["norms"], m["batch"], m["groups"])
     except (KeyError, TypeError) as err:
         raise UserError(f"edit session {root} is corrupt: the manifest lacks {err}; record the clip again") from None
     for name, shape in want.items():
@@ -296,8 +296,12 @@ def _check_shapes(root: Path, data: SessionData) -> None:
             raise UserError(f"edit session {root} is corrupt: tensor {name} has shape {got}, expected {tuple(shape)}")
     for fam, per_eval in data.cache.items():
         for e, t in per_eval.items():
-            if tuple(t.shape) != cache_shape:
+            if kv:
+                want = kv_shape
+            else:  # chunks: as many as the evaluation's count holds
+                chunks = data.cache["count"][e].shape[-1]
+                want = (chunks,) if fam == "count" else (*stats_shape, chunks)
+            if tuple(t.shape) != want:
                 raise UserError(
-                    f"edit session {root} is corrupt: tensor {fam}.{e} has shape {tuple(t.shape)}, "
-                    f"expected {cache_shape}"
+                    f"edit session {root} is corrupt: tensor {fam}.{e} has shape {tuple(t.shape)}, expected {want}"
                 )

@@ -2,7 +2,7 @@
 
 import torch
 
-__all__ = ["tiny_codec", "tiny_generator", "tiny_pipeline"]
+__all__ = ["backbone_inputs", "tiny_codec", "tiny_generator", "tiny_pipeline"]
 
 
 def tiny_codec(seed: int = 0):
@@ -38,3 +38,28 @@ def tiny_pipeline(seed: int = 0, backbone: str = "dit"):
     codec = tiny_codec(seed)
     model = tiny_generator(seed, latent_dim=codec.latent_dim, frame_rate=codec.frame_rate, backbone=backbone)
     return TextToMusicPipeline(model, codec, LookupTextEncoder(dim=16, seed=seed))
+
+
+def backbone_inputs(config, seconds: float, batch: int = 2, text_len: int = 16, known: bool = False, seed: int = 0):
+    """Random inputs for one backbone call (a DiT or U-Net ``config``), for benchmarks and shape probes.
+
+    Returns ``(x [B, T, D], t [B] = 0.5, cond)`` with ``T = round(seconds * frame_rate)``: random text tokens, pooled
+    text, control vector and beat phases; the second batch entry has its text dropped, like the unconditional
+    guidance branch. ``known``: also a random known latent with every frame marked known.
+    """
+    from accelerando.models.dit import DiTConditioning
+
+    frames = max(1, round(seconds * config.frame_rate))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, frames, config.latent_dim, generator=g)
+    cond = DiTConditioning(
+        text_tokens=torch.randn(batch, text_len, config.text_dim, generator=g),
+        text_mask=torch.ones(batch, text_len, dtype=torch.bool),
+        text_pooled=torch.randn(batch, config.text_dim, generator=g),
+        control=torch.randn(batch, config.width, generator=g),
+        phases=torch.randn(batch, frames, config.phase_features, generator=g),
+        known=torch.randn(batch, frames, config.latent_dim, generator=g) if known else None,
+        known_mask=torch.ones(batch, frames) if known else None,
+        drop_text=torch.arange(batch) % 2 == 1,
+    )
+    return x, torch.full((batch,), 0.5), cond
