@@ -286,3 +286,32 @@ def test_unet_whole_clip_edit_and_extend(unet_session):
     after = load_session(d)
     assert after.manifest["frames"] > before.manifest["frames"] and after.evals == [0, 1, 2]
     assert res.metadata["sparse_edit"]["sparse_evals"] == 3
+
+
+def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel):
+    pipe = mel(backbone="unet")
+    cfg = pipe.model.dit.config
+    from accelerando.models.generator import MusicGenerator
+    from accelerando.models.unet import MusicUNetConfig
+
+    torch.manual_seed(3)
+    model = MusicGenerator(MusicUNetConfig(**{**cfg.to_dict(), "norm": "frame"}))
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    pipe.model = model.eval()
+    pipe = apply_sparse_edit(pipe, SparseEditConfig(halo_s=0.05))
+    d = tmp_path / "f"
+    pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1)
+    s = load_session(d)
+    assert s.manifest["cache_kind"] == "none" and s.cache == {} and s.cache_bytes == 0
+    res = pipe.sparse_edit.edit(d, regions=[(0.9, 1.1)], seed=7)
+    st = res.metadata["sparse_edit"]
+    assert st["sparse_evals"] == 3 and 0 < st["tokens_recomputed"] < st["tokens"] / 4
+    full = _full(pipe, s.audio, 7, regions=[(0.9, 1.1)])
+    a, b = int(0.9 * SR), int(1.1 * SR)
+    err = (res.audio - full.audio)[..., a:b].norm() / full.audio[..., a:b].norm()
+    assert err < 1e-4  # exact up to float rounding: no approximation at all
+    assert torch.equal(res.audio[0, :, :a], s.audio[:, :a]) and torch.equal(res.audio[0, :, b:], s.audio[:, b:])
+    ext = pipe.sparse_edit.edit(d, extend_s=0.5, seed=2)
+    assert ext.metadata["sparse_edit"]["sparse_evals"] == 3
+    assert load_session(d).manifest["frames"] > s.manifest["frames"]

@@ -175,3 +175,38 @@ def test_unet_config_rejects_bad_values():
         MusicUNetConfig(kernel=4)
     with pytest.raises(ValueError, match="channels"):
         MusicUNetConfig(channels=[30], groups=4)
+
+
+def test_frame_norm_unet_windows_are_exact_without_statistics():
+    """With per-frame normalisation nothing mixes the clip: a window equals the full call even after an edit."""
+    torch.manual_seed(0)
+    cfg = MusicUNetConfig(
+        latent_dim=D, channels=[16, 32, 32], blocks=1, kernel=3, groups=4, width=32, text_dim=E, norm="frame"
+    )
+    unet = MusicUNet(cfg)
+    for p in unet.parameters():
+        p.data.add_(0.2 * torch.randn_like(p))
+    unet = unet.double().eval()
+    x, t, cond = _inputs(203)
+    x2 = x.clone()
+    x2[:, 90:130] = torch.randn(2, 40, D, dtype=x.dtype)
+    with torch.no_grad():
+        full = unet(x2, t, cond)
+        sparse, rec = unet_forward(unet, x2, t, cond, windows=[(90, 130), (180, 203)])
+        assert unet_forward(unet, x2, t, cond, record=True)[1] is None  # nothing to record
+    torch.testing.assert_close(sparse[:, 90:130], full[:, 90:130], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(sparse[:, 180:], full[:, 180:], rtol=1e-10, atol=1e-10)
+    assert rec is None and torch.count_nonzero(sparse[:, :90]) == 0
+    # the norm is per frame: one frame's output does not depend on another frame's scale
+    from accelerando.models.unet import FrameGroupNorm
+
+    fn = FrameGroupNorm(2, 4).double()
+    y = torch.randn(1, 4, 6, dtype=torch.float64)
+    z = y.clone()
+    z[..., 3:] *= 100
+    torch.testing.assert_close(fn(y)[..., :3], fn(z)[..., :3])
+    ref = (y.reshape(1, 2, 2, 6) - y.reshape(1, 2, 2, 6).mean(2, keepdim=True)) / (
+        y.reshape(1, 2, 2, 6).var(2, keepdim=True, correction=0) + 1e-5
+    ).sqrt()
+    torch.testing.assert_close(fn(y), ref.reshape(1, 4, 6))
+    assert set(unet.state_dict()) == set(MusicUNet(MusicUNetConfig(**{**cfg.to_dict(), "norm": "group"})).state_dict())

@@ -222,6 +222,8 @@ class SparseEditor:
     # -- budget ------------------------------------------------------------------------------------------------------
     def _evals_to_cache(self, n_evals: int, batch: int, units: int) -> int:
         per_eval = self.backend.bytes_per_eval(batch, units)
+        if per_eval == 0:  # a backbone that needs no cache
+            return n_evals
         budget = self.config.max_cache_mb * 2**20
         fit = min(n_evals, int(budget // per_eval))
         if fit < n_evals and (self.config.over_budget == "refuse" or fit == 0):
@@ -345,7 +347,8 @@ class SparseEditor:
             prompt, **settings, duration=duration, generator=torch.Generator().manual_seed(seed), callback=callback
         )
         audio = (store_audio(out) if store_audio else out.audio[0]).float()
-        run = _Run(idx="all", record=frozenset(range(n_cache)), compute=False)
+        # the recording pass computes only the evaluations it caches (none, for a backbone without a cache)
+        run = _Run(idx="all", record=frozenset(range(n_cache)) if self.backend.families else frozenset(), compute=False)
         run = self._record(audio, settings, prompt, run)
         known, base_audio = run.cond.known[0].float().clone(), run.decoded  # [T, D], [1, 1, T * spf]
         data = SessionData(

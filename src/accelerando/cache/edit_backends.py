@@ -10,6 +10,7 @@ The :class:`~accelerando.cache.edit.SparseEditor` is backbone-agnostic; it talks
   sparse call runs only the receptive-field windows around the edited frames, normalising with the cached
   statistics in which the chunks it computes exactly are replaced by their live values
   (:func:`~accelerando.cache.unet_sparse.unet_forward`).
+* :class:`LocalWindows` (MusicUNet with ``norm="frame"``): nothing; windowed calls are exact on their own.
 
 Both cut the clip into *units* of ``patch`` frames (a DiT token; a single frame for the U-Net) and receive the units
 to compute as sorted indices. ``entry`` gives one evaluation's cache, ``forward`` makes the call (returning what it
@@ -27,7 +28,7 @@ from accelerando.cache.session import kv_bytes
 from accelerando.cache.unet_sparse import NormStats, chunk_frames, unet_forward
 from accelerando.models.unet import MusicUNet
 
-__all__ = ["TokenKV", "GroupNormStats", "backend_for"]
+__all__ = ["TokenKV", "GroupNormStats", "LocalWindows", "backend_for"]
 
 
 def _batch_slice(t: torch.Tensor, nb: int) -> torch.Tensor | None:
@@ -136,6 +137,39 @@ class GroupNormStats:
         return old if rec is None else rec
 
 
+class LocalWindows:
+    """MusicUNet with per-frame normalisation (``norm="frame"``): nothing mixes the clip, so a windowed call is
+    exact and there is nothing to cache."""
+
+    kind = "none"
+    families = ()
+    default_update = "reuse"  # nothing to update
+    records_during_edit = True  # (nothing is recorded)
+    patch = 1
+
+    def __init__(self, unet: MusicUNet):
+        self.unet = unet
+
+    def manifest_fields(self) -> dict:
+        return {"patch": 1, "cache_dtype": None}
+
+    def bytes_per_eval(self, batch: int, units: int) -> int:
+        return 0
+
+    def entry(self, cache: dict, e: int, nb: int, n: int) -> dict:
+        return {}  # every evaluation can run windowed
+
+    def forward(self, x, t, cond, idx: torch.Tensor, entry: dict | None, record: bool):
+        """Velocity [B, T, D] on frames ``idx`` (zeros elsewhere), exact; nothing recorded."""
+        if len(idx) == x.shape[1]:
+            return unet_forward(self.unet, x, t, cond)[0], None
+        return unet_forward(self.unet, x, t, cond, windows=runs(idx))[0], None
+
+    @staticmethod
+    def merge(old: dict, idx: torch.Tensor, rec: dict | None) -> dict:
+        return {}
+
+
 def runs(idx: torch.Tensor) -> list[tuple[int, int]]:
     """Sorted unit indices -> contiguous ranges ``[a, b)``."""
     out: list[list[int]] = []
@@ -147,5 +181,7 @@ def runs(idx: torch.Tensor) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def backend_for(backbone) -> TokenKV | GroupNormStats:
-    return GroupNormStats(backbone) if isinstance(backbone, MusicUNet) else TokenKV(backbone)
+def backend_for(backbone) -> TokenKV | GroupNormStats | LocalWindows:
+    if not isinstance(backbone, MusicUNet):
+        return TokenKV(backbone)
+    return LocalWindows(backbone) if backbone.config.norm == "frame" else GroupNormStats(backbone)

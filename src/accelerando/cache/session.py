@@ -9,6 +9,7 @@ Layout of a session directory ``DIR``::
         cache_kind "kv" (DiT):            k.E / v.E [depth, B, H, N, Dh] bf16, the self-attention keys and values
         cache_kind "norm_stats" (U-Net):  mean.E / m2.E [norms, B, G, K] float32 and count.E [K] int64, the
                                           GroupNorm statistics per chunk of frames
+        cache_kind "none" (U-Net with per-frame norms): no tensors (windowed edits are exact without a cache)
 
 Tensors are safetensors only (never pickle). A write goes to a fresh hidden directory, is fsynced, renamed to the
 next version name and only then made current by atomically replacing ``session.json``; the previous version is
@@ -49,7 +50,7 @@ SESSION_VERSION = 2  # 2: cache.safetensors with a cache_kind (version 1 held Di
 _POINTER = "session.json"
 _STATE = "state.safetensors"
 _CACHE = "cache.safetensors"
-CACHE_FAMILIES = {"kv": ("k", "v"), "norm_stats": ("mean", "m2", "count")}
+CACHE_FAMILIES = {"kv": ("k", "v"), "norm_stats": ("mean", "m2", "count"), "none": ()}
 
 
 @dataclass
@@ -287,7 +288,7 @@ def _check_shapes(root: Path, data: SessionData) -> None:
         }
         kv = m["cache_kind"] == "kv"
         kv_shape = (m["depth"], m["batch"], m["heads"], m["tokens"], m["width"] // m["heads"]) if kv else None
-        stats_shape = None if kv else (m["norms"], m["batch"], m["groups"])
+        stats_shape = (m["norms"], m["batch"], m["groups"]) if m["cache_kind"] == "norm_stats" else None
     except (KeyError, TypeError) as err:
         raise UserError(f"edit session {root} is corrupt: the manifest lacks {err}; record the clip again") from None
     for name, shape in want.items():

@@ -28,7 +28,7 @@ file; outside a call the U-Net is untouched.
 Dims: ``B`` batch, ``T`` frames, ``D`` latent channels, ``G`` groups, ``K`` chunks.
 """
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -227,17 +227,19 @@ def unet_forward(
 ) -> tuple[torch.Tensor, NormStats | None]:
     """Velocity [B, T, D] of ``x`` [B, T, D] at flow time ``t`` [B].
 
-    ``record``: also return the chunked GroupNorm statistics (of the full call; of a windowed call, ``stats`` with
-    the chunks inside the edited ranges replaced). ``windows``: edited frame ranges; only the frames around them are
-    computed, with the GroupNorm statistics ``stats`` (required; with ``live_stats`` the chunks the window computes
-    exactly are replaced by their new values, else the recorded ones are used as they are, SIGE's plain reuse), and
-    the velocity holds those ranges and zeros elsewhere. Neither: the plain full call.
+    ``record``: also return the chunked GroupNorm statistics (of a full call; of a windowed call, ``stats`` with the
+    chunks it computes exactly replaced). ``windows``: edited frame ranges; only the frames around them are computed,
+    with the GroupNorm statistics ``stats`` (required; with ``live_stats`` the chunks the window computes exactly are
+    replaced by their new values, else the recorded ones are used as they are, SIGE's plain reuse), and the velocity
+    holds those ranges and zeros elsewhere. Neither: the plain full call. A ``norm="frame"`` U-Net has no clip
+    statistics: its windowed calls are exact without ``stats`` and ``record`` returns None.
     """
     h = unet.input_features(x, cond)  # [B, 2D+1+P, T_pad]
     c = unet.condition(t, cond, h.dtype)  # [B, W]
     frames, padded = x.shape[1], h.shape[-1]
+    group = unet.config.norm == "group"  # "frame": nothing mixes the clip, a window alone is exact
     if windows is None:
-        if not record:
+        if not (record and group):
             return unet.features(h, c).transpose(1, 2)[:, :frames], None
         chunk = chunk_frames(unet)
         k = -(-padded // chunk)
@@ -246,14 +248,15 @@ def unet_forward(
         with _group_norms(unet, padded, None, rec):
             out = unet.features(h, c)
         return out.transpose(1, 2)[:, :frames], rec
-    if stats is None:
+    if group and stats is None:
         raise ValueError("a windowed call needs the GroupNorm statistics recorded by a full call (stats=...)")
-    stats = _pad_chunks(stats, -(-padded // stats.chunk))
+    if group:
+        stats = _pad_chunks(stats, -(-padded // stats.chunk))
     v = x.new_zeros(x.shape[0], frames, unet.config.latent_dim)
     for _, _, w0, w1 in sparse_windows(unet, frames, windows):
         inside = [(a, b) for a, b in windows if w0 <= a and b <= w1]
-        rec = NormStats([], [], stats.count, stats.chunk)
-        with _group_norms(unet, padded, stats, rec, (w0, w1), live_stats):
+        rec = NormStats([], [], stats.count, stats.chunk) if group else None
+        with _group_norms(unet, padded, stats, rec, (w0, w1), live_stats) if group else nullcontext():
             out = unet.features(h[..., w0:w1], c)  # [B, D, w1 - w0]
         stats = rec  # later windows (and the caller) see this window's chunks
         for a, b in inside:

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--backbone", choices=("dit", "unet"), default="dit", help="transformer or 1-D conv U-Net")
     g.add_argument("--width", type=int, default=384, help="DiT width (U-Net: conditioning width)")
     g.add_argument("--channels", default="192,256,384", help="U-Net channels per level, comma-separated")
+    g.add_argument(
+        "--norm",
+        choices=("group", "frame"),
+        default="group",
+        help="U-Net normalisation: group (statistics over the clip) or frame (per frame: sparse edits exact, no cache)",
+    )
     g.add_argument("--depth", type=int, default=6)
     g.add_argument("--heads", type=int, default=6)
     g.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
@@ -141,7 +147,7 @@ def _generator(args: argparse.Namespace) -> int:
                 channels = [int(c) for c in args.channels.split(",")]
             except ValueError:
                 raise UserError(f"--channels {args.channels!r}: give integers separated by commas") from None
-            dit = MusicUNetConfig(channels=channels, width=args.width)
+            dit = MusicUNetConfig(channels=channels, width=args.width, norm=args.norm)
         else:
             dit = MusicDiTConfig(width=args.width, depth=args.depth, heads=args.heads)
     except ValueError as err:

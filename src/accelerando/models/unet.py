@@ -5,7 +5,9 @@ Same contract as :class:`~accelerando.models.dit.MusicDiT`: ``forward(x [B,T,D],
 and bar phases per frame, pooled text, controls). It exists for SIGE's own setting: every layer is a convolution
 over time, so an edit changes only the frames within the network's receptive field of the edited region, and the
 only quantities that mix the whole clip are the GroupNorm statistics (which the sparse engine,
-``accelerando.cache.unet_sparse``, reuses from a cache). Text enters through the pooled sentence embedding only
+``accelerando.cache.unet_sparse``, reuses from a cache). With ``norm="frame"`` each GroupNorm normalises every frame
+on its own (over its channel groups, like a LayerNorm per frame), so nothing mixes the clip at all and a windowed
+edit is exact with no cache. Text enters through the pooled sentence embedding only
 (no cross-attention), alongside the controls and the flow time, as a per-block scale and shift.
 
 Layout: input conv -> ``len(channels)`` levels of ``blocks`` residual blocks, a stride-2 convolution between
@@ -36,6 +38,7 @@ class MusicUNetConfig:
     blocks: int = 2  # residual blocks per level (down path; the up path has one more per level)
     kernel: int = 3  # odd temporal kernel of the residual blocks
     groups: int = 16  # GroupNorm groups
+    norm: str = "group"  # "group": statistics over each group and the whole clip; "frame": over each group per frame
     width: int = 256  # W: conditioning vector (flow time + pooled text + controls)
     text_dim: int = 384  # E: all-MiniLM-L6-v2
     phase_features: int = 4
@@ -55,6 +58,8 @@ class MusicUNetConfig:
             )
         if not self.channels or any(c % self.groups for c in self.channels):
             raise ValueError(f"channels={self.channels} must be non-empty multiples of groups={self.groups}")
+        if self.norm not in ("group", "frame"):
+            raise ValueError(f"norm={self.norm!r}; use 'group' (clip statistics) or 'frame' (per-frame statistics)")
         if self.kernel < 1 or self.kernel % 2 == 0 or self.blocks < 1:
             raise ValueError(f"kernel={self.kernel} must be odd and blocks={self.blocks} positive")
 
@@ -71,15 +76,41 @@ class MusicUNetConfig:
         return asdict(self)
 
 
+class FrameGroupNorm(nn.Module):
+    """GroupNorm whose statistics are taken per frame: each frame's channels, in ``num_groups`` groups, are
+    normalised to zero mean and unit variance, then scaled and shifted per channel. Parameters as ``nn.GroupNorm``.
+    ``x`` [B, C, T] -> [B, C, T]."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_groups, self.eps = num_groups, eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t = x.shape
+        xg = x.reshape(b, self.num_groups, c // self.num_groups, t)
+        dt = torch.promote_types(x.dtype, torch.float32)  # float32 statistics under bf16 autocast
+        var, mean = torch.var_mean(xg.to(dt), dim=2, keepdim=True, correction=0)  # [B, G, 1, T]
+        y = ((xg - mean) * torch.rsqrt(var + self.eps)).reshape(b, c, t).to(x.dtype)
+        return y * self.weight.to(y.dtype)[:, None] + self.bias.to(y.dtype)[:, None]
+
+
+def _norm(cfg: "MusicUNetConfig", channels: int) -> nn.Module:
+    if cfg.norm == "frame":
+        return FrameGroupNorm(cfg.groups, channels, eps=1e-5)
+    return nn.GroupNorm(cfg.groups, channels, eps=1e-5)
+
+
 class _ResBlock(nn.Module):
     """GroupNorm, SiLU, conv, per-channel scale and shift from the conditioning, GroupNorm, SiLU, conv; residual."""
 
     def __init__(self, c_in: int, c_out: int, cfg: MusicUNetConfig):
         super().__init__()
-        self.norm1 = nn.GroupNorm(cfg.groups, c_in, eps=1e-5)
+        self.norm1 = _norm(cfg, c_in)
         self.conv1 = nn.Conv1d(c_in, c_out, cfg.kernel, padding=cfg.kernel // 2)
         self.mod = nn.Linear(cfg.width, 2 * c_out)
-        self.norm2 = nn.GroupNorm(cfg.groups, c_out, eps=1e-5)
+        self.norm2 = _norm(cfg, c_out)
         self.conv2 = nn.Conv1d(c_out, c_out, cfg.kernel, padding=cfg.kernel // 2)
         self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
@@ -117,7 +148,7 @@ class MusicUNet(nn.Module):
             )
             if i > 0:
                 self.upsample.append(nn.Conv1d(ch[i], ch[i - 1], 3, padding=1))
-        self.norm_out = nn.GroupNorm(cfg.groups, ch[0], eps=1e-5)
+        self.norm_out = _norm(cfg, ch[0])
         self.out_conv = nn.Conv1d(ch[0], d, 3, padding=1)
         self.register_buffer("latent_mean", torch.zeros(d))
         self.register_buffer("latent_std", torch.ones(d))
