@@ -150,3 +150,13 @@ def test_edit_with_wrong_model_or_audio_leaves_the_session_untouched(tmp_path, m
         pipe.sparse_edit.edit(d, regions=[(0.2, 0.4)], audio=wrong)
     assert _snapshot(d) == before
     assert module_sha256(pipe.model) != module_sha256(other.model)
+
+
+def test_editor_rehashes_the_model_only_when_its_weights_change(mel):
+    pipe = apply_sparse_edit(mel(), SparseEditConfig())
+    ed = pipe.sparse_edit
+    h = ed.model_sha256()
+    assert ed.model_sha256() == h == module_sha256(pipe.model, pipe.model.config.to_dict())
+    with torch.no_grad():
+        next(pipe.model.parameters()).add_(1.0)  # in place: the version counter moves
+    assert ed.model_sha256() != h and ed.model_sha256() == module_sha256(pipe.model, pipe.model.config.to_dict())

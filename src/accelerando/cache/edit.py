@@ -135,10 +135,20 @@ class SparseEditor:
 
     # -- identities --------------------------------------------------------------------------------------------------
     def model_sha256(self) -> str:
-        return module_sha256(self.pipe.model, self.pipe.model.config.to_dict())
+        return self._sha256(self.pipe.model)
 
     def codec_sha256(self) -> str:
-        return module_sha256(self.pipe.codec, self.pipe.codec.config.to_dict())
+        return self._sha256(self.pipe.codec)
+
+    def _sha256(self, module) -> str:
+        """:func:`module_sha256` of ``module`` and its config, hashed again only when a tensor was replaced or
+        modified in place (the key holds each tensor's storage and version counter)."""
+        cfg = module.config.to_dict()
+        key = (id(module), repr(cfg), tuple((n, t.data_ptr(), t._version) for n, t in module.state_dict().items()))
+        memo = self.__dict__.setdefault("_sha_memo", {})
+        if memo.get(id(module), (None,))[0] != key:
+            memo[id(module)] = (key, module_sha256(module, cfg))
+        return memo[id(module)][1]
 
     # -- dispatch ----------------------------------------------------------------------------------------------------
     def _dit_call(self, x, t, cond):

@@ -74,15 +74,20 @@ def chunk_frames(unet: MusicUNet) -> int:
 
 def _chunk_stats(xg: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``xg`` [B, G, C/G, T] -> per-chunk mean, m2 [B, G, K] and frames [K] for chunks of ``chunk`` frames (the
-    last one may be shorter)."""
+    last one may be shorter).
+
+    From sums of values and of squares, reduced over the contiguous time axis first: an order of magnitude faster on
+    CPU than ``torch.var_mean`` over the two strided axes, and accurate for activations whose mean is not orders of
+    magnitude above their spread (m2 is clamped at zero against rounding)."""
     b, g, cg, t = xg.shape
     k = -(-t // chunk)
-    xp = F.pad(xg, (0, k * chunk - t)).reshape(b, g, cg, k, chunk)
-    valid = (torch.arange(k * chunk, device=xg.device) < t).reshape(k, chunk)
-    frames = valid.sum(-1)  # [K]
-    mean = xp.sum(dim=(2, 4)) / (frames * cg)
-    dev = (xp - mean[:, :, None, :, None]) * valid.to(xp.dtype)
-    return mean, dev.pow(2).sum(dim=(2, 4)), frames
+    xp = F.pad(xg, (0, k * chunk - t)).reshape(b, g, cg, k, chunk)  # zero padding adds nothing to either sum
+    frames = torch.clamp(t - chunk * torch.arange(k), max=chunk)  # [K]
+    n = (frames * cg).to(xg.dtype)
+    s1 = xp.sum(4).sum(2)  # [B, G, K]
+    s2 = xp.square().sum(4).sum(2)
+    mean = s1 / n
+    return mean, (s2 - s1 * mean).clamp(min=0), frames
 
 
 def norm_radii(unet: MusicUNet) -> list[int]:
