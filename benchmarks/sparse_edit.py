@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         f"cache {kind}, update {editor.cache_update}\n"
     )
     print(
-        "| clip | edit | units run | MACs full / sparse (default update; edit only) | wall full / sparse (to audio) "
+        "| clip | edit | units edited / run / clip | MACs full / sparse (default update; edit only) "
+        "| wall full / sparse (to audio) "
         "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full "
         "| cache MB / disk MB | outside identical |"
     )
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": secs,
                     "share": share,
                     "tokens_run": st["tokens_recomputed"],
+                    "units_computed": st["units_computed"],
                     "tokens": st["tokens"],
                     "macs_full": macs_full,
                     "macs_sparse_refresh": macs_sparse,
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 rows.append(row)
                 print(
-                    f"| {secs:g} s | {share:.0%} | {row['tokens_run']}/{row['tokens']} "
+                    f"| {secs:g} s | {share:.0%} | {row['tokens_run']} / {row['units_computed']} / {row['tokens']} "
                     f"| {macs_full / 1e9:.1f} G / {macs_sparse / 1e9:.1f} G ({macs_full / macs_sparse:.1f}x); "
                     f"{macs_edit / 1e9:.1f} G ({macs_full / macs_edit:.1f}x) "
                     f"| {row['wall_full_s']:.2f} s / {row['wall_sparse_s']:.2f} s "

@@ -159,4 +159,7 @@ def test_editor_rehashes_the_model_only_when_its_weights_change(mel):
     assert ed.model_sha256() == h == module_sha256(pipe.model, pipe.model.config.to_dict())
     with torch.no_grad():
         next(pipe.model.parameters()).add_(1.0)  # in place: the version counter moves
-    assert ed.model_sha256() != h and ed.model_sha256() == module_sha256(pipe.model, pipe.model.config.to_dict())
+    h2 = ed.model_sha256()
+    assert h2 != h and h2 == module_sha256(pipe.model, pipe.model.config.to_dict())
+    next(pipe.model.parameters()).data.mul_(2.0)  # through .data: no version bump, the sum moves
+    assert ed.model_sha256() != h2 and ed.model_sha256() == module_sha256(pipe.model, pipe.model.config.to_dict())

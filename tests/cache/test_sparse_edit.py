@@ -234,7 +234,7 @@ def test_unet_session_caches_groupnorm_statistics(unet_session):
     k = -(-m["frames"] // m["chunk"])
     assert s.cache["mean"][0].shape == (m["norms"], 2, m["groups"], k) and s.cache["m2"][0].dtype == torch.float32
     assert s.cache["count"][0].sum() >= m["frames"]
-    assert s.cache_bytes == 3 * (2 * m["norms"] * 2 * m["groups"] * 4 + 8) * k
+    assert s.cache_bytes == 3 * (2 * m["norms"] * 2 * m["groups"] * 4 + 8 * m["norms"]) * k
     assert torch.allclose(s.audio, out.audio[0], atol=1e-6)
 
 

@@ -54,7 +54,7 @@ def test_forward_shapes_and_recording_changes_nothing(frames):
     assert torch.equal(v, v_rec)
     assert len(stats.mean) == sum(isinstance(m, torch.nn.GroupNorm) for m in unet.modules())
     k = -(-(frames + (-frames) % 4) // chunk_frames(unet))
-    assert stats.mean[0].shape == (2, 4, k) and stats.count.sum() == frames + (-frames) % 4
+    assert stats.mean[0].shape == (2, 4, k) and all(c.sum() == frames + (-frames) % 4 for c in stats.count)
     assert "forward" not in vars(unet.norm_out)  # the GroupNorms are restored after the call
     # the chunks combine into the clip's statistics
     h = unet.input_features(x, cond)
@@ -155,19 +155,38 @@ def test_windowed_call_needs_matching_statistics():
     with pytest.raises(ValueError, match="statistics"):
         unet_forward(unet, x, t, cond, windows=[(0, 8)])
     with pytest.raises(ValueError, match="GroupNorms"):
-        one = NormStats([torch.zeros(2, 4, 2)], [torch.ones(2, 4, 2)], torch.tensor([32, 32]), 32)
+        one = NormStats([torch.zeros(2, 4, 2)], [torch.ones(2, 4, 2)], [torch.tensor([32, 32])], 32)
         unet_forward(unet, x, t, cond, windows=[(0, 8)], stats=one)
 
 
 def test_extend_past_the_recorded_chunks():
+    """Statistics recorded on the first 200 frames, then a window over the extension to 300: every GroupNorm keeps
+    counts that match its own chunks (deeper ones replace fewer), and the first GroupNorm's combined statistics are
+    the full call's."""
     unet = _unet()
     x, t, cond = _inputs(300)
-    x0, _, cond0 = _inputs(200)
+    cut = {
+        k: (v[:, :200] if torch.is_tensor(v) and v.dim() > 1 and v.shape[1] == 300 else v)
+        for k, v in vars(cond).items()
+    }
     with torch.no_grad():
-        _, stats = unet_forward(unet, x0, t, cond0, record=True)
-        v, merged = unet_forward(unet, x, t, cond, windows=[(180, 300)], stats=stats, record=True)
-    assert torch.isfinite(v).all() and merged.count.shape[0] == -(-300 // chunk_frames(unet))
-    assert merged.count.sum() == 300  # every chunk now has statistics (old ones kept, new ones computed)
+        _, stats = unet_forward(unet, x[:, :200], t, DiTConditioning(**cut), record=True)
+        v, merged = unet_forward(unet, x, t, cond, windows=[(200, 300)], stats=stats, record=True)
+    c, k = chunk_frames(unet), -(-300 // chunk_frames(unet))
+    assert torch.isfinite(v).all() and all(n.shape == (k,) for n in merged.count)
+    assert merged.count[0].sum() == 300  # the shallowest GroupNorm replaced the whole extension
+    fresh = torch.clamp(300 - c * torch.arange(k), max=c)
+    for old, new in zip(stats.count, merged.count, strict=True):  # each chunk: recomputed whole, or as recorded
+        old = torch.nn.functional.pad(old, (0, k - old.shape[0]))
+        assert ((new == fresh) | (new == old)).all()
+    # the old clip's short tail chunk: recomputed whole near the input, kept (8 frames) by the deepest GroupNorms
+    assert merged.count[0][6] == c and merged.count[-1][6] == 8
+    with torch.no_grad():
+        h = unet.in_conv(unet.input_features(x, cond))  # the first GroupNorm's input on the whole new clip
+    var, mean = torch.var_mean(h.reshape(2, 4, -1), dim=-1, correction=0)
+    m, rstd = merged.totals(0, 16 // 4, 1, 1e-5)
+    torch.testing.assert_close(m, mean, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(rstd, torch.rsqrt(var + 1e-5), rtol=1e-9, atol=1e-9)
 
 
 def test_unet_config_rejects_bad_values():

@@ -108,7 +108,8 @@ class _Run:
     rec: dict = field(default_factory=dict)  # eval -> {family: tensor} recorded for the computed units
     sparse_evals: int = 0
     dense_evals: int = 0
-    tokens: int = 0
+    tokens: int = 0  # units to regenerate, with the halo
+    work: int = 0  # units the backbone runs per evaluation (a U-Net adds its receptive-field windows)
     decode_fraction: float | None = None
     decoded: torch.Tensor | None = None  # what the codec call returned
 
@@ -141,10 +142,18 @@ class SparseEditor:
         return self._sha256(self.pipe.codec)
 
     def _sha256(self, module) -> str:
-        """:func:`module_sha256` of ``module`` and its config, hashed again only when a tensor was replaced or
-        modified in place (the key holds each tensor's storage and version counter)."""
+        """:func:`module_sha256` of ``module`` and its config, hashed again only when a tensor changed: the key holds
+        each tensor's storage, version counter (in-place ops) and float64 sum (writes through ``.data``, which skip
+        the version counter), a few milliseconds against the full hash's tens."""
         cfg = module.config.to_dict()
-        key = (id(module), repr(cfg), tuple((n, t.data_ptr(), t._version) for n, t in module.state_dict().items()))
+        with torch.no_grad():
+            sums = torch.stack([t.detach().double().sum() for t in module.state_dict().values()]).tolist()
+        key = (
+            id(module),
+            repr(cfg),
+            tuple((n, t.data_ptr(), t._version) for n, t in module.state_dict().items()),
+            tuple(sums),
+        )
         memo = self.__dict__.setdefault("_sha_memo", {})
         if memo.get(id(module), (None,))[0] != key:
             memo[id(module)] = (key, module_sha256(module, cfg))
@@ -173,6 +182,7 @@ class SparseEditor:
                 else:
                     run.idx = dilate_tokens(edited_tokens(kmask, p, run.n_cached), run.halo).nonzero().flatten()
             run.tokens = len(run.idx)
+            run.work = be.work_units(run.idx, n)
         all_known = cond.known_mask is not None and bool((cond.known_mask > 0).all())
         if not run.compute and all_known and e not in run.record:
             return x.new_zeros(x.shape)  # every frame is clamped to the known latent: the velocity is unused
@@ -181,7 +191,7 @@ class SparseEditor:
             run.dense_evals += 1
             return self._dense_forward(x, t, cond)
         v, rec = be.forward(x, t, cond, run.idx, entry, record=e in run.record)
-        if len(run.idx) < n:
+        if run.work < n:
             run.sparse_evals += 1
         else:
             run.dense_evals += 1
@@ -535,6 +545,7 @@ class SparseEditor:
         stats = {
             "sparse": True,
             "tokens_recomputed": run.tokens,
+            "units_computed": run.work,
             "tokens": n_tokens,
             "sparse_evals": run.sparse_evals,
             "dense_evals": run.dense_evals,

@@ -6,13 +6,13 @@ The :class:`~accelerando.cache.edit.SparseEditor` is backbone-agnostic; it talks
   (``k``/``v`` ``[depth, B, H, N, Dh]`` bf16). A sparse call runs only the edited tokens, whose queries read the
   cached keys and values of the others (:func:`~accelerando.cache.dit_sparse.dit_forward`).
 * :class:`GroupNormStats` (MusicUNet): per model evaluation, every GroupNorm's statistics per chunk of frames
-  (``mean``/``m2`` ``[norms, B, G, K]`` float32 and ``count`` ``[K]``; about 1.6 MB per evaluation for 60 s). A
+  (``mean``/``m2`` ``[norms, B, G, K]`` float32 and ``count`` ``[norms, K]``; about 1.6 MB per evaluation for 60 s). A
   sparse call runs only the receptive-field windows around the edited frames, normalising with the cached
   statistics in which the chunks it computes exactly are replaced by their live values
   (:func:`~accelerando.cache.unet_sparse.unet_forward`).
 * :class:`LocalWindows` (MusicUNet with ``norm="frame"``): nothing; windowed calls are exact on their own.
 
-Both cut the clip into *units* of ``patch`` frames (a DiT token; a single frame for the U-Net) and receive the units
+Each cuts the clip into *units* of ``patch`` frames (a DiT token; a single frame for the U-Net) and receive the units
 to compute as sorted indices. ``entry`` gives one evaluation's cache, ``forward`` makes the call (returning what it
 recorded, if asked), ``merge`` folds a recording into the cache after an edit.
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from accelerando.cache.dit_sparse import dit_forward
 from accelerando.cache.session import kv_bytes
-from accelerando.cache.unet_sparse import NormStats, chunk_frames, unet_forward
+from accelerando.cache.unet_sparse import NormStats, chunk_frames, sparse_windows, unet_forward
 from accelerando.models.unet import MusicUNet
 
 __all__ = ["TokenKV", "GroupNormStats", "LocalWindows", "backend_for"]
@@ -51,6 +51,11 @@ class TokenKV:
     def __init__(self, dit):
         self.dit = dit
         self.patch = dit.config.patch
+
+    @staticmethod
+    def work_units(idx: torch.Tensor, n: int) -> int:
+        """Tokens a sparse call runs: the active ones."""
+        return len(idx)
 
     def manifest_fields(self) -> dict:
         c = self.dit.config
@@ -103,13 +108,16 @@ class GroupNormStats:
         self.norms = sum(isinstance(m, torch.nn.GroupNorm) for m in unet.modules())
         self.chunk = chunk_frames(unet)
 
+    def work_units(self, idx: torch.Tensor, n: int) -> int:
+        return window_frames(self.unet, idx, n)
+
     def manifest_fields(self) -> dict:
         c = self.unet.config
         return {"patch": 1, "norms": self.norms, "groups": c.groups, "chunk": self.chunk, "cache_dtype": "float32"}
 
     def bytes_per_eval(self, batch: int, units: int) -> int:
         k = -(-units // self.chunk)
-        return (2 * self.norms * batch * self.unet.config.groups * 4 + 8) * k
+        return (2 * self.norms * batch * self.unet.config.groups * 4 + 8 * self.norms) * k
 
     def entry(self, cache: dict, e: int, nb: int, n: int) -> dict | None:
         if e not in cache.get("mean", {}):
@@ -119,17 +127,22 @@ class GroupNormStats:
 
     def forward(self, x, t, cond, idx: torch.Tensor, entry: dict | None, record: bool):
         """Velocity [B, T, D] on frames ``idx`` (zeros elsewhere) and, with ``record``, the chunked statistics
-        ``{"mean", "m2": [norms, B, G, K], "count": [K]}`` (of a full call, or the cached ones with the chunks a
+        ``{"mean", "m2": [norms, B, G, K], "count": [norms, K]}`` (of a full call, or the cached ones with the chunks a
         windowed call computed exactly replaced)."""
         frames = x.shape[1]
         if entry is None or len(idx) == frames:
             v, st = unet_forward(self.unet, x, t, cond, record=record)
         else:
-            stats = NormStats(list(entry["mean"].unbind(0)), list(entry["m2"].unbind(0)), entry["count"], self.chunk)
+            unbind = [list(entry[f].unbind(0)) for f in ("mean", "m2", "count")]
+            stats = NormStats(*unbind, self.chunk)
             v, st = unet_forward(self.unet, x, t, cond, windows=runs(idx), stats=stats, record=record)
         if st is None:
             return v, None
-        return v, {"mean": torch.stack(st.mean).float(), "m2": torch.stack(st.m2).float(), "count": st.count}
+        return v, {
+            "mean": torch.stack(st.mean).float(),
+            "m2": torch.stack(st.m2).float(),
+            "count": torch.stack(st.count),
+        }
 
     @staticmethod
     def merge(old: dict, idx: torch.Tensor, rec: dict | None) -> dict:
@@ -150,6 +163,9 @@ class LocalWindows:
     def __init__(self, unet: MusicUNet):
         self.unet = unet
 
+    def work_units(self, idx: torch.Tensor, n: int) -> int:
+        return window_frames(self.unet, idx, n)
+
     def manifest_fields(self) -> dict:
         return {"patch": 1, "cache_dtype": None}
 
@@ -168,6 +184,14 @@ class LocalWindows:
     @staticmethod
     def merge(old: dict, idx: torch.Tensor, rec: dict | None) -> dict:
         return {}
+
+
+def window_frames(unet: MusicUNet, idx: torch.Tensor, frames: int) -> int:
+    """Frames a windowed U-Net call over frames ``idx`` runs (the receptive-field windows, merged): ``frames`` or
+    more means the whole clip."""
+    if len(idx) >= frames:
+        return frames
+    return sum(w1 - w0 for _, _, w0, w1 in sparse_windows(unet, frames, runs(idx)))
 
 
 def runs(idx: torch.Tensor) -> list[tuple[int, int]]:

@@ -7,7 +7,7 @@ Layout of a session directory ``DIR``::
     DIR/v000003/state.safetensors   audio [C, S] f32, known [T, D] f32, base_audio [1, 1, T * spf] f32
     DIR/v000003/cache.safetensors   FAMILY.E for each cache family and each cached model evaluation E:
         cache_kind "kv" (DiT):            k.E / v.E [depth, B, H, N, Dh] bf16, the self-attention keys and values
-        cache_kind "norm_stats" (U-Net):  mean.E / m2.E [norms, B, G, K] float32 and count.E [K] int64, the
+        cache_kind "norm_stats" (U-Net):  mean.E / m2.E [norms, B, G, K] float32 and count.E [norms, K] int64, the
                                           GroupNorm statistics per chunk of frames
         cache_kind "none" (U-Net with per-frame norms): no tensors (windowed edits are exact without a cache)
 
@@ -301,7 +301,7 @@ def _check_shapes(root: Path, data: SessionData) -> None:
                 want = kv_shape
             else:  # chunks: as many as the evaluation's count holds
                 chunks = data.cache["count"][e].shape[-1]
-                want = (chunks,) if fam == "count" else (*stats_shape, chunks)
+                want = (stats_shape[0], chunks) if fam == "count" else (*stats_shape, chunks)
             if tuple(t.shape) != want:
                 raise UserError(
                     f"edit session {root} is corrupt: tensor {fam}.{e} has shape {tuple(t.shape)}, expected {want}"

@@ -8,11 +8,12 @@ every GroupNorm normalises with the recorded statistics.
 Reusing the statistics as they are is a poor fit for audio inpainting: the edited region is noise while it is being
 regenerated and clean audio when the statistics were recorded, so even a 10% edit moves a whole-clip variance a lot.
 So the statistics are recorded *per chunk* of ``chunk`` input frames (each chunk's mean and sum of squared
-deviations, per group; :class:`NormStats`). A windowed call replaces the chunks that lie inside an edited range with
-the ones it computes there (those frames are exact in the window) and combines all chunks into the clip's mean and
-variance (Chan et al.'s parallel formula): what the full call would use, except that frames outside the edited
-ranges keep their recorded values. A windowed call with ``record`` returns the merged chunks, so the cache can be
-brought up to date sparsely.
+deviations, per group; :class:`NormStats`). In a windowed call each GroupNorm replaces the chunks whose frames it
+computes exactly (inside the window and at least its own radius, :func:`norm_radii`, from a window edge that is not a
+clip edge) by their live values and combines all chunks into the clip's mean and variance (Chan et al.'s parallel
+formula): what the full call would use, except that the other chunks keep their recorded values. Several windows run
+one after the other, each seeing the chunks the earlier ones replaced (so an earlier window does not see a later
+one's). A windowed call with ``record`` returns the merged chunks, so the cache can be brought up to date sparsely.
 
 :func:`unet_forward` does all of it. ``record=True`` on a full call returns the chunked statistics of each
 GroupNorm (per model evaluation ``2 x norms x B x G x clip / chunk`` floats: about 1.6 MB for 60 s with the default
@@ -45,21 +46,22 @@ __all__ = ["NormStats", "chunk_frames", "receptive_radius", "sparse_windows", "u
 class NormStats:
     """Chunked GroupNorm statistics of one call, per GroupNorm in module order: ``mean`` and ``m2`` [B, G, K] (the
     mean and the sum of squared deviations of each group's values in each chunk; float32, or float64 for a float64
-    model), and ``count`` [K] (int64): the input frames each chunk covers, 0 for a chunk without statistics (e.g. past
-    the end of the recorded clip after an extend)."""
+    model), and ``count`` [K] (int64) per GroupNorm: the input frames each chunk covers, 0 for a chunk without
+    statistics (e.g. past the end of the recorded clip after an extend). Counts are per GroupNorm because a windowed
+    call replaces different chunks at different depths (each GroupNorm's exact span shrinks with its radius)."""
 
     mean: list[torch.Tensor]
     m2: list[torch.Tensor]
-    count: torch.Tensor
+    count: list[torch.Tensor]
     chunk: int
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.mean + self.m2) + self.count.numel() * 8
+        return sum(t.numel() * t.element_size() for t in self.mean + self.m2 + self.count)
 
     def totals(self, k: int, channels_per_group: int, scale: int, eps: float):
         """Clip mean and reciprocal standard deviation [B, G] of GroupNorm ``k`` (at ``scale`` input frames per
         frame) from its chunks."""
-        n = (self.count // scale).to(self.mean[k].dtype) * channels_per_group  # [K] values per chunk and group
+        n = (self.count[k] // scale).to(self.mean[k].dtype) * channels_per_group  # [K] values per chunk and group
         mean_c, m2_c = self.mean[k], self.m2[k]
         total = n.sum()
         mean = (mean_c * n).sum(-1) / total
@@ -82,7 +84,7 @@ def _chunk_stats(xg: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tens
     b, g, cg, t = xg.shape
     k = -(-t // chunk)
     xp = F.pad(xg, (0, k * chunk - t)).reshape(b, g, cg, k, chunk)  # zero padding adds nothing to either sum
-    frames = torch.clamp(t - chunk * torch.arange(k), max=chunk)  # [K]
+    frames = torch.clamp(t - chunk * torch.arange(k, device=xg.device), max=chunk)  # [K]
     n = (frames * cg).to(xg.dtype)
     s1 = xp.sum(4).sum(2)  # [B, G, K]
     s2 = xp.square().sum(4).sum(2)
@@ -166,13 +168,14 @@ def _group_norms(
             xg = x.to(dt).reshape(b, gn.num_groups, c // gn.num_groups, t)  # [B, G, C/G, T]
             if stats is None:
                 scale = padded // t
-                mean, m2, _ = _chunk_stats(xg, chunk // scale)
+                mean, m2, frames = _chunk_stats(xg, chunk // scale)
                 record.mean.append(mean)
                 record.m2.append(m2)
+                record.count.append(frames * scale)
                 return F.group_norm(x, gn.num_groups, gn.weight, gn.bias, gn.eps)
             w0, w1 = window
             scale = (w1 - w0) // t
-            mean_c, m2_c, count = stats.mean[k].to(dt).clone(), stats.m2[k].to(dt).clone(), stats.count.clone()
+            mean_c, m2_c, count = stats.mean[k].to(dt).clone(), stats.m2[k].to(dt).clone(), stats.count[k].clone()
             lo, hi = w0 + radii[k] if w0 > 0 else 0, w1 - radii[k] if w1 < padded else padded
             for s0, s1 in (
                 _spans(lo, hi, padded, chunk) if live else []
@@ -182,11 +185,11 @@ def _group_norms(
                 mean_c[..., k0 : k0 + nm.shape[-1]] = nm
                 m2_c[..., k0 : k0 + nm.shape[-1]] = nm2
                 count[k0 : k0 + nm.shape[-1]] = nf * scale
-            merged = NormStats([mean_c], [m2_c], count, chunk)
+            merged = NormStats([mean_c], [m2_c], [count], chunk)
             mean, rstd = merged.totals(0, c // gn.num_groups, scale, gn.eps)
             record.mean.append(mean_c)
             record.m2.append(m2_c)
-            record.count = count
+            record.count.append(count)
             y = ((xg - mean[..., None, None]) * rstd[..., None, None]).reshape(b, c, t)
             return y * gn.weight.to(dt)[:, None] + gn.bias.to(dt)[:, None]
 
@@ -209,13 +212,13 @@ def _spans(lo: int, hi: int, padded: int, chunk: int) -> list[tuple[int, int]]:
 
 def _pad_chunks(stats: NormStats, k: int) -> NormStats:
     """``stats`` with chunks up to ``k`` (new ones without statistics: count 0)."""
-    extra = k - stats.count.shape[0]
+    extra = k - stats.count[0].shape[0]
     if extra <= 0:
         return stats
     return NormStats(
         [F.pad(m, (0, extra)) for m in stats.mean],
         [F.pad(m, (0, extra)) for m in stats.m2],
-        F.pad(stats.count, (0, extra)),
+        [F.pad(c, (0, extra)) for c in stats.count],
         stats.chunk,
     )
 
@@ -246,10 +249,7 @@ def unet_forward(
     if windows is None:
         if not (record and group):
             return unet.features(h, c).transpose(1, 2)[:, :frames], None
-        chunk = chunk_frames(unet)
-        k = -(-padded // chunk)
-        count = torch.clamp(padded - chunk * torch.arange(k), max=chunk)
-        rec = NormStats([], [], count, chunk)
+        rec = NormStats([], [], [], chunk_frames(unet))
         with _group_norms(unet, padded, None, rec):
             out = unet.features(h, c)
         return out.transpose(1, 2)[:, :frames], rec
@@ -260,7 +260,7 @@ def unet_forward(
     v = x.new_zeros(x.shape[0], frames, unet.config.latent_dim)
     for _, _, w0, w1 in sparse_windows(unet, frames, windows):
         inside = [(a, b) for a, b in windows if w0 <= a and b <= w1]
-        rec = NormStats([], [], stats.count, stats.chunk) if group else None
+        rec = NormStats([], [], [], stats.chunk) if group else None
         with _group_norms(unet, padded, stats, rec, (w0, w1), live_stats) if group else nullcontext():
             out = unet.features(h[..., w0:w1], c)  # [B, D, w1 - w0]
         stats = rec  # later windows (and the caller) see this window's chunks
