@@ -304,7 +304,12 @@ def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel):
     pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1)
     s = load_session(d)
     assert s.manifest["cache_kind"] == "none" and s.cache == {} and s.cache_bytes == 0
+    encodes = []
+    encode = pipe.codec.encode
+    pipe.codec.encode = lambda wav: encodes.append(wav.shape) or encode(wav)
     res = pipe.sparse_edit.edit(d, regions=[(0.9, 1.1)], seed=7)
+    del pipe.codec.encode
+    assert len(encodes) == 1  # the new clip only: the session's own latent serves the edit's input
     st = res.metadata["sparse_edit"]
     assert st["sparse_evals"] == 3 and 0 < st["tokens_recomputed"] < st["tokens"] / 4
     full = _full(pipe, s.audio, 7, regions=[(0.9, 1.1)])
