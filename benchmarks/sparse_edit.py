@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/sparse_edit.py --model /tmp/generator_v0.safetensors [--seconds 30 60 120]
     .venv/bin/python benchmarks/sparse_edit.py --model unet.safetensors   # a conv U-Net: windowed calls
-    .venv/bin/python benchmarks/sparse_edit.py --tiny [--backbone unet]   # smoke run on a tiny random pipeline
+    .venv/bin/python benchmarks/sparse_edit.py --tiny [--backbone unet|unet-frame]   # smoke run, tiny random model
 
 For each clip length, generates a clip with an edit session (seed 0), then inpaints a centred region covering 1, 5,
 10 and 25% of it (seed 1) twice: fully (the pipeline without a session) and sparsely from the session with the
@@ -49,13 +49,14 @@ def _pipeline(args):
         from accelerando.models.codec import CodecConfig, MelCodec
         from accelerando.models.dit import MusicDiTConfig
         from accelerando.models.generator import MusicGenerator
+        from accelerando.models.unet import MusicUNetConfig
 
         torch.manual_seed(0)
         codec = MelCodec(CodecConfig.mel_vocoder(n_mels=16, dec_dim=16, dec_layers=2)).eval()
-        from accelerando.models.unet import MusicUNetConfig
-
-        tiny = {"dit": MusicDiTConfig.tiny, "unet": MusicUNetConfig.tiny}[args.backbone]
-        cfg = tiny(latent_dim=16, text_dim=16)
+        tiny = {"dit": MusicDiTConfig.tiny, "unet": MusicUNetConfig.tiny, "unet-frame": MusicUNetConfig.tiny}
+        cfg = tiny[args.backbone](latent_dim=16, text_dim=16)
+        if args.backbone == "unet-frame":
+            cfg.norm = "frame"
         cfg.frame_rate = codec.frame_rate
         model = MusicGenerator(cfg)
         for p in model.parameters():
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="/tmp/generator_v0.safetensors", help="generator .safetensors")
     ap.add_argument("--tiny", action="store_true", help="tiny random pipeline, short clips (smoke test)")
-    ap.add_argument("--backbone", choices=("dit", "unet"), default="dit", help="with --tiny: the backbone")
+    ap.add_argument("--backbone", choices=("dit", "unet", "unet-frame"), default="dit", help="with --tiny: the backbone")
     ap.add_argument("--seconds", type=float, nargs="+", default=None, help="clip lengths (30 60 120)")
     ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.05, 0.10, 0.25])
     ap.add_argument("--steps", type=int, default=8)
