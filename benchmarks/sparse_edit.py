@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="/tmp/generator_v0.safetensors", help="generator .safetensors")
     ap.add_argument("--tiny", action="store_true", help="tiny random pipeline, short clips (smoke test)")
-    ap.add_argument("--backbone", choices=("dit", "unet", "unet-frame"), default="dit", help="with --tiny: the backbone")
+    ap.add_argument(
+        "--backbone", choices=("dit", "unet", "unet-frame"), default="dit", help="with --tiny: the backbone"
+    )
     ap.add_argument("--seconds", type=float, nargs="+", default=None, help="clip lengths (30 60 120)")
     ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.05, 0.10, 0.25])
     ap.add_argument("--steps", type=int, default=8)
