@@ -11,9 +11,11 @@ So the statistics are recorded *per chunk* of ``chunk`` input frames (each chunk
 deviations, per group; :class:`NormStats`). In a windowed call each GroupNorm replaces the chunks whose frames it
 computes exactly (inside the window and at least its own radius, :func:`norm_radii`, from a window edge that is not a
 clip edge) by their live values and combines all chunks into the clip's mean and variance (Chan et al.'s parallel
-formula): what the full call would use, except that the other chunks keep their recorded values. Several windows run
-one after the other, each seeing the chunks the earlier ones replaced (so an earlier window does not see a later
-one's). A windowed call with ``record`` returns the merged chunks, so the cache can be brought up to date sparsely.
+formula): what the full call would use, except that the other chunks keep their recorded values, although in the full
+call they move too, through the changed statistics of earlier GroupNorms (that coupling is the remaining error).
+Several windows run one after the other, each seeing the chunks the earlier ones replaced (so an earlier window does
+not see a later one's). A windowed call with ``record`` returns the merged chunks, so the cache can be brought up to
+date sparsely. A ``norm="frame"`` U-Net has none of this: its windowed calls are exact on their own.
 
 :func:`unet_forward` does all of it. ``record=True`` on a full call returns the chunked statistics of each
 GroupNorm (per model evaluation ``2 x norms x B x G x clip / chunk`` floats: about 1.6 MB for 60 s with the default
