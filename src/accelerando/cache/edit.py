@@ -62,8 +62,7 @@ _RUN_SETTINGS = ("steps", "cfg", "sampler")
 
 @dataclass
 class SparseEditConfig:
-    halo_s: float = 0.5  # dilation of the regenerated frames, seconds on each side, recomputed with them (not for an
-    # exact backbone, i.e. a per-frame-norm U-Net, whose receptive-field windows need no halo)
+    halo_s: float = 0.5  # dilation of the regenerated frames, seconds on each side, recomputed with them
     max_cache_mb: float = 2048.0  # memory and disk budget of the cache
     over_budget: str = "fewer_steps"  # "fewer_steps": cache the first evaluations that fit; "refuse": UserError
     cache_update: str = "auto"  # "auto", "refresh" or "reuse" (see the module docstring)
@@ -473,9 +472,7 @@ class SparseEditor:
         n_new = -(-max(1, math.ceil(duration * fr)) // p)
         keep = self._evals_to_cache(len(m["eval_times"]), m["batch"], max(n_new, m["tokens"]))
         keep_evals = [e for e in sess.evals if e < keep]
-        # an exact backbone's windows already hold everything the edited frames depend on: a halo would only compute
-        # velocities of known frames, which the pipeline discards
-        halo = 0 if be.exact else math.ceil(self.config.halo_s * fr / p)
+        halo = math.ceil(self.config.halo_s * fr / p)
         base = (self.pipe.model.denormalize(sess.known)[None].transpose(1, 2), sess.base_audio)
         # reuse without records from the edit cannot cover an extension: such a backbone refreshes after an extend
         reuse = self.cache_update == "reuse" and (be.records_during_edit or extend_s is None)

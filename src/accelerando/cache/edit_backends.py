@@ -47,7 +47,6 @@ class TokenKV:
     families = ("k", "v")
     default_update = "refresh"  # a sparse recording pass over the new audio (about one more sparse edit)
     records_during_edit = True  # "reuse" keeps the keys and values the edit computed
-    exact = False  # cached keys and values of unedited tokens are SIGE's approximation
 
     def __init__(self, dit):
         self.dit = dit
@@ -101,7 +100,6 @@ class GroupNormStats:
     families = ("mean", "m2", "count")
     default_update = "reuse"  # keep the recorded clip's chunks (each edit replaces the ones it computes, live)
     records_during_edit = False  # chunks computed mid-generation describe noise, not the clip: "reuse" keeps the old
-    exact = False  # chunks outside the windows keep recorded values
 
     patch = 1
 
@@ -160,7 +158,6 @@ class LocalWindows:
     families = ()
     default_update = "reuse"  # nothing to update
     records_during_edit = True  # (nothing is recorded)
-    exact = True  # a window equals the full call on the edited frames
     patch = 1
 
     def __init__(self, unet: MusicUNet):
