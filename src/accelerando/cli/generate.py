@@ -287,7 +287,10 @@ def _run(args: argparse.Namespace) -> int:
         how = ""
         if editing:
             st = out.metadata["sparse_edit"]
-            how = f"; sparse: {st['tokens_recomputed']} of {st['tokens']} tokens recomputed, session updated"
+            how = (
+                f"; sparse: {st['tokens_recomputed']} of {st['tokens']} units regenerated, "
+                f"{st['units_computed']} run, session updated"
+            )
         elif session is not None:
             how = f"; session recorded in {session}"
         print(
