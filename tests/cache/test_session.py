@@ -38,7 +38,6 @@ def _data(n_tokens=6, seed=0):
         manifest,
         torch.randn(1, 40, generator=g),
         torch.randn(5, 3, generator=g),
-        torch.randn(1, 1, 40, generator=g),
         {"k": {0: kv(), 2: kv()}, "v": {0: kv(), 2: kv()}},
     )
 
@@ -49,7 +48,6 @@ def test_round_trip_and_versions(tmp_path):
     write_session(d, data)
     back = load_session(d, "m" * 64, "c" * 64)
     assert torch.equal(back.audio, data.audio) and torch.equal(back.known, data.known)
-    assert torch.equal(back.base_audio, data.base_audio)
     assert back.evals == [0, 2] and all(torch.equal(back.cache[f][e], data.cache[f][e]) for f in "kv" for e in (0, 2))
     assert back.cache["k"][0].dtype == torch.bfloat16 and back.manifest["cached_evals"] == [0, 2]
     files = back.manifest["files"]

@@ -13,19 +13,19 @@ backbone's sparse call needs (:mod:`accelerando.cache.edit_backends`): for a DiT
 values (after RoPE, bf16 as computed under the pipeline's autocast) of every token; for a conv U-Net each GroupNorm's
 statistics. They come from a *recording pass*: the pipeline run as an edit with nothing to regenerate (every frame
 known, the clip's own latent as the known latent). That is exactly what a full inpaint of the clip computes for its
-unedited tokens, except for their dependence on the region being regenerated. Plus the clip's audio, its latent and
-the codec decode of that latent (the base for exact sparse decoding).
+unedited tokens, except for their dependence on the region being regenerated. Plus the clip's audio and its latent
+(served to the edit instead of encoding the clip again).
 
 The edit. The pipeline runs the edit as usual (same conditioning, same seed handling, same splice), but each model
 evaluation runs only the units (DiT tokens, U-Net frames) that hold a frame to regenerate, dilated by ``halo_s``
 seconds on each side. A DiT's active queries attend to the cached keys and values of all other tokens; a U-Net runs
 the receptive-field windows around the active frames and normalises with the cached statistics (SIGE's
 approximation: unedited parts keep what they had in the recording pass). Model evaluations with no cache entry
-(``over_budget="fewer_steps"``) run densely. The codec decodes only the changed stretch
-(:func:`~accelerando.cache.sparse_decode.decode_edit`, exact) and the pipeline's splice keeps audio outside the
-regions sample-identical to the original.
+(``over_budget="fewer_steps"``) run densely. The codec decodes only the generated frames
+(:func:`~accelerando.cache.sparse_decode.decode_edit`, exact there; zeros elsewhere) and the pipeline's splice keeps
+audio outside the regions sample-identical to the original, so no decoded sample outside them is ever used.
 
-After the edit the session is updated: audio, latent and decode base exactly; the cache either by a sparse recording
+After the edit the session is updated: audio and latent exactly; the cache either by a sparse recording
 pass over the new audio (``cache_update="refresh"``, the same semantics as the original recording, over the
 recomputed units; about one more sparse edit) or by keeping what the edit computed (``"reuse"``, free: a DiT keeps
 the keys and values the edit computed, which describe the region while it was being generated, not the finished
@@ -101,7 +101,7 @@ class _Run:
     record: frozenset = frozenset()  # evals whose computed keys/values to keep
     compute: bool = True  # False: skip the backbone where every frame is known (output unused)
     times: list | None = None  # expected evaluation times
-    decode_base: tuple | None = None  # (latent [1, D, T0], audio [1, 1, T0 * spf]) for sparse decoding
+    sparse_decode: bool = False  # decode only the frames to generate (the splice keeps the input's audio elsewhere)
     encoded: tuple | None = None  # (mono [S], normalised latent [1, T, D]): a known encode, served without the codec
     calls: int = 0
     cond: object = None
@@ -112,7 +112,6 @@ class _Run:
     tokens: int = 0  # units to regenerate, with the halo
     work: int = 0  # units the backbone runs per evaluation (a U-Net adds its receptive-field windows)
     decode_fraction: float | None = None
-    decoded: torch.Tensor | None = None  # what the codec call returned
 
 
 class SparseEditor:
@@ -216,31 +215,25 @@ class SparseEditor:
         run = self._run
         if run is None:
             return self._full_decode(latent)
-        if run.decode_base is None or not self.config.sparse_decode:
-            run.decoded, run.decode_fraction = self._full_decode(latent), 1.0
-        else:
-            run.decoded, run.decode_fraction = self._decode_against(latent, *run.decode_base)
-        return run.decoded
+        if not (run.sparse_decode and self.config.sparse_decode) or run.cond is None:
+            run.decode_fraction = 1.0
+            return self._full_decode(latent)
+        audio, run.decode_fraction = self._decode_generated(latent, run.cond.known_mask[0])
+        return audio
 
-    def _decode_against(self, latent, base_latent, base_audio):
-        """Decode ``latent`` [1, D, T] exactly, recomputing only what differs from ``base_latent`` [1, D, T0]."""
-        t, t0 = latent.shape[-1], base_latent.shape[-1]
-        spf = self.pipe.codec.samples_per_frame
-        if latent.shape[:2] != base_latent.shape[:2] or t < t0:
-            return self._full_decode(latent), 1.0
-        changed = (latent[..., :t0] != base_latent).flatten(0, 1).any(dim=0).nonzero().flatten()
-        if t > t0:  # extend: the old decode is exact only well before its end
-            start, end = min(int(changed[0]) if len(changed) else t0 - 1, t0 - 1), t
-        elif len(changed) == 0:
-            return base_audio.clone(), 0.0
-        else:
-            start, end = int(changed[0]), int(changed[-1]) + 1
+    def _decode_generated(self, latent, known_mask):
+        """Decode ``latent`` [1, D, T] exactly on the frames to generate (``known_mask`` [T] == 0) and zeros
+        elsewhere: the pipeline's splice keeps the input's own samples outside the regions (the crossfades lie on
+        the generated side), so no other decoded sample reaches the output."""
+        gen = (known_mask == 0).nonzero().flatten()
+        if len(gen) == 0:  # nothing generated (a recording pass): the output is the input itself
+            return latent.new_zeros(latent.shape[0], 1, latent.shape[-1] * self.pipe.codec.samples_per_frame), 0.0
         try:
             decoder_radius(self.pipe.codec)
         except NotImplementedError:  # codec with time upsampling: no sparse decoder yet
             return self._full_decode(latent), 1.0
-        cached = F.pad(base_audio, (0, t * spf - base_audio.shape[-1]))
-        res = decode_edit(self.pipe.codec, latent, cached, start, end)
+        zeros = latent.new_zeros(latent.shape[0], 1, latent.shape[-1] * self.pipe.codec.samples_per_frame)
+        res = decode_edit(self.pipe.codec, latent, zeros, int(gen[0]), int(gen[-1]) + 1)
         return res.audio, res.fraction
 
     def _call(self, run: _Run, *args, **kwargs):
@@ -269,7 +262,7 @@ class SparseEditor:
 
     # -- sessions ----------------------------------------------------------------------------------------------------
     def _record(self, audio, settings: dict, prompt: str, run: _Run) -> _Run:
-        """Recording pass over ``audio`` [C, S], every frame known: fills ``run.rec``, ``run.cond``, ``run.decoded``."""
+        """Recording pass over ``audio`` [C, S], every frame known: fills ``run.rec`` and ``run.cond``."""
         self._call(
             run,
             prompt,
@@ -381,9 +374,14 @@ class SparseEditor:
         )
         audio = (store_audio(out) if store_audio else out.audio[0]).float()
         # the recording pass computes only the evaluations it caches (none, for a backbone without a cache)
-        run = _Run(idx="all", record=frozenset(range(n_cache)) if self.backend.families else frozenset(), compute=False)
+        run = _Run(
+            idx="all",
+            record=frozenset(range(n_cache)) if self.backend.families else frozenset(),
+            compute=False,
+            sparse_decode=True,  # every frame known: nothing to decode
+        )
         run = self._record(audio, settings, prompt, run)
-        known, base_audio = run.cond.known[0].float().clone(), run.decoded  # [T, D], [1, 1, T * spf]
+        known = run.cond.known[0].float().clone()  # [T, D]
         data = SessionData(
             manifest={
                 "model_sha256": model_sha,
@@ -412,7 +410,6 @@ class SparseEditor:
             },
             audio=audio,
             known=known,
-            base_audio=base_audio,
             cache={f: {e: rec[f] for e, rec in run.rec.items()} for f in self.backend.families},
         )
         write_session(session_dir, data)
@@ -473,7 +470,6 @@ class SparseEditor:
         keep = self._evals_to_cache(len(m["eval_times"]), m["batch"], max(n_new, m["tokens"]))
         keep_evals = [e for e in sess.evals if e < keep]
         halo = math.ceil(self.config.halo_s * fr / p)
-        base = (self.pipe.model.denormalize(sess.known)[None].transpose(1, 2), sess.base_audio)
         # reuse without records from the edit cannot cover an extension: such a backbone refreshes after an extend
         reuse = self.cache_update == "reuse" and (be.records_during_edit or extend_s is None)
         run = _Run(
@@ -483,7 +479,7 @@ class SparseEditor:
             n_cached=m["tokens"],
             record=frozenset(keep_evals) if reuse and be.records_during_edit else frozenset(),
             times=m["eval_times"],
-            decode_base=base,
+            sparse_decode=True,
             encoded=(self.pipe._prepare_audio(sess.audio, sr), sess.known[None]),
         )
         t0 = time.perf_counter()
@@ -503,14 +499,13 @@ class SparseEditor:
         t1 = time.perf_counter()
         frames = run.cond.known_mask.shape[1]
         n_tokens = -(-frames // p)
-        # update the session: latent and decode base exactly, keys/values of the recomputed tokens
+        # update the session: the latent exactly, the cache of the recomputed units
         pipe = self.pipe
         mono_new = pipe._prepare_audio(new_audio, sr)
         known_new = self._full_encode(mono_new)[0]  # [T, D], as a full edit of the new clip computes it
         guided_same = (settings["cfg"] != 1.0) == (m["batch"] == 2)
         if reuse and guided_same:
             idx, records = run.idx, run.rec
-            base_new = self._decode_against(pipe.model.denormalize(known_new)[None].transpose(1, 2), *base)[0]
         else:  # refresh: a sparse recording pass over the new audio
             old = sess.known
             t_common = min(old.shape[0], known_new.shape[0])
@@ -525,11 +520,11 @@ class SparseEditor:
                 record=frozenset(keep_evals),
                 compute=False,
                 times=m["eval_times"],
-                decode_base=base,
+                sparse_decode=True,
                 encoded=(mono_new, known_new[None]),
             )
             ref = self._record(new_audio, self._settings(m), m["prompt"], ref)
-            idx, records, base_new = ref.idx, ref.rec, ref.decoded
+            idx, records = ref.idx, ref.rec
         cache_new = {f: {} for f in be.families}
         for e in keep_evals:
             merged = be.merge(be.entry(sess.cache, e, m["batch"], n_tokens), idx, records.get(e))
@@ -554,7 +549,7 @@ class SparseEditor:
                 },
             ],
         )
-        data = SessionData(manifest, new_audio, known_new, base_new, cache_new)
+        data = SessionData(manifest, new_audio, known_new, cache_new)
         write_session(session_dir, data)
         stats = {
             "sparse": True,

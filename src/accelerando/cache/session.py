@@ -4,7 +4,7 @@ Layout of a session directory ``DIR``::
 
     DIR/session.json            {"format": "accelerando-edit-session", "version": 1, "current": "v000003"}
     DIR/v000003/manifest.json   identity, generation settings, shapes, per-file sha256 and size, edit history
-    DIR/v000003/state.safetensors   audio [C, S] f32, known [T, D] f32, base_audio [1, 1, T * spf] f32
+    DIR/v000003/state.safetensors   audio [C, S] f32, known [T, D] f32
     DIR/v000003/cache.safetensors   FAMILY.E for each cache family and each cached model evaluation E:
         cache_kind "kv" (DiT):            k.E / v.E [depth, B, H, N, Dh] bf16, the self-attention keys and values
         cache_kind "norm_stats" (U-Net):  mean.E / m2.E [norms, B, G, K] float32 and count.E [norms, K] int64, the
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 SESSION_FORMAT = "accelerando-edit-session"
-SESSION_VERSION = 2  # 2: cache.safetensors with a cache_kind (version 1 held DiT keys/values only, in kv.safetensors)
+SESSION_VERSION = 2  # 2: cache.safetensors with a cache_kind, no cached decode (1: DiT keys/values in kv.safetensors)
 _POINTER = "session.json"
 _STATE = "state.safetensors"
 _CACHE = "cache.safetensors"
@@ -60,7 +60,6 @@ class SessionData:
     manifest: dict  # see the module docstring; "files" is filled in by write_session
     audio: torch.Tensor  # [C, S] float32 at manifest["sample_rate"]: the clip as the user has it
     known: torch.Tensor  # [T, D] float32: the normalised latent the pipeline encodes from ``audio``
-    base_audio: torch.Tensor  # [1, 1, T * spf] float32: codec.decode of ``known`` (the base for sparse decoding)
     cache: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)  # family -> eval index -> tensor
 
     @property
@@ -162,7 +161,6 @@ def write_session(root: str | Path, data: SessionData) -> Path:
             {
                 "audio": data.audio.float().contiguous(),
                 "known": data.known.float().contiguous(),
-                "base_audio": data.base_audio.float().contiguous(),
             },
             str(tmp / _STATE),
         )
@@ -263,7 +261,7 @@ def load_session(root: str | Path, model_sha256: str | None = None, codec_sha256
             )
     try:
         with safe_open(str(vdir / _STATE), "pt") as fh:
-            state = {name: fh.get_tensor(name) for name in ("audio", "known", "base_audio")}
+            state = {name: fh.get_tensor(name) for name in ("audio", "known")}
         cache = {f: {} for f in families}
         with safe_open(str(vdir / _CACHE), "pt") as fh:
             for e in manifest["cached_evals"]:
@@ -273,7 +271,7 @@ def load_session(root: str | Path, model_sha256: str | None = None, codec_sha256
         msg = " ".join(str(err).split())
         msg = f"edit session {root} is corrupt: cannot read its tensors ({msg}); record the clip again"
         raise UserError(msg) from None
-    data = SessionData(manifest, state["audio"], state["known"], state["base_audio"], cache)
+    data = SessionData(manifest, state["audio"], state["known"], cache)
     _check_shapes(root, data)
     return data
 
@@ -284,7 +282,6 @@ def _check_shapes(root: Path, data: SessionData) -> None:
         want = {
             "audio": (m["channels"], m["samples"]),
             "known": (m["frames"], m["latent_dim"]),
-            "base_audio": (1, 1, m["frames"] * m["samples_per_frame"]),
         }
         kv = m["cache_kind"] == "kv"
         kv_shape = (m["depth"], m["batch"], m["heads"], m["tokens"], m["width"] // m["heads"]) if kv else None
