@@ -66,7 +66,7 @@ class SparseEditConfig:
     max_cache_mb: float = 2048.0  # memory and disk budget of the cache
     over_budget: str = "fewer_steps"  # "fewer_steps": cache the first evaluations that fit; "refuse": UserError
     cache_update: str = "auto"  # "auto", "refresh" or "reuse" (see the module docstring)
-    sparse_decode: bool = True  # decode only the changed stretch (codecs without time upsampling; else full)
+    sparse_decode: bool = True  # decode only the generated frames (codecs without time upsampling; else full)
 
     def __post_init__(self):
         if not (self.halo_s >= 0 and math.isfinite(self.halo_s)):
@@ -98,7 +98,7 @@ class _Run:
     halo: int = 0  # units
     cache: dict = field(default_factory=dict)  # family -> eval -> tensor (a session's cache)
     n_cached: int | None = None  # units in the cache
-    record: frozenset = frozenset()  # evals whose computed keys/values to keep
+    record: frozenset = frozenset()  # evals whose cache entries (keys/values, statistics) to record
     compute: bool = True  # False: skip the backbone where every frame is known (output unused)
     times: list | None = None  # expected evaluation times
     sparse_decode: bool = False  # decode only the frames to generate (the splice keeps the input's audio elsewhere)
@@ -148,14 +148,10 @@ class SparseEditor:
         each tensor's storage, version counter (in-place ops) and float64 sum (writes through ``.data``, which skip
         the version counter), a few milliseconds against the full hash's tens."""
         cfg = module.config.to_dict()
+        state = module.state_dict()
         with torch.no_grad():
-            sums = torch.stack([t.detach().double().sum() for t in module.state_dict().values()]).tolist()
-        key = (
-            id(module),
-            repr(cfg),
-            tuple((n, t.data_ptr(), t._version) for n, t in module.state_dict().items()),
-            tuple(sums),
-        )
+            sums = torch.stack([t.detach().double().sum() for t in state.values()]).tolist()
+        key = (id(module), repr(cfg), tuple((n, t.data_ptr(), t._version) for n, t in state.items()), tuple(sums))
         memo = self.__dict__.setdefault("_sha_memo", {})
         if memo.get(id(module), (None,))[0] != key:
             memo[id(module)] = (key, module_sha256(module, cfg))
@@ -226,13 +222,13 @@ class SparseEditor:
         elsewhere: the pipeline's splice keeps the input's own samples outside the regions (the crossfades lie on
         the generated side), so no other decoded sample reaches the output."""
         gen = (known_mask == 0).nonzero().flatten()
+        zeros = latent.new_zeros(latent.shape[0], 1, latent.shape[-1] * self.pipe.codec.samples_per_frame)
         if len(gen) == 0:  # nothing generated (a recording pass): the output is the input itself
-            return latent.new_zeros(latent.shape[0], 1, latent.shape[-1] * self.pipe.codec.samples_per_frame), 0.0
+            return zeros, 0.0
         try:
             decoder_radius(self.pipe.codec)
         except NotImplementedError:  # codec with time upsampling: no sparse decoder yet
             return self._full_decode(latent), 1.0
-        zeros = latent.new_zeros(latent.shape[0], 1, latent.shape[-1] * self.pipe.codec.samples_per_frame)
         res = decode_edit(self.pipe.codec, latent, zeros, int(gen[0]), int(gen[-1]) + 1)
         return res.audio, res.fraction
 

@@ -93,7 +93,19 @@ class TokenKV:
         return {f: old[f].index_copy(3, idx, rec[f]) for f in ("k", "v")}
 
 
-class GroupNormStats:
+class _UNetWindows:
+    """What both U-Net backends share: units are frames, and a call runs the receptive-field windows around them."""
+
+    patch = 1
+
+    def __init__(self, unet: MusicUNet):
+        self.unet = unet
+
+    def work_units(self, idx: torch.Tensor, n: int) -> int:
+        return window_frames(self.unet, idx, n)
+
+
+class GroupNormStats(_UNetWindows):
     """MusicUNet: cached, chunked GroupNorm statistics; receptive-field-windowed calls."""
 
     kind = "norm_stats"
@@ -101,15 +113,10 @@ class GroupNormStats:
     default_update = "reuse"  # keep the recorded clip's chunks (each edit replaces the ones it computes, live)
     records_during_edit = False  # chunks computed mid-generation describe noise, not the clip: "reuse" keeps the old
 
-    patch = 1
-
     def __init__(self, unet: MusicUNet):
-        self.unet = unet
+        super().__init__(unet)
         self.norms = sum(isinstance(m, torch.nn.GroupNorm) for m in unet.modules())
         self.chunk = chunk_frames(unet)
-
-    def work_units(self, idx: torch.Tensor, n: int) -> int:
-        return window_frames(self.unet, idx, n)
 
     def manifest_fields(self) -> dict:
         c = self.unet.config
@@ -150,7 +157,7 @@ class GroupNormStats:
         return old if rec is None else rec
 
 
-class LocalWindows:
+class LocalWindows(_UNetWindows):
     """MusicUNet with per-frame normalisation (``norm="frame"``): nothing mixes the clip, so a windowed call is
     exact and there is nothing to cache."""
 
@@ -158,13 +165,6 @@ class LocalWindows:
     families = ()
     default_update = "reuse"  # nothing to update
     records_during_edit = True  # (nothing is recorded)
-    patch = 1
-
-    def __init__(self, unet: MusicUNet):
-        self.unet = unet
-
-    def work_units(self, idx: torch.Tensor, n: int) -> int:
-        return window_frames(self.unet, idx, n)
 
     def manifest_fields(self) -> dict:
         return {"patch": 1, "cache_dtype": None}

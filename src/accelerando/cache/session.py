@@ -2,7 +2,7 @@
 
 Layout of a session directory ``DIR``::
 
-    DIR/session.json            {"format": "accelerando-edit-session", "version": 1, "current": "v000003"}
+    DIR/session.json            {"format": "accelerando-edit-session", "version": 2, "current": "v000003"}
     DIR/v000003/manifest.json   identity, generation settings, shapes, per-file sha256 and size, edit history
     DIR/v000003/state.safetensors   audio [C, S] f32, known [T, D] f32
     DIR/v000003/cache.safetensors   FAMILY.E for each cache family and each cached model evaluation E:

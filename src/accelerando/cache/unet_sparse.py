@@ -63,12 +63,16 @@ class NormStats:
     def totals(self, k: int, channels_per_group: int, scale: int, eps: float):
         """Clip mean and reciprocal standard deviation [B, G] of GroupNorm ``k`` (at ``scale`` input frames per
         frame) from its chunks."""
-        n = (self.count[k] // scale).to(self.mean[k].dtype) * channels_per_group  # [K] values per chunk and group
-        mean_c, m2_c = self.mean[k], self.m2[k]
-        total = n.sum()
-        mean = (mean_c * n).sum(-1) / total
-        m2 = m2_c.sum(-1) + (n * (mean_c - mean[..., None]) ** 2).sum(-1)
-        return mean, torch.rsqrt(m2 / total + eps)
+        return _combine(self.mean[k], self.m2[k], self.count[k], channels_per_group, scale, eps)
+
+
+def _combine(mean_c, m2_c, count, channels_per_group: int, scale: int, eps: float):
+    """Chunks' mean, m2 [B, G, K] and input frames [K] -> the clip's mean and reciprocal std [B, G] (Chan et al.)."""
+    n = (count // scale).to(mean_c.dtype) * channels_per_group  # [K] values per chunk and group
+    total = n.sum()
+    mean = (mean_c * n).sum(-1) / total
+    m2 = m2_c.sum(-1) + (n * (mean_c - mean[..., None]) ** 2).sum(-1)
+    return mean, torch.rsqrt(m2 / total + eps)
 
 
 def chunk_frames(unet: MusicUNet) -> int:
@@ -187,8 +191,7 @@ def _group_norms(
                 mean_c[..., k0 : k0 + nm.shape[-1]] = nm
                 m2_c[..., k0 : k0 + nm.shape[-1]] = nm2
                 count[k0 : k0 + nm.shape[-1]] = nf * scale
-            merged = NormStats([mean_c], [m2_c], [count], chunk)
-            mean, rstd = merged.totals(0, c // gn.num_groups, scale, gn.eps)
+            mean, rstd = _combine(mean_c, m2_c, count, c // gn.num_groups, scale, gn.eps)
             record.mean.append(mean_c)
             record.m2.append(m2_c)
             record.count.append(count)

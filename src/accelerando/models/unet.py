@@ -92,7 +92,8 @@ class FrameGroupNorm(nn.Module):
         xg = x.reshape(b, self.num_groups, c // self.num_groups, t)
         dt = torch.promote_types(x.dtype, torch.float32)  # float32 statistics under bf16 autocast
         # two passes (mean, then centred squares): on CPU ~20x faster than torch.var_mean over this strided axis
-        xc = xg.to(dt) - xg.to(dt).mean(dim=2, keepdim=True)  # [B, G, C/G, T]
+        xg = xg.to(dt)
+        xc = xg - xg.mean(dim=2, keepdim=True)  # [B, G, C/G, T]
         var = xc.square().mean(dim=2, keepdim=True)  # [B, G, 1, T]
         y = (xc * torch.rsqrt(var + self.eps)).reshape(b, c, t).to(x.dtype)
         return y * self.weight.to(y.dtype)[:, None] + self.bias.to(y.dtype)[:, None]
