@@ -3,6 +3,10 @@ import os
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    # Triton kernels run through Triton's interpreter on CPU; it must be chosen before triton is first imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one intra-op thread per xdist worker: on a 2-core machine two workers with 2 threads each thrash
     torch.set_num_threads(1)

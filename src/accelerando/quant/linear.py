@@ -16,14 +16,16 @@ Execution paths (``x`` [..., K] -> [..., N]):
 
 :meth:`QuantLinear.reference_forward` runs the same math with int32 ``@`` instead of ``torch._int_mm``. With
 :func:`accelerando.quant.use_fused_kernels` on, the A8 path on CPU runs as a ``torch.compile``-d kernel of the same
-math instead (:mod:`accelerando.quant.fused`; bit-identical output).
+math instead (:mod:`accelerando.quant.fused`; bit-identical output). On CUDA with Triton installed, the A4/A8 path
+runs as two Triton kernels (:mod:`accelerando.quant.triton_kernels`: quantize, then one GEMM that unpacks 4-bit
+weights in registers and applies scales and bias in its epilogue).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from accelerando.quant import fused
+from accelerando.quant import fused, triton_kernels
 from accelerando.quant.primitives import (
     dequantize_weight,
     int8_mm,
@@ -138,7 +140,9 @@ class QuantLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] == 0:
             return x.new_zeros(*lead, self.out_features, dtype=out_dtype)
-        if mm is int8_mm and fused.applies(x2):  # opt-in compiled path (accelerando.quant.fused), same math
+        if mm is int8_mm and triton_kernels.applies(x2) and triton_kernels.supports(self):  # CUDA: two kernels
+            y = triton_kernels.a8_linear(self, x2, out_dtype)
+        elif mm is int8_mm and fused.applies(x2):  # opt-in compiled path (accelerando.quant.fused), same math
             y = fused.a8_linear_fused(self, x2, out_dtype, lambda: self._a8_eager(x2, mm, out_dtype))
         else:
             y = self._a8_eager(x2, mm, out_dtype)

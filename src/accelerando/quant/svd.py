@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from accelerando.quant import fused
+from accelerando.quant import fused, triton_kernels
 from accelerando.quant.api import is_building_skeleton, register_handler, require_linear
 from accelerando.quant.configs import MSE_ALPHA_GRID, SmoothQuantConfig, SVDQuantConfig
 from accelerando.quant.linear import QuantLinear
@@ -126,6 +126,10 @@ class SVDQuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [..., K] -> [..., N]; ``1/s`` applied right before the residual's activation quantization."""
+        if self.residual.a_bits != 16 and triton_kernels.applies(x) and triton_kernels.supports(self.residual):
+            x2 = x.reshape(-1, self.in_features)  # [M, K]; CUDA: smoothing + down-projection fused into the
+            y = triton_kernels.svd_linear(self, x2, self.residual.output_dtype(x))  # quantizer, up into the GEMM
+            return y.reshape(*x.shape[:-1], self.out_features)
         if self.residual.a_bits != 16 and fused.applies(x):  # opt-in compiled path (accelerando.quant.fused)
             x2 = x.reshape(-1, self.in_features)  # [M, K]
             y = fused.svd_linear_fused(self, x2, self.residual.output_dtype(x), lambda: self._eager(x))

@@ -1,0 +1,268 @@
+"""GPU kernels of the quantized linears: correctness against the float layer and speed against cuBLAS bf16.
+
+    python benchmarks/quant_gpu.py [--model builtin] [--seconds 30] [--json OUT.json]
+
+Needs a CUDA device (and Triton for the ``triton`` variants). Two parts, one process, one card:
+
+1. **GEMMs**: every distinct Linear shape of the DiT at the rows of one guided backbone call on ``--seconds`` of
+   latent (batch 2), plus two large square shapes where the card is compute-bound. Variants: ``bf16`` (cuBLAS via
+   ``F.linear``), ``int_mm`` (``torch._int_mm`` on pre-quantized operands: the bare int8 GEMM), ``fp8_mm``
+   (``torch._scaled_mm`` on pre-quantized e4m3 operands with row-wise scales, Hopper's FP8 path), the quantized
+   layers (``w8a8``/``w4a8`` RTN, ``svd-w4a8`` rank 32) run ``eager`` (``torch._int_mm`` plus PyTorch ops for
+   quantization, unpacking and the epilogue) and ``triton`` (:mod:`accelerando.quant.triton_kernels`: two launches),
+   and ``triton-gemm`` (the fused GEMM alone on pre-quantized activations). Times are ``triton.testing.do_bench``
+   medians (CUDA events); each row also gives the SQNR of the output against float32 ``F.linear``.
+2. **Backbone**: the shipped MusicDiT, one guided call, bf16 autocast, with every quantizable block Linear swapped
+   (the presets' filter) for each variant; eager launches and, where capture works, CUDA-graph replay (launch gaps
+   removed). Output SQNR against the bf16 backbone, weight bytes and peak allocated memory.
+"""
+
+import argparse
+import copy
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def _sqnr(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y, ref = y.double(), ref.double()
+    err = (y - ref).pow(2).sum().item()
+    return float("inf") if err == 0 else 10 * math.log10(ref.pow(2).sum().item() / err)
+
+
+DEVICE = "cuda"  # --device cpu (with TRITON_INTERPRET=1 and --tiny) dry-runs the script's logic without a GPU
+
+
+def _bench(fn) -> float:
+    if DEVICE != "cuda":
+        import statistics
+        import time
+
+        def once():
+            t0 = time.perf_counter()
+            fn()
+            return 1e3 * (time.perf_counter() - t0)
+
+        return statistics.median(once() for _ in range(3))
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def _fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise e4m3 quantization: ``x`` [R, C] -> (codes [R, C], scale float32 [R, 1])."""
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    scale = (x.float().abs().amax(dim=1, keepdim=True) / fmax).clamp(min=1e-12)
+    return (x.float() / scale).clamp(-fmax, fmax).to(torch.float8_e4m3fn), scale
+
+
+def gemm_rows(m: int, k: int, n: int, svd: bool = True) -> list[dict]:
+    """Every GEMM variant at ``x`` [m, k] x ``W`` [n, k]^T: median ms, TOPS and SQNR against float32."""
+    from accelerando.quant import QuantLinear, SVDQuantLinear
+    from accelerando.quant import triton_kernels as tk
+    from accelerando.quant.primitives import quantize_per_token
+
+    g = torch.Generator(device=DEVICE).manual_seed(m + k + n)
+    lin = torch.nn.Linear(k, n, device=DEVICE)
+    x = torch.randn(m, k, device=DEVICE, generator=g).bfloat16()
+    ref = F.linear(x.float(), lin.weight.float(), lin.bias.float())
+    wb, bb = lin.weight.bfloat16(), lin.bias.bfloat16()
+    layers = {
+        "w8a8": QuantLinear.from_float(lin, 8, 8),
+        "w4a8": QuantLinear.from_float(lin, 4, 8),
+    }
+    if svd:  # the float64 SVD of a large square weight takes longer than the whole GEMM table
+        layers["svd-w4a8"] = SVDQuantLinear.from_float(lin, x.float().abs().amax(0), 0.5, 4, 8, None, 32)
+    qa, sa = quantize_per_token(x)
+    qw8 = layers["w8a8"].qweight
+    a8, fa = _fp8_rows(x)
+    w8, fw = _fp8_rows(lin.weight)
+    fns = {
+        "bf16": lambda: F.linear(x, wb, bb),
+        "int_mm": lambda: torch._int_mm(qa, qw8.t()),
+        "fp8_mm": lambda: torch._scaled_mm(
+            a8, w8.t(), scale_a=fa, scale_b=fw.t().contiguous(), out_dtype=torch.bfloat16
+        ),
+    }
+    post = {  # turn the bare GEMMs' outputs into the layer's output for the SQNR column
+        "int_mm": lambda out: out.float() * sa * layers["w8a8"].weight_scale[:, 0] + lin.bias,
+        "fp8_mm": lambda out: out.float() + lin.bias,
+    }
+    for name, layer in layers.items():
+        for path in ("eager", "triton"):
+            if path == "triton" and not tk.available():
+                continue
+
+            def run(layer=layer, on=path == "triton"):
+                with tk.use_triton_kernels(on):
+                    return layer(x)
+
+            fns[f"{name}-{path}"] = run
+    if tk.available():
+        w4 = layers["w4a8"]
+        fns["w4a8-triton-gemm"] = lambda: tk.int8_gemm(qa, sa, w4.qweight, w4.weight_scale, w4.bias, 4, None, x.dtype)
+    rows = []
+    for name, fn in fns.items():
+        row = {"m": m, "k": k, "n": n, "variant": name}
+        try:
+            with torch.no_grad():
+                out = post.get(name, lambda o: o)(fn())
+            row["sqnr_db"] = _sqnr(out.float(), ref)
+            with torch.no_grad():
+                ms = _bench(fn)
+            row["ms"] = ms
+            row["tops"] = 2 * m * k * n / (ms * 1e-3) / 1e12
+        except Exception as err:  # noqa: BLE001 -- a variant this card or build cannot run is reported, not fatal
+            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        rows.append(row)
+    return rows
+
+
+def _to(cond, device):
+    import dataclasses
+
+    return dataclasses.replace(
+        cond,
+        **{
+            f.name: getattr(cond, f.name).to(device)
+            for f in dataclasses.fields(cond)
+            if isinstance(getattr(cond, f.name), torch.Tensor)
+        },
+    )
+
+
+def _param_bytes(mod: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
+
+
+def backbone_rows(model: str, seconds: float) -> list[dict]:
+    """The DiT under each variant: median ms eager and graph-replayed, SQNR vs bf16, bytes, peak memory."""
+    from accelerando.pretrained import load_generator
+    from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, quantize_
+    from accelerando.quant import triton_kernels as tk
+    from accelerando.quant.presets import dit_filter
+    from accelerando.testing.models import backbone_inputs
+
+    base = load_generator(model).dit.eval().to(DEVICE)
+    x, t, cond = backbone_inputs(base.config, seconds)
+    x, t, cond = x.to(DEVICE), t.to(DEVICE), _to(cond, DEVICE)
+
+    def call(dit):
+        with torch.inference_mode(), torch.autocast(DEVICE, dtype=torch.bfloat16):
+            return dit(x, t, cond)
+
+    variants = {"bf16": (base, None)}
+    for bits in (8, 4):
+        dit = quantize_(copy.deepcopy(base), RTNConfig(bits, 8), filter_fn=dit_filter)
+        variants[f"w{bits}a8-eager"] = (dit, False)
+        variants[f"w{bits}a8-triton"] = (dit, True)
+    svd = copy.deepcopy(base)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        calibrate_(svd, SVDQuantConfig(4, 8, rank=32, calibration=None), [lambda m: m(x, t, cond)], dit_filter)
+    variants["svd-w4a8-eager"] = (svd, False)
+    variants["svd-w4a8-triton"] = (svd, True)
+    ref = call(base).float()
+    rows = []
+    for name, (dit, triton_on) in variants.items():
+        row = {"variant": name, "weight_bytes": _param_bytes(dit)}
+        if triton_on and not tk.available():
+            continue
+        try:
+            with tk.use_triton_kernels(bool(triton_on)):
+                if DEVICE == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                out = call(dit).float()  # warm-up (autotunes the Triton GEMMs)
+                if DEVICE == "cuda":
+                    row["peak_alloc_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                row["sqnr_vs_bf16_db"] = _sqnr(out, ref)
+                row["ms"] = _bench(lambda dit=dit: call(dit))
+                try:
+                    if DEVICE != "cuda":
+                        raise RuntimeError("no CUDA graphs off CUDA")
+                    graph = torch.cuda.CUDAGraph()
+                    stream = torch.cuda.Stream()
+                    stream.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(stream):
+                        call(dit)
+                    torch.cuda.current_stream().wait_stream(stream)
+                    with torch.cuda.graph(graph):
+                        call(dit)
+                    row["graph_ms"] = _bench(graph.replay)
+                except Exception as err:  # noqa: BLE001
+                    row["graph_error"] = f"{type(err).__name__}: {str(err).splitlines()[0]}"[:300]
+        except Exception as err:  # noqa: BLE001
+            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        rows.append(row)
+    base_ms = next((r.get("ms") for r in rows if r["variant"] == "bf16"), None)
+    base_graph = next((r.get("graph_ms") for r in rows if r["variant"] == "bf16"), None)
+    for r in rows:
+        if base_ms and r.get("ms"):
+            r["ratio_to_bf16"] = r["ms"] / base_ms
+        if base_graph and r.get("graph_ms"):
+            r["graph_ratio_to_bf16"] = r["graph_ms"] / base_graph
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="builtin")
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--large", default="4096,8192", help="square GEMM sizes where the card is compute-bound")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--device", default="cuda", help="cuda; cpu only to dry-run the logic (TRITON_INTERPRET=1)")
+    ap.add_argument("--shapes", default=None, help="override the backbone GEMM shapes, e.g. 64x32,32x64 (K x N)")
+    args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: benchmarks/quant_gpu.py needs a CUDA device (or --device cpu for a dry run)")
+    from accelerando.pretrained import load_generator
+    from accelerando.quant import triton_kernels as tk
+    from accelerando.quant.presets import dit_filter
+
+    dit = load_generator(args.model).dit
+    tokens = -(-round(args.seconds * dit.config.frame_rate) // dit.config.patch)
+    shapes = sorted({(m.in_features, m.out_features) for n, m in dit.named_modules() if dit_filter(m, n)})
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    env = {
+        "gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else platform.processor(),
+        "torch": torch.__version__,
+        "triton": __import__("triton").__version__ if tk.available() else None,
+        "python": platform.python_version(),
+        "rows_per_linear": 2 * tokens,
+    }
+    print(json.dumps(env))
+    gemms = []
+    for k, n in shapes:
+        gemms += gemm_rows(2 * tokens, k, n)
+    for s in [int(v) for v in args.large.split(",") if v]:
+        gemms += gemm_rows(s, s, s, svd=False)
+    for r in gemms:
+        print(json.dumps(r))
+    backbone = backbone_rows(args.model, args.seconds)
+    for r in backbone:
+        print(json.dumps(r))
+    report = {"args": vars(args), "env": env, "gemm": gemms, "backbone": backbone}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    print("\nGEMM (ms, TOPS, SQNR dB vs float32)")
+    for r in gemms:
+        if "error" in r:
+            print(f"{r['m']:>6} {r['k']:>5} {r['n']:>5} {r['variant']:<18} ERROR {r['error'][:90]}")
+        else:
+            print(
+                f"{r['m']:>6} {r['k']:>5} {r['n']:>5} {r['variant']:<18} {r['ms']:8.4f} {r['tops']:8.1f} "
+                f"{r['sqnr_db']:6.1f}"
+            )
+    print("\nBackbone (ms, ratio, graph ms, graph ratio, SQNR vs bf16, weight MB)")
+    for r in backbone:
+        print(r["variant"], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "variant"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Triton kernels of the quantized linears against the pure-torch reference.
+
+On CPU these run through Triton's interpreter (``TRITON_INTERPRET=1``, set by ``tests/conftest.py``): the same kernel
+source the GPU compiles, so indexing, masking, 4-bit unpacking, group scales and the fused low-rank branch are all
+checked here. The ``gpu`` tests repeat the comparisons with the compiled kernels on CUDA.
+"""
+
+import pytest
+import torch
+
+from accelerando.quant import QuantLinear, SVDQuantLinear
+from accelerando.quant import triton_kernels as tk
+from accelerando.quant.primitives import quantize_per_token
+
+pytestmark = pytest.mark.skipif(not tk.available(), reason="triton not installed")
+
+
+def _sqnr(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y, ref = y.double(), ref.double()
+    return float(10 * torch.log10(ref.pow(2).sum() / (y - ref).pow(2).sum().clamp(min=1e-30)))
+
+
+def _device(gpu: bool) -> str:
+    if gpu and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    if not gpu and not tk._interpreting():
+        pytest.skip("CPU runs need TRITON_INTERPRET=1 before triton is imported")
+    return "cuda" if gpu else "cpu"
+
+
+@pytest.mark.parametrize("bits,full_range", [(8, False), (8, True), (4, False)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_quantize_rows_equals_reference(bits, full_range, dtype):
+    g = torch.Generator().manual_seed(bits + full_range)
+    x = (torch.randn(37, 80, generator=g) * 4).to(dtype)  # neither dim a multiple of the tile
+    x[3] = 0.0  # an all-zero row takes the eps scale
+    q, scale, lx = tk.quantize_rows(x, bits, full_range)
+    q_ref, s_ref = quantize_per_token(x, full_range, bits)
+    assert lx is None
+    assert torch.equal(scale, s_ref)
+    assert torch.equal(q, q_ref)
+
+
+@pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("w_bits,group_size,bias", [(8, None, True), (4, None, False), (4, 32, True), (8, 64, True)])
+def test_a8_linear_matches_reference(gpu, w_bits, group_size, bias):
+    dev = _device(gpu)
+    torch.manual_seed(w_bits + (group_size or 0))
+    lin = torch.nn.Linear(128, 72, bias=bias)
+    layer = QuantLinear.from_float(lin, w_bits, 8, group_size).to(dev)
+    x = torch.randn(45, 128, device=dev) * 2
+    y = tk.a8_linear(layer, x, torch.float32)
+    ref = layer.reference_forward(x)
+    assert y.shape == ref.shape == (45, 72)
+    # the integer work is exact; only the float epilogue's order differs (per-channel: none at all)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("rank,group_size", [(32, None), (20, 32), (0, None)])
+def test_svd_linear_meets_sqnr_floor(gpu, rank, group_size):
+    dev = _device(gpu)
+    torch.manual_seed(rank)
+    x = torch.randn(64, 96) * 2
+    x[:, 7] *= 40  # an outlier channel, the case SVDQuant exists for
+    lin = torch.nn.Linear(96, 80)
+    layer = SVDQuantLinear.from_float(lin, x.abs().amax(0), 0.5, 4, 8, group_size, rank).to(dev)
+    x = x.to(dev)
+    y = tk.svd_linear(layer, x, torch.float32)
+    ref = layer.reference_forward(x)
+    with torch.no_grad():
+        full = lin.to(dev)(x)
+    # bf16 operands in the low-rank branch (as nunchaku's kernels, and the eager path under bf16 autocast)
+    assert _sqnr(y, ref) > 38.0
+    # and the kernel's error against the float layer is within 1 dB of the reference's
+    assert _sqnr(y, full) > _sqnr(ref, full) - 1.0
+
+
+def test_bf16_output_and_rank_padding():
+    _device(False)
+    torch.manual_seed(1)
+    x = torch.randn(33, 64).bfloat16()
+    layer = SVDQuantLinear.from_float(torch.nn.Linear(64, 48), x.float().abs().amax(0), 0.5, 4, 8, None, 12)
+    y = tk.svd_linear(layer, x, torch.bfloat16)
+    assert y.dtype == torch.bfloat16
+    assert _sqnr(y, layer.reference_forward(x)) > 35.0
+
+
+def test_cpu_forward_never_dispatches_to_triton(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("Triton path taken on CPU")
+
+    monkeypatch.setattr(tk, "a8_linear", boom)
+    monkeypatch.setattr(tk, "svd_linear", boom)
+    layer = QuantLinear.from_float(torch.nn.Linear(32, 16), 4, 8)
+    assert not tk.applies(torch.randn(4, 32))
+    layer(torch.randn(4, 32))
+
+
+def test_errors_name_the_problem(monkeypatch):
+    _device(False)
+    q = torch.zeros(4, 32, dtype=torch.int8)
+    with pytest.raises(ValueError, match="do not match 4-bit"):
+        tk.int8_gemm(
+            q, torch.ones(4, 1), torch.zeros(8, 32, dtype=torch.uint8), torch.ones(8, 1), None, 4, None, torch.float32
+        )
+    with pytest.raises(ValueError, match="row-major 2-D"):
+        tk.quantize_rows(torch.randn(32, 4).t())
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="CUDA tensors"):
+        tk.quantize_rows(torch.randn(4, 32))
+
+
+def test_supports_only_groups_a_block_can_cover():
+    assert tk.supports(QuantLinear(64, 8, group_size=None))
+    assert tk.supports(QuantLinear(64, 8, group_size=32))
+    assert not tk.supports(QuantLinear(48, 8, group_size=24))
+    assert not tk.supports(QuantLinear(64, 8, group_size=16))
