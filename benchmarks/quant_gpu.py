@@ -53,6 +53,21 @@ def _bench(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
+def _graph_ms(fn) -> float:
+    """Median ms of replaying ``fn`` captured in a CUDA graph (launch overhead removed); call ``fn`` once first."""
+    if DEVICE != "cuda":
+        raise RuntimeError("no CUDA graphs off CUDA")
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        fn()
+    return _bench(graph.replay)
+
+
 def _fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise e4m3 quantization: ``x`` [R, C] -> (codes [R, C], scale float32 [R, 1])."""
     fmax = torch.finfo(torch.float8_e4m3fn).max
@@ -116,6 +131,12 @@ def gemm_rows(m: int, k: int, n: int, svd: bool = True) -> list[dict]:
                 ms = _bench(fn)
             row["ms"] = ms
             row["tops"] = 2 * m * k * n / (ms * 1e-3) / 1e12
+            try:
+                with torch.no_grad():
+                    row["graph_ms"] = _graph_ms(fn)
+                row["graph_tops"] = 2 * m * k * n / (row["graph_ms"] * 1e-3) / 1e12
+            except Exception as err:  # noqa: BLE001
+                row["graph_error"] = f"{type(err).__name__}: {str(err).splitlines()[0]}"[:300]
         except Exception as err:  # noqa: BLE001 -- a variant this card or build cannot run is reported, not fatal
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
         rows.append(row)
@@ -181,17 +202,7 @@ def backbone_rows(model: str, seconds: float) -> list[dict]:
                 row["sqnr_vs_bf16_db"] = _sqnr(out, ref)
                 row["ms"] = _bench(lambda dit=dit: call(dit))
                 try:
-                    if DEVICE != "cuda":
-                        raise RuntimeError("no CUDA graphs off CUDA")
-                    graph = torch.cuda.CUDAGraph()
-                    stream = torch.cuda.Stream()
-                    stream.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(stream):
-                        call(dit)
-                    torch.cuda.current_stream().wait_stream(stream)
-                    with torch.cuda.graph(graph):
-                        call(dit)
-                    row["graph_ms"] = _bench(graph.replay)
+                    row["graph_ms"] = _graph_ms(lambda dit=dit: call(dit))
                 except Exception as err:  # noqa: BLE001
                     row["graph_error"] = f"{type(err).__name__}: {str(err).splitlines()[0]}"[:300]
         except Exception as err:  # noqa: BLE001
@@ -250,7 +261,7 @@ def main() -> None:
     report = {"args": vars(args), "env": env, "gemm": gemms, "backbone": backbone}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
-    print("\nGEMM (ms, TOPS, SQNR dB vs float32)")
+    print("\nGEMM (ms, TOPS, graph ms, graph TOPS, SQNR dB vs float32)")
     for r in gemms:
         if "error" in r:
             print(f"{r['m']:>6} {r['k']:>5} {r['n']:>5} {r['variant']:<18} ERROR {r['error'][:90]}")

@@ -174,7 +174,7 @@ class MusicDiT(nn.Module):
         text = self.text_proj(cond.text_tokens.to(h.dtype))  # [B, L, W]
         text_mask = cond.text_mask.bool()
         pooled = self.pooled_proj(cond.text_pooled.to(h.dtype))  # [B, W]
-        if cond.drop_text is not None and cond.drop_text.any():
+        if cond.drop_text is not None:  # no ``.any()`` check: it would sync the device and break CUDA-graph capture
             drop = cond.drop_text.bool()
             text = torch.where(drop[:, None, None], self.null_text.to(h.dtype), text)
             text_mask = torch.where(drop[:, None], torch.ones_like(text_mask), text_mask)

@@ -228,14 +228,14 @@ def _gemm_src(
 
 # ---- compilation and launch -------------------------------------------------------------------------------------
 
-_GEMM_TILES = (  # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages): small tiles fill 132 SMs at the backbone's sizes
-    (128, 128, 128, 8, 3),
-    (128, 64, 128, 4, 4),
-    (64, 128, 128, 4, 4),
-    (64, 64, 128, 4, 4),
-    (64, 64, 64, 4, 3),
-    (128, 256, 64, 8, 3),
+_GEMM_TILES = (  # (BLOCK_M, BLOCK_N, warps, stages): small tiles fill 132 SMs at the backbone's sizes
+    (128, 128, 8, 3),
+    (128, 64, 4, 4),
+    (64, 128, 4, 4),
+    (64, 64, 4, 4),
+    (128, 256, 8, 3),
 )
+_BLOCK_K = 128  # K per iteration (int8: 128 bytes per row); smaller when a weight group is smaller
 _INTERPRET_TILE = (32, 32, 32)
 _cache: dict = {}
 
@@ -250,18 +250,12 @@ def _kernels():
     if key not in _cache:
         quant, gemm = triton.jit(_quant_rows_src), triton.jit(_gemm_src)
         if not key:
-
-            def prune(configs, named_args, **kwargs):  # the constexpr flags arrive as keyword arguments
-                group = kwargs.get("GROUP", named_args.get("GROUP", 0) if isinstance(named_args, dict) else 0)
-                kept = [c for c in configs if not group or group % c.kwargs["BLOCK_K"] == 0]
-                return kept or configs[-1:]
-
             tiles = [
-                triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, num_stages=s)
-                for m, n, k, w, s in _GEMM_TILES
+                triton.Config({"BLOCK_M": m, "BLOCK_N": n, "GROUP_M": 8}, num_warps=w, num_stages=st)
+                for m, n, w, st in _GEMM_TILES
             ]
-            keys = ["N", "K", "M_BUCKET", "W4", "GROUP", "RANK_PAD"]
-            gemm = triton.autotune(tiles, key=keys, prune_configs_by={"early_config_prune": prune})(gemm)
+            keys = ["N", "K", "M_BUCKET", "W4", "GROUP", "RANK_PAD", "BLOCK_K"]
+            gemm = triton.autotune(tiles, key=keys)(gemm)
         _cache[key] = (quant, gemm)
     return _cache[key]
 
@@ -379,10 +373,11 @@ def int8_gemm(
     flags["DOT_BF16"] = not _interpreting()
     if _interpreting():
         bm, bn, bk = _INTERPRET_TILE
-        bk = min(bk, group) if group else bk
+        flags["BLOCK_K"] = min(bk, group) if group else bk
         grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-        gemm[grid](*args, **flags, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+        gemm[grid](*args, **flags, BLOCK_M=bm, BLOCK_N=bn, GROUP_M=8)
     else:
+        flags["BLOCK_K"] = min(_BLOCK_K, group) if group else _BLOCK_K
 
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
