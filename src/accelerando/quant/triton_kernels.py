@@ -5,8 +5,8 @@
    layout nunchaku uses: the down-projection reads the same activation tile the quantizer reads).
 2. :func:`int8_gemm` -- an int8 x int8 -> int32 tensor-core GEMM whose weight operand is int8 [N, K] or 4-bit codes
    packed two per byte [N, K/2], unpacked to int8 in registers (never written to memory). The epilogue applies the
-   per-group weight scales, the per-token activation scale, the bias and the low-rank up-projection
-   ``lx @ L1^T`` (a second small tensor-core dot), and casts to the output dtype.
+   per-group weight scales, the per-token activation scale, the bias and adds the low-rank branch's output
+   ``lx @ L1^T`` (a rank-r bf16 cuBLAS GEMM run just before), then casts once to the output dtype.
 
 Why hand-written: no library kernel takes packed 4-bit weights with int8 activations and a low-rank branch into one
 GEMM (``torch._int_mm`` takes int8 x int8 only and returns raw int32, so the scales, bias and low-rank branch are
@@ -21,7 +21,7 @@ Numerics (checked by ``tests/quant/test_triton_kernels.py`` against :mod:`accele
 - With weight groups, each K block's int32 partial sum is scaled and added in float32 (the eager path sums each
   group's int32 first); the block size divides the group size, so only float rounding differs.
 - The SVDQuant low-rank branch multiplies bf16 operands with float32 accumulation (the eager CUDA path under bf16
-  autocast does the same) and is added before the single cast to the output dtype.
+  autocast does the same); its bf16 output is added in float32 before the single cast to the output dtype.
 
 Execution: CUDA tensors run compiled kernels (autotuned over a few tile shapes per ``(N, K, M bucket)``); CPU
 tensors run the same kernel source through Triton's interpreter, which is slow and meant for tests. The quantized
@@ -157,20 +157,17 @@ def _gemm_src(
     w_ptr,  # [N, K] int8, or [N, K/2] uint8 (W4: element 2j in the low nibble)
     ws_ptr,  # [N, G] float32 weight scales
     bias_ptr,  # [N] float32, read only with HAS_BIAS
-    lx_ptr,  # [M, RANK_PAD] bf16, read only with RANK_PAD > 0
-    up_ptr,  # [N, R] bf16 (L1), read only with RANK_PAD > 0
+    low_ptr,  # [M, N] bf16: the low-rank branch's output, added in the epilogue; read only with HAS_LOW
     out_ptr,  # [M, N] out
     M,
     N,
     G,
-    R,
     M_BUCKET,  # next power of two of M: an autotune key only
     K: tl.constexpr,  # compile-time, as in the quantize kernel
     W4: tl.constexpr,
     GROUP: tl.constexpr,  # input features per weight scale; 0 = one scale per output channel
     HAS_BIAS: tl.constexpr,
-    RANK_PAD: tl.constexpr,
-    DOT_BF16: tl.constexpr,  # as in the quantize kernel
+    HAS_LOW: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -213,14 +210,9 @@ def _gemm_src(
     acc = acc * tl.load(sa_ptr + rm, mask=mmask, other=0.0)[:, None]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=nmask, other=0.0)[None, :]
-    if RANK_PAD > 0:
-        rr = tl.arange(0, RANK_PAD)
-        lx = tl.load(lx_ptr + rm[:, None] * RANK_PAD + rr[None, :], mask=mmask[:, None], other=0.0)
-        up = tl.load(up_ptr + rn[:, None] * R + rr[None, :], mask=nmask[:, None] & (rr < R)[None, :], other=0.0)
-        if DOT_BF16:
-            acc += tl.dot(lx, tl.trans(up), out_dtype=tl.float32)
-        else:
-            acc += tl.dot(lx.to(tl.float32), tl.trans(up.to(tl.float32)), out_dtype=tl.float32)
+    if HAS_LOW:
+        low = tl.load(low_ptr + rm[:, None] * N + rn[None, :], mask=mmask[:, None] & nmask[None, :], other=0.0)
+        acc += low.to(tl.float32)
     tl.store(
         out_ptr + rm[:, None] * N + rn[None, :], acc.to(out_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :]
     )
@@ -254,7 +246,7 @@ def _kernels():
                 triton.Config({"BLOCK_M": m, "BLOCK_N": n, "GROUP_M": 8}, num_warps=w, num_stages=st)
                 for m, n, w, st in _GEMM_TILES
             ]
-            keys = ["N", "K", "M_BUCKET", "W4", "GROUP", "RANK_PAD", "BLOCK_K"]
+            keys = ["N", "K", "M_BUCKET", "W4", "GROUP", "HAS_LOW", "BLOCK_K"]
             gemm = triton.autotune(tiles, key=keys)(gemm)
         _cache[key] = (quant, gemm)
     return _cache[key]
@@ -352,6 +344,10 @@ def int8_gemm(
     rp = _rank_pad(rank)
     if rp and (lx is None or lx.shape != (m, rp)):
         raise ValueError(f"lx must be [M, {rp}] for a rank-{rank} up-projection")
+    # the up-projection [M, r] x [r, N] is a bf16 cuBLAS GEMM; its output is added in the epilogue, before the one
+    # cast. (A tl.dot of lx and L1 in the epilogue read shared memory out of bounds for some tile shapes with
+    # Triton 3.6 on sm_90, as compute-sanitizer showed; see docs/quantization.md.)
+    low = torch.mm(lx[:, :rank], up.to(torch.bfloat16).t()) if rp else None
     _, gemm = _kernels()
     scale_flat = scale.reshape(-1).float().contiguous()
     args = (
@@ -360,17 +356,14 @@ def int8_gemm(
         qweight.contiguous(),
         weight_scale.float().contiguous(),
         bias.float().contiguous() if bias is not None else scale_flat,
-        lx if rp else scale_flat,
-        up.to(torch.bfloat16).contiguous() if rp else scale_flat,
+        low if low is not None else scale_flat,
         out,
         m,
         n,
         weight_scale.shape[1],
-        rank,
         triton.next_power_of_2(m),
     )
-    flags = {"K": k, "W4": w_bits == 4, "GROUP": group, "HAS_BIAS": bias is not None, "RANK_PAD": rp}
-    flags["DOT_BF16"] = not _interpreting()
+    flags = {"K": k, "W4": w_bits == 4, "GROUP": group, "HAS_BIAS": bias is not None, "HAS_LOW": low is not None}
     if _interpreting():
         bm, bn, bk = _INTERPRET_TILE
         flags["BLOCK_K"] = min(bk, group) if group else bk
