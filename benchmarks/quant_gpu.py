@@ -13,7 +13,8 @@ Needs a CUDA device (and Triton for the ``triton`` variants). Two parts, one pro
    and ``triton-gemm`` (the fused GEMM alone on pre-quantized activations). Times are ``triton.testing.do_bench``
    medians (CUDA events); each row also gives the SQNR of the output against float32 ``F.linear``.
 2. **Backbone**: the shipped MusicDiT, one guided call, bf16 autocast, with every quantizable block Linear swapped
-   (the presets' filter) for each variant; eager launches and, where capture works, CUDA-graph replay (launch gaps
+   (the presets' filter) for each variant (also ``fp8``: :class:`~accelerando.quant.Float8Linear`, one
+   ``torch._scaled_mm`` per layer); eager launches and, where capture works, CUDA-graph replay (launch gaps
    removed). Output SQNR against the bf16 backbone, weight bytes and peak allocated memory.
 """
 
@@ -163,7 +164,7 @@ def _param_bytes(mod: torch.nn.Module) -> int:
 def backbone_rows(model: str, seconds: float) -> list[dict]:
     """The DiT under each variant: median ms eager and graph-replayed, SQNR vs bf16, bytes, peak memory."""
     from accelerando.pretrained import load_generator
-    from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, quantize_
+    from accelerando.quant import Float8DynamicConfig, RTNConfig, SVDQuantConfig, calibrate_, quantize_
     from accelerando.quant import triton_kernels as tk
     from accelerando.quant.presets import dit_filter
     from accelerando.testing.models import backbone_inputs
@@ -181,6 +182,7 @@ def backbone_rows(model: str, seconds: float) -> list[dict]:
         dit = quantize_(copy.deepcopy(base), RTNConfig(bits, 8), filter_fn=dit_filter)
         variants[f"w{bits}a8-eager"] = (dit, False)
         variants[f"w{bits}a8-triton"] = (dit, True)
+    variants["fp8"] = (quantize_(copy.deepcopy(base), Float8DynamicConfig(), filter_fn=dit_filter), None)
     svd = copy.deepcopy(base)
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
         calibrate_(svd, SVDQuantConfig(4, 8, rank=32, calibration=None), [lambda m: m(x, t, cond)], dit_filter)
@@ -225,6 +227,7 @@ def main() -> None:
     ap.add_argument("--large", default="4096,8192", help="square GEMM sizes where the card is compute-bound")
     ap.add_argument("--json", default=None)
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to dry-run the logic (TRITON_INTERPRET=1)")
+    ap.add_argument("--parts", default="gemm,backbone", help="which tables to measure")
     ap.add_argument("--shapes", default=None, help="override the backbone GEMM shapes, e.g. 64x32,32x64 (K x N)")
     args = ap.parse_args()
     global DEVICE
@@ -249,13 +252,15 @@ def main() -> None:
     }
     print(json.dumps(env))
     gemms = []
+    if "gemm" not in args.parts:
+        shapes, args.large = [], ""
     for k, n in shapes:
         gemms += gemm_rows(2 * tokens, k, n)
     for s in [int(v) for v in args.large.split(",") if v]:
         gemms += gemm_rows(s, s, s, svd=False)
     for r in gemms:
         print(json.dumps(r))
-    backbone = backbone_rows(args.model, args.seconds)
+    backbone = backbone_rows(args.model, args.seconds) if "backbone" in args.parts else []
     for r in backbone:
         print(json.dumps(r))
     report = {"args": vars(args), "env": env, "gemm": gemms, "backbone": backbone}

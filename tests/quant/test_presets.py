@@ -33,7 +33,7 @@ def _outlier_pipeline(seed: int = 0):
 def test_unknown_preset_is_a_user_error_listing_the_valid_ones():
     with pytest.raises(UserError, match="unknown quantization preset 'w3a8-magic'") as err:
         quantize_pipeline(tiny_pipeline(), "w3a8-magic")
-    assert all(p in str(err.value) for p in PRESETS) and len(PRESETS) == 8
+    assert all(p in str(err.value) for p in PRESETS) and len(PRESETS) == 9
     with pytest.raises(UserError, match=r"option\(s\) \['ranks'\]"):
         quantize_pipeline(tiny_pipeline(), "w4a8-svd", ranks=4)
 
@@ -45,6 +45,7 @@ def test_unknown_preset_is_a_user_error_listing_the_valid_ones():
     [
         ("int8-dynamic", 40),
         ("w8a8-rtn", 40),
+        ("w8a8-fp8", 28),
         ("w4a8-rtn", 20),
         ("w4a8-smooth", 20),
         ("w4a8-svd", 22.5),

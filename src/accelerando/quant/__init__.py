@@ -10,6 +10,7 @@ from accelerando.quant.api import default_filter, quantize_, quantized_layers, r
 from accelerando.quant.calibrate import calibrate_
 from accelerando.quant.configs import (
     QUANT_CONFIG_VERSION,
+    Float8DynamicConfig,
     Int8DynamicConfig,
     QuantConfig,
     RTNConfig,
@@ -17,6 +18,7 @@ from accelerando.quant.configs import (
     SVDQuantConfig,
     config_from_dict,
 )
+from accelerando.quant.fp8 import Float8Linear  # also registers the Float8DynamicConfig handler
 from accelerando.quant.fused import fused_kernels_enabled, use_fused_kernels
 from accelerando.quant.io import load_quantized, save_quantized
 from accelerando.quant.linear import QuantLinear
@@ -24,6 +26,8 @@ from accelerando.quant.svd import SVDQuantLinear  # also registers the SmoothQua
 
 __all__ = [
     "QUANT_CONFIG_VERSION",
+    "Float8DynamicConfig",
+    "Float8Linear",
     "Int8DynamicConfig",
     "QuantConfig",
     "QuantLinear",

@@ -11,6 +11,7 @@ __all__ = [
     "QuantConfig",
     "RTNConfig",
     "Int8DynamicConfig",
+    "Float8DynamicConfig",
     "SmoothQuantConfig",
     "SVDQuantConfig",
     "config_from_dict",
@@ -87,6 +88,19 @@ class Int8DynamicConfig(QuantConfig):
 
     Per-channel symmetric int8 weights and per-token symmetric dynamic int8 activations, both with torchao's
     mapping: ``scale = amax / 127.5``, values clamped to the full ``[-128, 127]``. No fields.
+    """
+
+    def __post_init__(self):
+        pass
+
+
+@dataclass
+class Float8DynamicConfig(QuantConfig):
+    """torchao's ``Float8DynamicActivationFloat8WeightConfig`` with row-wise scales: the FP8 path for Hopper.
+
+    Weights float8 e4m3 with one scale per output channel (``absmax / 448``), activations dynamic float8 e4m3 with
+    one scale per token; one ``torch._scaled_mm`` per layer (FP8 tensor cores on sm_89+, a reference kernel on CPU).
+    No fields.
     """
 
     def __post_init__(self):

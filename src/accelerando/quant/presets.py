@@ -7,6 +7,7 @@ preset                    config applied to the backbone's block Linears
 ========================  ==========================================================================================
 ``int8-dynamic``          :class:`Int8DynamicConfig` (torchao-equivalent W8A8 reference; no calibration)
 ``w8a8-rtn``              ``RTNConfig(8, 8)`` (per-channel int8 weights, per-token int8 activations, ``_int_mm``)
+``w8a8-fp8``              :class:`Float8DynamicConfig` (e4m3 weights and per-token activations, ``_scaled_mm``)
 ``w4a8-rtn``              ``RTNConfig(4, 8, group_size)``
 ``w4a8-smooth``           ``SmoothQuantConfig(4, 8, alpha, group_size)``
 ``w4a8-svd``              ``SVDQuantConfig(4, 8, rank, group_size, calibration="mse")``
@@ -53,7 +54,14 @@ from torch import nn
 from accelerando.errors import UserError
 from accelerando.quant.api import default_filter, quant_plan
 from accelerando.quant.calibrate import calibrate_, record_activations
-from accelerando.quant.configs import Int8DynamicConfig, QuantConfig, RTNConfig, SmoothQuantConfig, SVDQuantConfig
+from accelerando.quant.configs import (
+    Float8DynamicConfig,
+    Int8DynamicConfig,
+    QuantConfig,
+    RTNConfig,
+    SmoothQuantConfig,
+    SVDQuantConfig,
+)
 
 __all__ = [
     "PRESETS",
@@ -70,6 +78,7 @@ __all__ = [
 PRESETS = (
     "int8-dynamic",
     "w8a8-rtn",
+    "w8a8-fp8",
     "w4a8-rtn",
     "w4a8-smooth",
     "w4a8-svd",
@@ -162,6 +171,8 @@ def preset_config(preset: str, rank: int = 32, group_size: int | None = None, al
             return Int8DynamicConfig()
         if preset == "w8a8-rtn":
             return RTNConfig(8, 8)
+        if preset == "w8a8-fp8":
+            return Float8DynamicConfig()
         if preset == "w4a8-rtn":
             return RTNConfig(4, 8, group_size)
         if preset == "w4a8-smooth":

@@ -1,0 +1,88 @@
+"""``Float8Linear``: float8 (e4m3) weights and per-token dynamic float8 activations through ``torch._scaled_mm``.
+
+With ``x`` [M, K] and weight ``W`` [N, K]: ``s_w[n] = max|W[n]| / 448``, ``s_x[m] = max|x[m]| / 448`` (448 is e4m3's
+largest finite value), codes ``W / s_w`` and ``x / s_x`` rounded to e4m3, and
+
+    y = (Q(x) @ Q(W)^T) * s_x * s_w^T + b
+
+as one ``torch._scaled_mm`` with row-wise scales: Hopper's FP8 tensor cores on CUDA (sm_89 and newer), PyTorch's
+reference kernel on CPU (correct, not fast). :meth:`Float8Linear.reference_forward` computes the same product from
+the dequantized codes in float32, and the tests compare the two against an SQNR floor. Measured on an H200:
+``benchmarks/quant_gpu.py`` (BENCHMARKS.md).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from accelerando.quant.api import register_handler, require_linear
+from accelerando.quant.configs import Float8DynamicConfig
+
+__all__ = ["Float8Linear", "fp8_rows", "FP8_MAX"]
+
+FP8_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
+_EPS = 1e-12
+
+
+def fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise e4m3 quantization: ``x`` [R, C] -> (codes float8_e4m3fn [R, C], scale float32 [R, 1])."""
+    xf = x.float()
+    scale = (xf.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=_EPS)
+    return (xf / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
+
+
+class Float8Linear(nn.Module):
+    """FP8 replacement for ``nn.Linear(K, N)``. Buffers: ``qweight`` float8_e4m3fn [N, K], ``weight_scale`` float32
+    [N, 1], ``bias`` float32 [N] when the source layer had one."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.float8_e4m3fn))
+        self.register_buffer("weight_scale", torch.ones(out_features, 1))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> "Float8Linear":
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        q.qweight, q.weight_scale = fp8_rows(linear.weight.detach())
+        if linear.bias is not None:
+            q.bias = linear.bias.detach().float().clone()
+        return q.to(linear.weight.device)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight [N, K] the codes stand for."""
+        return (self.qweight.float() * self.weight_scale).to(dtype)
+
+    def _out_dtype(self, x: torch.Tensor) -> torch.dtype:
+        dev = x.device.type
+        return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [..., K] -> [..., N] in ``x``'s dtype (the autocast dtype under autocast)."""
+        out_dtype = self._out_dtype(x)
+        x2 = x.reshape(-1, self.in_features)  # [M, K]
+        if not len(x2):
+            return x.new_zeros(*x.shape[:-1], self.out_features, dtype=out_dtype)
+        qx, sx = fp8_rows(x2)
+        # row-wise scaling needs a bf16 output; the bias is added in float32 before the final cast
+        y = torch._scaled_mm(qx, self.qweight.t(), scale_a=sx, scale_b=self.weight_scale.t(), out_dtype=torch.bfloat16)
+        y = y.float()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(out_dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same quantized product in float32 from dequantized codes (no ``_scaled_mm``)."""
+        qx, sx = fp8_rows(x.reshape(-1, self.in_features))
+        y = F.linear(qx.float() * sx, self.dequantize(), self.bias)
+        return y.to(self._out_dtype(x)).reshape(*x.shape[:-1], self.out_features)
+
+
+@register_handler(Float8DynamicConfig)
+def _float8_dynamic(module: nn.Module, config: Float8DynamicConfig) -> nn.Module:
+    linear = require_linear(module, config)
+    return Float8Linear.from_float(linear)
