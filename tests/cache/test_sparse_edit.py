@@ -105,6 +105,7 @@ def test_sparse_inpaint_keeps_outside_exact_and_is_close_to_full(session):
     st = res.metadata["sparse_edit"]
     assert 0 < st["tokens_recomputed"] < st["tokens"] / 2 and st["sparse_evals"] == 3 and st["dense_evals"] == 0
     assert st["decode_fraction"] < 0.8
+    assert 0 < st["frames_encoded"] < load_session(d).manifest["frames"]  # the update encoded the changed stretch
     a, b = int(0.8 * SR), int(1.1 * SR)
     assert torch.equal(res.audio[0, :, :a], before.audio[:, :a])
     assert torch.equal(res.audio[0, :, b:], before.audio[:, b:])
@@ -309,8 +310,15 @@ def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel):
     pipe.codec.encode = lambda wav: encodes.append(wav.shape) or encode(wav)
     res = pipe.sparse_edit.edit(d, regions=[(0.9, 1.1)], seed=7)
     del pipe.codec.encode
-    assert len(encodes) == 1  # the new clip only: the session's own latent serves the edit's input
+    # no whole-clip encode at all: the session's latent serves the edit's input, and the update encodes only the
+    # frames the edit changed (tests/cache/test_sparse_encode.py: bit for bit what a full encode gives)
+    assert encodes == []
     st = res.metadata["sparse_edit"]
+    assert 0 < st["frames_encoded"] < s.manifest["frames"]
+    with torch.inference_mode():
+        assert torch.equal(
+            load_session(d).known, pipe.sparse_edit._full_encode(pipe._prepare_audio(res.audio[0], SR))[0]
+        )
     assert st["sparse_evals"] == 3 and 0 < st["tokens_recomputed"] < st["tokens"] / 4
     full = _full(pipe, s.audio, 7, regions=[(0.9, 1.1)])
     a, b = int(0.9 * SR), int(1.1 * SR)

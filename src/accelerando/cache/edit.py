@@ -48,6 +48,7 @@ from accelerando.cache.dit_sparse import dilate_tokens, edited_tokens
 from accelerando.cache.edit_backends import backend_for
 from accelerando.cache.session import SessionData, load_session, module_sha256, write_session
 from accelerando.cache.sparse_decode import decode_edit, decoder_radius
+from accelerando.cache.sparse_encode import encode_update
 from accelerando.conditioning.controls import ControlSpec
 from accelerando.errors import UserError
 
@@ -498,7 +499,15 @@ class SparseEditor:
         # update the session: the latent exactly, the cache of the recomputed units
         pipe = self.pipe
         mono_new = pipe._prepare_audio(new_audio, sr)
-        known_new = self._full_encode(mono_new)[0]  # [T, D], as a full edit of the new clip computes it
+        # [T, D], as a full edit of the new clip computes it: the changed frames alone when that is provably exact
+        upd = (
+            None
+            if extend_s is not None
+            else encode_update(pipe.codec, pipe.model.normalize, run.encoded[0], mono_new, sess.known)
+        )
+        known_new, frames_encoded = upd if upd is not None else (self._full_encode(mono_new)[0], None)
+        if frames_encoded is None:
+            frames_encoded = known_new.shape[0]
         guided_same = (settings["cfg"] != 1.0) == (m["batch"] == 2)
         if reuse and guided_same:
             idx, records = run.idx, run.rec
@@ -556,6 +565,7 @@ class SparseEditor:
             "dense_evals": run.dense_evals,
             "decode_fraction": run.decode_fraction,
             "cache_update": "reuse" if reuse and guided_same else "refresh",
+            "frames_encoded": frames_encoded,
             "edit_s": t_edit,
             "update_s": time.perf_counter() - t1,
             "cache_mb": data.cache_bytes / 2**20,
