@@ -49,6 +49,21 @@ def test_quantize_rows_equals_reference(bits, full_range, dtype):
 
 
 @pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
+def test_fp8_quantize_rows_equals_reference(gpu):
+    from accelerando.quant.fp8 import fp8_rows
+
+    dev = _device(gpu)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(37, 80, generator=g) * 5
+    x[2] = 0.0
+    q, scale, _ = tk.quantize_rows(x.to(dev), fp8=True)
+    q_ref, s_ref = fp8_rows(x)
+    assert q.dtype == torch.float8_e4m3fn
+    assert torch.equal(scale.cpu(), s_ref)
+    assert torch.equal(q.cpu().view(torch.uint8), q_ref.view(torch.uint8))
+
+
+@pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
 @pytest.mark.parametrize(
     "w_bits,group_size,bias,k",
     [(8, None, True, 128), (4, None, False, 128), (4, 32, True, 128), (8, 64, True, 128), (4, None, True, 96)],

@@ -5,29 +5,31 @@ largest finite value), codes ``W / s_w`` and ``x / s_x`` rounded to e4m3, and
 
     y = (Q(x) @ Q(W)^T) * s_x * s_w^T + b
 
-as one ``torch._scaled_mm`` with row-wise scales: Hopper's FP8 tensor cores on CUDA (sm_89 and newer), PyTorch's
-reference kernel on CPU (correct, not fast). :meth:`Float8Linear.reference_forward` computes the same product from
-the dequantized codes in float32, and the tests compare the two against an SQNR floor. Measured on an H200:
-``benchmarks/quant_gpu.py`` (BENCHMARKS.md).
+as one ``torch._scaled_mm`` with row-wise scales and the bias in its epilogue: Hopper's FP8 tensor cores on CUDA
+(sm_89 and newer), PyTorch's reference kernel on CPU (correct, not fast). On CUDA with Triton, the per-token
+quantization is one kernel (:func:`accelerando.quant.triton_kernels.quantize_rows` with ``fp8=True``).
+:meth:`Float8Linear.reference_forward` computes the same product from the dequantized codes in float32, and the
+tests compare the two against an SQNR floor. Measured on an H200: ``benchmarks/quant_gpu.py`` (BENCHMARKS.md).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accelerando.quant import triton_kernels
 from accelerando.quant.api import register_handler, require_linear
 from accelerando.quant.configs import Float8DynamicConfig
 
-__all__ = ["Float8Linear", "fp8_rows", "FP8_MAX"]
+__all__ = ["Float8Linear", "fp8_rows", "FP8_MAX", "FP8_EPS"]
 
 FP8_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
-_EPS = 1e-12
+FP8_EPS = 1e-12  # smallest scale (an all-zero row)
 
 
 def fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row-wise e4m3 quantization: ``x`` [R, C] -> (codes float8_e4m3fn [R, C], scale float32 [R, 1])."""
     xf = x.float()
-    scale = (xf.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=_EPS)
+    scale = (xf.abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp(min=FP8_EPS)
     return (xf / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
 
 
@@ -67,12 +69,15 @@ class Float8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if not len(x2):
             return x.new_zeros(*x.shape[:-1], self.out_features, dtype=out_dtype)
-        qx, sx = fp8_rows(x2)
-        # row-wise scaling needs a bf16 output; the bias is added in float32 before the final cast
-        y = torch._scaled_mm(qx, self.qweight.t(), scale_a=sx, scale_b=self.weight_scale.t(), out_dtype=torch.bfloat16)
-        y = y.float()
-        if self.bias is not None:
-            y = y + self.bias
+        if triton_kernels.applies(x2):  # CUDA: one Triton kernel instead of four PyTorch ones
+            qx, sx, _ = triton_kernels.quantize_rows(x2.contiguous(), fp8=True)
+        else:
+            qx, sx = fp8_rows(x2)
+        # row-wise scaling needs a bf16 output; the bias goes into the GEMM's epilogue
+        bias = None if self.bias is None else self.bias.to(torch.bfloat16)
+        y = torch._scaled_mm(
+            qx, self.qweight.t(), scale_a=sx, scale_b=self.weight_scale.t(), bias=bias, out_dtype=torch.bfloat16
+        )
         return y.to(out_dtype).reshape(*x.shape[:-1], self.out_features)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:

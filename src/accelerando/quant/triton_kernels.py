@@ -105,7 +105,9 @@ def _quant_rows_src(
     QMIN,
     QMAX,
     DIVISOR,
+    EPS,
     K: tl.constexpr,  # compile-time: a model has a handful of widths, and loop bounds stay Python ints
+    FP8: tl.constexpr,  # float8 e4m3 codes (round to nearest even by the cast) instead of integers
     HAS_SMOOTH: tl.constexpr,
     RANK_PAD: tl.constexpr,
     DOT_BF16: tl.constexpr,  # bf16 tensor-core dot for the low-rank branch; False: the same bf16-rounded operands
@@ -124,7 +126,7 @@ def _quant_rows_src(
             s = tl.load(inv_s_ptr + rk, mask=kmask, other=0.0).to(x.dtype)
             x = (x.to(tl.float32) * s.to(tl.float32)).to(x.dtype)
         amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
-    scale = tl.maximum(amax / DIVISOR, 1.1920928955078125e-07)
+    scale = tl.maximum(amax / DIVISOR, EPS)
     tl.store(scale_ptr + rm, scale, mask=mmask)
     if RANK_PAD > 0:
         rr = tl.arange(0, RANK_PAD)
@@ -137,9 +139,13 @@ def _quant_rows_src(
             s = tl.load(inv_s_ptr + rk, mask=kmask, other=0.0).to(x.dtype)
             x = (x.to(tl.float32) * s.to(tl.float32)).to(x.dtype)
         v = x.to(tl.float32) / scale[:, None]
-        v = (v + 12582912.0) - 12582912.0
-        v = tl.minimum(tl.maximum(v, QMIN), QMAX)
-        tl.store(q_ptr + rm[:, None] * K + rk[None, :], v.to(tl.int8), mask=mmask[:, None] & kmask[None, :])
+        if FP8:
+            v = tl.minimum(tl.maximum(v, QMIN), QMAX)
+            tl.store(q_ptr + rm[:, None] * K + rk[None, :], v.to(tl.float8e4nv), mask=mmask[:, None] & kmask[None, :])
+        else:
+            v = (v + 12582912.0) - 12582912.0
+            v = tl.minimum(tl.maximum(v, QMIN), QMAX)
+            tl.store(q_ptr + rm[:, None] * K + rk[None, :], v.to(tl.int8), mask=mmask[:, None] & kmask[None, :])
         if RANK_PAD > 0:
             d = tl.load(down_ptr + rr[None, :] * K + rk[:, None], mask=kmask[:, None] & (rr < R)[None, :], other=0.0)
             xb = x.to(tl.bfloat16)
@@ -271,8 +277,12 @@ def quantize_rows(
     full_range: bool = False,
     inv_smooth: torch.Tensor | None = None,
     down: torch.Tensor | None = None,
+    fp8: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``x`` [M, K] -> (codes int8 [M, K], scale float32 [M, 1], ``(x/s) @ down^T`` bf16 [M, r_pad] or None).
+
+    ``fp8``: float8 e4m3 codes with ``scale = absmax / 448`` instead, equal to
+    :func:`accelerando.quant.fp8.fp8_rows` (``bits`` and ``full_range`` are then unused).
 
     ``inv_smooth`` [K]: multiply by ``1/s`` first (rounded to ``x``'s dtype, as SVDQuant's eager forward does).
     ``down`` [r, K]: the low-rank down-projection of the smoothed ``x``; its output is zero-padded to ``r_pad``
@@ -282,11 +292,17 @@ def quantize_rows(
     if x.dim() != 2 or x.stride(1) != 1:
         raise ValueError(f"quantize_rows needs a row-major 2-D activation, got shape {tuple(x.shape)}")
     m, k = x.shape
-    hi = 2 ** (bits - 1) - 1
-    lo = -hi - 1 if full_range else -hi
+    if fp8:
+        from accelerando.quant.fp8 import FP8_EPS, FP8_MAX
+
+        lo, hi, divisor, eps = -FP8_MAX, FP8_MAX, FP8_MAX, FP8_EPS
+    else:
+        hi = 2 ** (bits - 1) - 1
+        lo = -hi - 1 if full_range else -hi
+        divisor, eps = (hi - lo) / 2.0, _EPS
     rank = 0 if down is None else down.shape[0]
     rp = _rank_pad(rank)
-    q = torch.empty(m, k, dtype=torch.int8, device=x.device)
+    q = torch.empty(m, k, dtype=torch.float8_e4m3fn if fp8 else torch.int8, device=x.device)
     scale = torch.empty(m, dtype=torch.float32, device=x.device)
     lx = torch.empty(m, rp, dtype=torch.bfloat16, device=x.device) if rp else None
     quant, _ = _kernels()
@@ -305,8 +321,10 @@ def quantize_rows(
         x.stride(0),
         float(lo),
         float(hi),
-        (hi - lo) / 2.0,
+        float(divisor),
+        float(eps),
         K=k,
+        FP8=fp8,
         HAS_SMOOTH=inv_smooth is not None,
         RANK_PAD=rp,
         DOT_BF16=not _interpreting(),
