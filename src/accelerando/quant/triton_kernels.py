@@ -139,8 +139,15 @@ def _quant_rows_src(
             s = tl.load(inv_s_ptr + rk, mask=kmask, other=0.0).to(x.dtype)
             x = (x.to(tl.float32) * s.to(tl.float32)).to(x.dtype)
         v = x.to(tl.float32) / scale[:, None]
-        if FP8:
+        if FP8:  # round to e4m3's grid in float32 first (nearest, ties to even), so the cast itself is exact
             v = tl.minimum(tl.maximum(v, QMIN), QMAX)
+            b = v.to(tl.int32, bitcast=True)
+            sign = b & -2147483648  # the sign bit alone
+            b = (b + 0x7FFFF + ((b >> 20) & 1)) & -1048576  # keep 3 of float32's 23 mantissa bits
+            normal = b.to(tl.float32, bitcast=True)
+            mag = (tl.abs(v) + 24576.0) - 24576.0  # below 2**-6 e4m3 is subnormal: multiples of 2**-9
+            sub = (mag.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)  # -0 stays -0, as in torch
+            v = tl.where(tl.abs(v) < 0.015625, sub, normal)
             tl.store(q_ptr + rm[:, None] * K + rk[None, :], v.to(tl.float8e4nv), mask=mmask[:, None] & kmask[None, :])
         else:
             v = (v + 12582912.0) - 12582912.0
