@@ -78,7 +78,7 @@ def _fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def gemm_rows(m: int, k: int, n: int, svd: bool = True) -> list[dict]:
     """Every GEMM variant at ``x`` [m, k] x ``W`` [n, k]^T: median ms, TOPS and SQNR against float32."""
-    from accelerando.quant import QuantLinear, SVDQuantLinear
+    from accelerando.quant import Float8Linear, QuantLinear, SVDQuantLinear
     from accelerando.quant import triton_kernels as tk
     from accelerando.quant.primitives import quantize_per_token
 
@@ -90,6 +90,7 @@ def gemm_rows(m: int, k: int, n: int, svd: bool = True) -> list[dict]:
     layers = {
         "w8a8": QuantLinear.from_float(lin, 8, 8),
         "w4a8": QuantLinear.from_float(lin, 4, 8),
+        "fp8": Float8Linear.from_float(lin),
     }
     if svd:  # the float64 SVD of a large square weight takes longer than the whole GEMM table
         layers["svd-w4a8"] = SVDQuantLinear.from_float(lin, x.float().abs().amax(0), 0.5, 4, 8, None, 32)
@@ -182,7 +183,9 @@ def backbone_rows(model: str, seconds: float) -> list[dict]:
         dit = quantize_(copy.deepcopy(base), RTNConfig(bits, 8), filter_fn=dit_filter)
         variants[f"w{bits}a8-eager"] = (dit, False)
         variants[f"w{bits}a8-triton"] = (dit, True)
-    variants["fp8"] = (quantize_(copy.deepcopy(base), Float8DynamicConfig(), filter_fn=dit_filter), None)
+    fp8 = quantize_(copy.deepcopy(base), Float8DynamicConfig(), filter_fn=dit_filter)
+    variants["fp8-eager"] = (fp8, False)  # activation quantization in PyTorch ops
+    variants["fp8-triton"] = (fp8, True)  # ... in one Triton kernel
     svd = copy.deepcopy(base)
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
         calibrate_(svd, SVDQuantConfig(4, 8, rank=32, calibration=None), [lambda m: m(x, t, cond)], dit_filter)
