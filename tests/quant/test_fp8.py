@@ -74,3 +74,14 @@ def test_cuda_scaled_mm_matches_cpu_reference():
         ref = q.reference_forward(x)
         y = q.cuda()(x.cuda()).cpu()
     assert sqnr(ref, y) > 40.0
+
+
+@pytest.mark.gpu
+def test_cuda_widths_fp8_gemms_cannot_take_fall_back_to_the_reference():
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("needs a CUDA device with FP8 tensor cores (sm_89+)")
+    lin = nn.Linear(100, 24)  # neither width a multiple of 16
+    q = Float8Linear.from_float(lin)
+    x = torch.randn(5, 100)
+    with torch.no_grad():
+        assert sqnr(q.reference_forward(x), q.cuda()(x.cuda()).cpu()) > 60.0

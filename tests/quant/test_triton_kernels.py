@@ -35,17 +35,26 @@ def _device(gpu: bool) -> str:
     return "cuda" if gpu else "cpu"
 
 
+@pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("bits,full_range", [(8, False), (8, True), (4, False)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_quantize_rows_equals_reference(bits, full_range, dtype):
+def test_quantize_rows_equals_reference(gpu, bits, full_range, dtype):
+    dev = _device(gpu)
     g = torch.Generator().manual_seed(bits + full_range)
-    x = (torch.randn(37, 80, generator=g) * 4).to(dtype)  # neither dim a multiple of the tile
+    x = (torch.randn(300, 80, generator=g) * 4).to(dtype)  # neither dim a multiple of the tile
     x[3] = 0.0  # an all-zero row takes the eps scale
-    q, scale, lx = tk.quantize_rows(x, bits, full_range)
+    q, scale, lx = tk.quantize_rows(x.to(dev), bits, full_range)
     q_ref, s_ref = quantize_per_token(x, full_range, bits)
     assert lx is None
-    assert torch.equal(scale, s_ref)
-    assert torch.equal(q, q_ref)
+    assert torch.equal(scale.cpu(), s_ref)
+    assert torch.equal(q.cpu(), q_ref)
+
+
+def test_transposed_activations_are_accepted():
+    _device(False)
+    layer = QuantLinear.from_float(torch.nn.Linear(64, 32), 8, 8)
+    x = torch.randn(1, 64, 10).transpose(1, 2)  # [1, 10, 64], not row-major
+    torch.testing.assert_close(tk.a8_linear(layer, x.reshape(-1, 64), torch.float32), layer.reference_forward(x)[0])
 
 
 @pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
@@ -136,7 +145,8 @@ def test_errors_name_the_problem(monkeypatch):
         tk.quantize_rows(torch.randn(4, 32))
 
 
-def test_supports_only_groups_a_block_can_cover():
+def test_supports_only_groups_a_block_can_cover_and_32_bit_offsets():
+    assert not tk.supports(QuantLinear(64, 8), rows=2**31 // 64)
     assert tk.supports(QuantLinear(64, 8, group_size=None))
     assert tk.supports(QuantLinear(64, 8, group_size=32))
     assert not tk.supports(QuantLinear(48, 8, group_size=24))

@@ -499,7 +499,8 @@ class SparseEditor:
         # update the session: the latent exactly, the cache of the recomputed units
         pipe = self.pipe
         mono_new = pipe._prepare_audio(new_audio, sr)
-        # [T, D], as a full edit of the new clip computes it: the changed frames alone when that is provably exact
+        # [T, D], as a full edit of the new clip computes it: only the changed frames when the margin check
+        # of sparse_encode confirms they match a full encode (else the whole clip)
         upd = (
             None
             if extend_s is not None

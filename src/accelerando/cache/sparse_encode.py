@@ -98,11 +98,13 @@ def encode_update(
         f0 = max(0, f0 - grow // 2)
         f1 = min(t, f0 + MIN_FRAMES)
         f0 = max(0, f1 - MIN_FRAMES)
+    if c0 == f0 and c1 == f1:  # no margin frame to check (the whole clip changed, or it is short): full encode
+        return None
     with torch.no_grad():
         frames = normalize(encode_frames(codec, new_mono, f0, f1)[None])[0].to(old_latent.dtype)  # [f1 - f0, D]
     keep = torch.ones(f1 - f0, dtype=torch.bool)
     keep[c0 - f0 : c1 - f0] = False  # frames outside [c0, c1) read only unchanged samples
-    if not keep.any() or not torch.equal(frames[keep], old_latent[f0:f1][keep]):
+    if not torch.equal(frames[keep], old_latent[f0:f1][keep]):
         return None
     latent = old_latent.clone()
     latent[f0:f1] = frames

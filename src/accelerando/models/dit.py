@@ -174,7 +174,9 @@ class MusicDiT(nn.Module):
         text = self.text_proj(cond.text_tokens.to(h.dtype))  # [B, L, W]
         text_mask = cond.text_mask.bool()
         pooled = self.pooled_proj(cond.text_pooled.to(h.dtype))  # [B, W]
-        if cond.drop_text is not None:  # no ``.any()`` check: it would sync the device and break CUDA-graph capture
+        # at inference no ``.any()`` check (it would sync the device and break CUDA-graph capture; ``where`` with an
+        # all-False mask changes nothing); in training it keeps ``null_text`` out of the steps that drop no text
+        if cond.drop_text is not None and (not torch.is_grad_enabled() or cond.drop_text.any()):
             drop = cond.drop_text.bool()
             text = torch.where(drop[:, None, None], self.null_text.to(h.dtype), text)
             text_mask = torch.where(drop[:, None], torch.ones_like(text_mask), text_mask)

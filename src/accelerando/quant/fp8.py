@@ -69,11 +69,15 @@ class Float8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if not len(x2):
             return x.new_zeros(*x.shape[:-1], self.out_features, dtype=out_dtype)
-        if triton_kernels.applies(x2):  # CUDA: one Triton kernel instead of four PyTorch ones
+        if x2.is_cuda and (self.in_features % 16 or self.out_features % 16):
+            return self.reference_forward(x)  # CUDA's FP8 GEMM needs K and N in multiples of 16
+        if (
+            triton_kernels.applies(x2) and x2.shape[0] * max(self.in_features, self.out_features) < 2**31
+        ):  # CUDA: one Triton kernel instead of four PyTorch ones
             qx, sx, _ = triton_kernels.quantize_rows(x2.contiguous(), fp8=True)
         else:
             qx, sx = fp8_rows(x2)
-        # row-wise scaling needs a bf16 output; the bias goes into the GEMM's epilogue
+        # row-wise scaling needs a bf16 output; the bias goes into the GEMM's epilogue, rounded to bf16
         bias = None if self.bias is None else self.bias.to(torch.bfloat16)
         y = torch._scaled_mm(
             qx, self.qweight.t(), scale_a=sx, scale_b=self.weight_scale.t(), bias=bias, out_dtype=torch.bfloat16

@@ -140,7 +140,9 @@ class QuantLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] == 0:
             return x.new_zeros(*lead, self.out_features, dtype=out_dtype)
-        if mm is int8_mm and triton_kernels.applies(x2) and triton_kernels.supports(self):  # CUDA: two kernels
+        if (
+            mm is int8_mm and triton_kernels.applies(x2) and triton_kernels.supports(self, x2.shape[0])
+        ):  # CUDA: two kernels
             y = triton_kernels.a8_linear(self, x2, out_dtype)
         elif mm is int8_mm and fused.applies(x2):  # opt-in compiled path (accelerando.quant.fused), same math
             y = fused.a8_linear_fused(self, x2, out_dtype, lambda: self._a8_eager(x2, mm, out_dtype))

@@ -126,7 +126,11 @@ class SVDQuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [..., K] -> [..., N]; ``1/s`` applied right before the residual's activation quantization."""
-        if self.residual.a_bits != 16 and triton_kernels.applies(x) and triton_kernels.supports(self.residual):
+        if (
+            self.residual.a_bits != 16
+            and triton_kernels.applies(x)
+            and triton_kernels.supports(self.residual, x.numel() // self.in_features)
+        ):
             x2 = x.reshape(-1, self.in_features)  # [M, K]; CUDA: smoothing + down-projection fused into the
             y = triton_kernels.svd_linear(self, x2, self.residual.output_dtype(x))  # quantizer, up into the GEMM
             return y.reshape(*x.shape[:-1], self.out_features)

@@ -1,4 +1,5 @@
-"""Triton kernels for the quantized linears on CUDA: two launches per layer instead of eager PyTorch's six or more.
+"""Triton kernels for the quantized linears on CUDA: two launches per layer (three with SVDQuant's low-rank branch)
+instead of eager PyTorch's six or more.
 
 1. :func:`quantize_rows` -- per-token dynamic quantization of ``x`` [M, K] to int8 codes and a float32 scale per
    row, with SVDQuant's ``1/s`` smoothing and the low-rank down-projection ``(x/s) @ L2^T`` [M, r] fused in (the
@@ -15,8 +16,9 @@ kernel is measured against (``benchmarks/quant_gpu.py``).
 
 Numerics (checked by ``tests/quant/test_triton_kernels.py`` against :mod:`accelerando.quant.primitives`):
 
-- The integer codes equal :func:`~accelerando.quant.primitives.quantize_per_token`'s (same scale formula, same
-  division, round half to even through the ``1.5 * 2**23`` trick, which is exact for ``|v| < 2**22``), and the int32
+- The integer codes equal :func:`~accelerando.quant.primitives.quantize_per_token`'s (same scale formula, IEEE
+  division through ``div_rn``: Triton's plain ``/`` on CUDA is an approximate division that changed scales and codes
+  on an H200; round half to even through the ``1.5 * 2**23`` trick, exact for ``|v| < 2**22``), and the int32
   products are exact, so per-channel layers differ from the eager path only in the float epilogue's rounding.
 - With weight groups, each K block's int32 partial sum is scaled and added in float32 (the eager path sums each
   group's int32 first); the block size divides the group size, so only float rounding differs.
@@ -126,7 +128,7 @@ def _quant_rows_src(
             s = tl.load(inv_s_ptr + rk, mask=kmask, other=0.0).to(x.dtype)
             x = (x.to(tl.float32) * s.to(tl.float32)).to(x.dtype)
         amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
-    scale = tl.maximum(amax / DIVISOR, EPS)
+    scale = tl.maximum(tl.math.div_rn(amax, DIVISOR), EPS)  # IEEE division, as torch's (``/`` is approximate)
     tl.store(scale_ptr + rm, scale, mask=mmask)
     if RANK_PAD > 0:
         rr = tl.arange(0, RANK_PAD)
@@ -138,7 +140,7 @@ def _quant_rows_src(
         if HAS_SMOOTH:
             s = tl.load(inv_s_ptr + rk, mask=kmask, other=0.0).to(x.dtype)
             x = (x.to(tl.float32) * s.to(tl.float32)).to(x.dtype)
-        v = x.to(tl.float32) / scale[:, None]
+        v = tl.math.div_rn(x.to(tl.float32), scale[:, None])
         if FP8:  # round to e4m3's grid in float32 first (nearest, ties to even), so the cast itself is exact
             v = tl.minimum(tl.maximum(v, QMIN), QMAX)
             b = v.to(tl.int32, bitcast=True)
@@ -404,16 +406,19 @@ def int8_gemm(
     return out
 
 
-def supports(layer) -> bool:
-    """Whether a :class:`~accelerando.quant.linear.QuantLinear`'s layout fits the GEMM kernel (group sizes that
-    are powers of two of at least 32, so that a K block never straddles two groups)."""
+def supports(layer, rows: int = 0) -> bool:
+    """Whether a :class:`~accelerando.quant.linear.QuantLinear`'s layout fits the GEMM kernel: group sizes that
+    are powers of two of at least 32 (a K block never straddles two groups), and ``rows`` x width under 2**31 (the
+    kernels index with 32-bit offsets)."""
     g = layer.group_size
+    if rows * max(layer.in_features, layer.out_features) >= 2**31:
+        return False
     return g is None or (g >= 32 and g & (g - 1) == 0)
 
 
 def a8_linear(layer, x2: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     """A4/A8 forward of a ``QuantLinear`` on ``x2`` [M, K] -> [M, N]: quantize kernel + fused GEMM."""
-    q, sa, _ = quantize_rows(x2, layer.a_bits, layer.full_range)
+    q, sa, _ = quantize_rows(x2.contiguous(), layer.a_bits, layer.full_range)
     return int8_gemm(q, sa, layer.qweight, layer.weight_scale, layer.bias, layer.w_bits, layer.group_size, out_dtype)
 
 
@@ -422,6 +427,6 @@ def svd_linear(layer, x2: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     down-projection fused into the quantize kernel, the up-projection into the GEMM's epilogue."""
     res = layer.residual
     down = layer.lora_down if layer.rank else None
-    q, sa, lx = quantize_rows(x2, res.a_bits, res.full_range, layer.inv_smooth, down)
+    q, sa, lx = quantize_rows(x2.contiguous(), res.a_bits, res.full_range, layer.inv_smooth, down)
     up = layer.lora_up if layer.rank else None
     return int8_gemm(q, sa, res.qweight, res.weight_scale, res.bias, res.w_bits, res.group_size, out_dtype, lx, up)
