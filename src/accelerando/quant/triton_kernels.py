@@ -25,8 +25,10 @@ Numerics (checked by ``tests/quant/test_triton_kernels.py`` against :mod:`accele
 - The SVDQuant low-rank branch multiplies bf16 operands with float32 accumulation (the eager CUDA path under bf16
   autocast does the same); its bf16 output is added in float32 before the single cast to the output dtype.
 
-Execution: CUDA tensors run compiled kernels (autotuned over a few tile shapes per ``(N, K, M bucket)``); CPU
-tensors run the same kernel source through Triton's interpreter, which is slow and meant for tests. The quantized
+Execution: CUDA tensors run compiled kernels (autotuned over a few tile shapes per ``(N, K, M bucket)``). With
+``TRITON_INTERPRET=1`` set before Triton is first imported, CPU tensors run the same kernel source through Triton's
+interpreter (slow; for tests: its bf16 products are wrong, so there the low-rank down-projection multiplies the
+bf16-rounded operands in float32); without it a CPU tensor gets a one-line RuntimeError. The quantized
 layers call into this module on CUDA when Triton is importable (:func:`applies`); ``use_triton_kernels(False)`` or
 ``ACCELERANDO_QUANT_TRITON=0`` keeps them on the eager ``torch._int_mm`` path.
 """
@@ -48,7 +50,6 @@ __all__ = [
 
 _state = {"enabled": os.environ.get("ACCELERANDO_QUANT_TRITON", "1").strip().lower() not in ("0", "false", "off")}
 _EPS = float(torch.finfo(torch.float32).eps)
-_ROUND = 12582912.0  # 1.5 * 2**23: (v + _ROUND) - _ROUND rounds v to the nearest integer, ties to even
 
 try:  # Triton is optional: CPU installs run the eager / torch.compile paths
     import triton
