@@ -21,19 +21,14 @@ Needs a CUDA device (and Triton for the ``triton`` variants). Two parts, one pro
 import argparse
 import copy
 import json
-import math
 import platform
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-
-def _sqnr(y: torch.Tensor, ref: torch.Tensor) -> float:
-    y, ref = y.double(), ref.double()
-    err = (y - ref).pow(2).sum().item()
-    return float("inf") if err == 0 else 10 * math.log10(ref.pow(2).sum().item() / err)
-
+from accelerando.quant.fp8 import fp8_rows
+from accelerando.testing.sqnr import sqnr
 
 DEVICE = "cuda"  # --device cpu (with TRITON_INTERPRET=1 and --tiny) dry-runs the script's logic without a GPU
 
@@ -69,13 +64,6 @@ def _graph_ms(fn) -> float:
     return _bench(graph.replay)
 
 
-def _fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise e4m3 quantization: ``x`` [R, C] -> (codes [R, C], scale float32 [R, 1])."""
-    fmax = torch.finfo(torch.float8_e4m3fn).max
-    scale = (x.float().abs().amax(dim=1, keepdim=True) / fmax).clamp(min=1e-12)
-    return (x.float() / scale).clamp(-fmax, fmax).to(torch.float8_e4m3fn), scale
-
-
 def gemm_rows(m: int, k: int, n: int, svd: bool = True) -> list[dict]:
     """Every GEMM variant at ``x`` [m, k] x ``W`` [n, k]^T: median ms, TOPS and SQNR against float32."""
     from accelerando.quant import Float8Linear, QuantLinear, SVDQuantLinear
@@ -96,8 +84,8 @@ def gemm_rows(m: int, k: int, n: int, svd: bool = True) -> list[dict]:
         layers["svd-w4a8"] = SVDQuantLinear.from_float(lin, x.float().abs().amax(0), 0.5, 4, 8, None, 32)
     qa, sa = quantize_per_token(x)
     qw8 = layers["w8a8"].qweight
-    a8, fa = _fp8_rows(x)
-    w8, fw = _fp8_rows(lin.weight)
+    a8, fa = fp8_rows(x)
+    w8, fw = fp8_rows(lin.weight)
     fns = {
         "bf16": lambda: F.linear(x, wb, bb),
         "int_mm": lambda: torch._int_mm(qa, qw8.t()),
@@ -128,7 +116,7 @@ def gemm_rows(m: int, k: int, n: int, svd: bool = True) -> list[dict]:
         try:
             with torch.no_grad():
                 out = post.get(name, lambda o: o)(fn())
-            row["sqnr_db"] = _sqnr(out.float(), ref)
+            row["sqnr_db"] = sqnr(ref, out.float())
             with torch.no_grad():
                 ms = _bench(fn)
             row["ms"] = ms
@@ -204,7 +192,7 @@ def backbone_rows(model: str, seconds: float) -> list[dict]:
                 out = call(dit).float()  # warm-up (autotunes the Triton GEMMs)
                 if DEVICE == "cuda":
                     row["peak_alloc_mb"] = torch.cuda.max_memory_allocated() / 2**20
-                row["sqnr_vs_bf16_db"] = _sqnr(out, ref)
+                row["sqnr_vs_bf16_db"] = sqnr(ref, out)
                 row["ms"] = _bench(lambda dit=dit: call(dit))
                 try:
                     row["graph_ms"] = _graph_ms(lambda dit=dit: call(dit))

@@ -13,13 +13,9 @@ import torch
 from accelerando.quant import QuantLinear, SVDQuantLinear
 from accelerando.quant import triton_kernels as tk
 from accelerando.quant.primitives import quantize_per_token
+from accelerando.testing.sqnr import sqnr
 
 pytestmark = pytest.mark.skipif(not tk.available(), reason="triton not installed")
-
-
-def _sqnr(y: torch.Tensor, ref: torch.Tensor) -> float:
-    y, ref = y.double(), ref.double()
-    return float(10 * torch.log10(ref.pow(2).sum() / (y - ref).pow(2).sum().clamp(min=1e-30)))
 
 
 def _cpu_reference(layer, x: torch.Tensor) -> torch.Tensor:
@@ -105,9 +101,9 @@ def test_svd_linear_meets_sqnr_floor(gpu, rank, group_size):
     with torch.no_grad():
         full = lin(x.cpu())
     # bf16 operands in the low-rank branch (as nunchaku's kernels, and the eager path under bf16 autocast)
-    assert _sqnr(y, ref) > 38.0
+    assert sqnr(ref, y) > 38.0
     # and the kernel's error against the float layer is within 1 dB of the reference's
-    assert _sqnr(y, full) > _sqnr(ref, full) - 1.0
+    assert sqnr(full, y) > sqnr(full, ref) - 1.0
 
 
 def test_bf16_output_and_rank_padding():
@@ -117,7 +113,7 @@ def test_bf16_output_and_rank_padding():
     layer = SVDQuantLinear.from_float(torch.nn.Linear(64, 48), x.float().abs().amax(0), 0.5, 4, 8, None, 12)
     y = tk.svd_linear(layer, x, torch.bfloat16)
     assert y.dtype == torch.bfloat16
-    assert _sqnr(y, layer.reference_forward(x)) > 35.0
+    assert sqnr(layer.reference_forward(x), y) > 35.0
 
 
 def test_cpu_forward_never_dispatches_to_triton(monkeypatch):

@@ -144,7 +144,11 @@ class MelSpectrogram(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """Audio ``[..., S]`` -> mel spectrogram ``[..., n_mels, T]`` with ``T = S // hop_length + 1``."""
-        spec = self.stft(wav).abs()  # [..., F, T]
+        return self.from_stft(self.stft(wav))
+
+    def from_stft(self, stft: torch.Tensor) -> torch.Tensor:
+        """Complex spectrogram ``[..., F, T]`` (of :attr:`stft`'s framing) -> mel spectrogram ``[..., n_mels, T]``."""
+        spec = stft.abs()  # [..., F, T]
         if self.power != 1.0:
             spec = spec.pow(self.power)
         mel = torch.matmul(self.mel_basis.to(spec.dtype), spec)  # [n_mels, F] @ [..., F, T] -> [..., n_mels, T]

@@ -501,14 +501,14 @@ class SparseEditor:
         mono_new = pipe._prepare_audio(new_audio, sr)
         # [T, D], as a full edit of the new clip computes it: only the changed frames when the margin check
         # of sparse_encode confirms they match a full encode (else the whole clip)
-        upd = (
-            None
-            if extend_s is not None
-            else encode_update(pipe.codec, pipe.model.normalize, run.encoded[0], mono_new, sess.known)
-        )
-        known_new, frames_encoded = upd if upd is not None else (self._full_encode(mono_new)[0], None)
-        if frames_encoded is None:
+        upd = None
+        if extend_s is None:
+            upd = encode_update(pipe.codec, pipe.model.normalize, run.encoded[0], mono_new, sess.known)
+        if upd is None:
+            known_new = self._full_encode(mono_new)[0]
             frames_encoded = known_new.shape[0]
+        else:
+            known_new, frames_encoded = upd
         guided_same = (settings["cfg"] != 1.0) == (m["batch"] == 2)
         if reuse and guided_same:
             idx, records = run.idx, run.rec

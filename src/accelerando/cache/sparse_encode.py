@@ -61,13 +61,8 @@ def encode_frames(codec, mono: torch.Tensor, f0: int, f1: int) -> torch.Tensor:
         window=stft.window.to(seg.dtype),
         center=False,
         return_complex=True,
-    ).abs()  # [1, F, f1 - f0]
-    if mel.power != 1.0:
-        spec = spec.pow(mel.power)
-    z = torch.matmul(mel.mel_basis.to(spec.dtype), spec)  # [1, n_mels, f1 - f0]
-    if mel.log:
-        z = torch.log(z.clamp(min=mel.eps))
-    return z[0].transpose(0, 1)  # [f1 - f0, D]
+    )  # [1, F, f1 - f0]
+    return mel.from_stft(spec)[0].transpose(0, 1)  # [f1 - f0, D]
 
 
 def encode_update(

@@ -71,9 +71,8 @@ class Float8Linear(nn.Module):
             return x.new_zeros(*x.shape[:-1], self.out_features, dtype=out_dtype)
         if x2.is_cuda and (self.in_features % 16 or self.out_features % 16):
             return self.reference_forward(x)  # CUDA's FP8 GEMM needs K and N in multiples of 16
-        if (
-            triton_kernels.applies(x2) and x2.shape[0] * max(self.in_features, self.out_features) < 2**31
-        ):  # CUDA: one Triton kernel instead of four PyTorch ones
+        fits = triton_kernels.fits_offsets(len(x2), self.in_features, self.out_features)
+        if triton_kernels.applies(x2) and fits:  # CUDA: one Triton kernel instead of four PyTorch ones
             qx, sx, _ = triton_kernels.quantize_rows(x2.contiguous(), fp8=True)
         else:
             qx, sx = fp8_rows(x2)

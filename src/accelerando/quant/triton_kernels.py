@@ -407,12 +407,16 @@ def int8_gemm(
     return out
 
 
+def fits_offsets(rows: int, in_features: int, out_features: int) -> bool:
+    """Whether ``rows`` x either width stays under 2**31 (the kernels index with 32-bit offsets)."""
+    return rows * max(in_features, out_features) < 2**31
+
+
 def supports(layer, rows: int = 0) -> bool:
     """Whether a :class:`~accelerando.quant.linear.QuantLinear`'s layout fits the GEMM kernel: group sizes that
-    are powers of two of at least 32 (a K block never straddles two groups), and ``rows`` x width under 2**31 (the
-    kernels index with 32-bit offsets)."""
+    are powers of two of at least 32 (a K block never straddles two groups), and :func:`fits_offsets`."""
     g = layer.group_size
-    if rows * max(layer.in_features, layer.out_features) >= 2**31:
+    if not fits_offsets(rows, layer.in_features, layer.out_features):
         return False
     return g is None or (g >= 32 and g & (g - 1) == 0)
 
