@@ -100,3 +100,33 @@ def test_a_unet_backbone_trains_resumes_and_loads(tmp_path):
     out = train_generator(tmp_path / "pack.safetensors", tmp_path / "run", None, cfg, device="cpu", progress=False)
     model = load_generator(out)
     assert type(model.dit).__name__ == "MusicUNet" and model.config.channels == [16, 32]
+
+
+def test_tempo_stretch_moves_bpm_and_beat_grid_with_the_frames(tmp_path):
+    import numpy as np
+    import pytest
+
+    from accelerando.models.generator import MusicGenerator
+    from accelerando.training.generator_trainer import make_batch
+
+    _pack(tmp_path / "pack.safetensors", frames=600)
+    pack = LatentPack(tmp_path / "pack.safetensors")
+    dit = MusicDiTConfig.tiny(latent_dim=8, text_dim=16)
+    dit.frame_rate = 50.0
+    model = MusicGenerator(dit)
+    rng = np.random.default_rng(3)
+    x0, phases, _, ctrl, _ = make_batch(pack, model, [0, 1, 2, 3] * 4, 150, rng, 0.0, 0.3)
+    factors = ctrl["bpm"] / 120.0
+    assert factors.min() < 0.95 and factors.max() > 1.05 and (factors - 1).abs().max() <= 0.35 + 1e-6
+    for x, ph, r in zip(x0, phases, factors.tolist(), strict=True):
+        level = x.mean(-1)
+        peaks = [
+            k for k in range(1, 149) if level[k] > level[k - 1] and level[k] >= level[k + 1] and level[k] > level.mean()
+        ]
+        assert len(peaks) >= 4
+        assert np.median(np.diff(peaks)) == pytest.approx(25 / r, abs=1.0)  # the pulse period follows the tempo
+        assert all(ph[k, 1] > 0.9 for k in peaks)  # every pulse sits on a beat of the returned grid
+    with pytest.raises(ValueError, match="tempo_stretch=0.9"):
+        GeneratorTrainConfig(tempo_stretch=0.9)
+    x1, _, _, c1, _ = make_batch(pack, model, [0, 1], 150, np.random.default_rng(0), 0.0, 0.0)
+    assert torch.equal(c1["bpm"], torch.tensor([120.0, 120.0]))

@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="drop the beat grid with the controls, so guidance also locks the beat (also switches it on when "
         "resuming a run trained without it)",
     )
+    g.add_argument(
+        "--tempo-stretch",
+        type=float,
+        default=0.0,
+        help="tempo augmentation: resample each crop by a random factor within exp(+-X), moving bpm and beats "
+        "with it (0 = off; 0.2 is about +-22%%)",
+    )
     g.add_argument("--no-bf16", action="store_true")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generator)
@@ -141,6 +148,7 @@ def _generator(args: argparse.Namespace) -> int:
             bf16=not args.no_bf16,
             ckpt_every=args.ckpt_every,
             phase_guidance=True if args.phase_guidance else None,
+            tempo_stretch=args.tempo_stretch,
         )
         if args.backbone == "unet":
             try:

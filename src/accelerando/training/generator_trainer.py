@@ -5,11 +5,17 @@ Each example is a random crop of a clip. Convention: ``x_t = (1 - t) x0 + t nois
 (nothing, a prefix for continuation, a suffix, or inner spans for inpainting), and the loss covers the unknown
 frames. Classifier-free guidance: text and controls are dropped independently.
 
+Tempo augmentation (``tempo_stretch`` > 0): each crop is resampled along time by a random factor ``r`` (log-uniform
+within ``exp(+-tempo_stretch)``, kept inside :data:`BPM_RANGE`), its bpm multiplied by ``r`` and its beats moved with
+the frames. The latents are log-mel frames, so resampling them changes tempo and keeps pitch; the same notes seen at
+many tempi make the model take its periodicity from the bpm and beat grid rather than from the prompt.
+
 Checkpoints (safetensors + optimizer via ``torch.load(weights_only=True)``) every ``ckpt_every`` steps in
 ``out/checkpoint``; ``out/train_log.csv``; resume by rerunning with the same ``out``; ``out/generator.safetensors``
 at the end.
 """
 
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -46,6 +52,7 @@ class GeneratorTrainConfig:
     # None keeps the model's own setting; True/False switches phase guidance on/off (also when fine-tuning a run
     # that was trained without it; see MusicDiTConfig.phase_guidance)
     phase_guidance: bool | None = None
+    tempo_stretch: float = 0.0  # max |log r| of the tempo augmentation; 0 switches it off
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):
@@ -53,6 +60,8 @@ class GeneratorTrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
         if self.seconds <= 0:
             raise ValueError(f"seconds={self.seconds} must be positive")
+        if not 0.0 <= self.tempo_stretch <= 0.7:
+            raise ValueError(f"tempo_stretch={self.tempo_stretch} must be between 0 and 0.7 (a factor of 2)")
 
 
 def _known_mask(frames: int, rng: np.random.Generator, p_mask: float) -> torch.Tensor:
@@ -73,32 +82,62 @@ def _known_mask(frames: int, rng: np.random.Generator, p_mask: float) -> torch.T
     return m
 
 
-def make_batch(pack: LatentPack, model: MusicGenerator, idx: list[int], frames: int, rng, p_mask: float = 0.5):
-    """Latents [B, T, D] (normalised), phases [B, T, 4], known masks [B, T], control tensors and text."""
+def _stretch_factor(bpm: float, rng: np.random.Generator, max_log: float) -> float:
+    """Random tempo factor, log-uniform in ``exp(+-max_log)`` and narrowed so ``bpm * r`` stays in BPM_RANGE."""
+    from accelerando.conditioning.controls import BPM_RANGE
+
+    lo = max(-max_log, math.log(BPM_RANGE[0] / bpm))
+    hi = min(max_log, math.log(BPM_RANGE[1] / bpm))
+    return 1.0 if lo >= hi else math.exp(rng.uniform(lo, hi))
+
+
+def _resample_frames(z: torch.Tensor, frames: int) -> torch.Tensor:
+    """Latent frames [N, D] -> [frames, D] by linear interpolation in time (antialiased when shrinking)."""
+    if len(z) == frames:
+        return z
+    out = torch.nn.functional.interpolate(
+        z.T[None, None], size=(z.shape[1], frames), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out[0, 0].T.contiguous()
+
+
+def make_batch(
+    pack: LatentPack,
+    model: MusicGenerator,
+    idx: list[int],
+    frames: int,
+    rng,
+    p_mask: float = 0.5,
+    tempo_stretch: float = 0.0,
+):
+    """Latents [B, T, D] (normalised), phases [B, T, 4], known masks [B, T], control tensors and text.
+
+    With ``tempo_stretch`` > 0 each crop is time-resampled by a random tempo factor (module docstring); the
+    returned ``bpm`` control and the beat grid are those of the resampled crop.
+    """
     from accelerando.conditioning.controls import frame_phases
 
     t = pack.t
     lengths = pack.lengths()
-    xs, phases, masks = [], [], []
+    fr = pack.frame_rate
+    xs, phases, masks, bpms = [], [], [], []
     for i in idx:
-        start = int(rng.integers(0, max(1, int(lengths[i]) - frames)))
-        xs.append(pack.latent(i, start, frames))
-        off = start / pack.frame_rate
-        beats = [b - off for b in pack.times("beats", i)]
-        downbeats = [b - off for b in pack.times("downbeats", i)]
-        phases.append(
-            frame_phases(
-                frames,
-                pack.frame_rate,
-                float(t["bpm"][i]),
-                int(t["beats_per_bar"][i]),
-                beats=beats,
-                downbeats=downbeats,
-            )
-        )
+        bpm = float(t["bpm"][i])
+        r = _stretch_factor(bpm, rng, tempo_stretch) if tempo_stretch > 0 else 1.0
+        n_src = max(1, int(round(frames * r)))
+        r = n_src / frames  # the factor actually applied
+        start = int(rng.integers(0, max(1, int(lengths[i]) - n_src)))
+        xs.append(_resample_frames(pack.latent(i, start, n_src), frames))
+        off = start / fr
+        # source frame k sits at output frame (k + 0.5) / r - 0.5 (interpolate's half-pixel convention)
+        moved = [(((b - off) * fr + 0.5) / r - 0.5) / fr for b in pack.times("beats", i)]
+        moved_down = [(((b - off) * fr + 0.5) / r - 0.5) / fr for b in pack.times("downbeats", i)]
+        phases.append(frame_phases(frames, fr, bpm * r, int(t["beats_per_bar"][i]), beats=moved, downbeats=moved_down))
         masks.append(_known_mask(frames, rng, p_mask))
+        bpms.append(bpm * r)
     x0 = model.normalize(torch.stack(xs).to(model.dit.latent_mean.device))
-    ctrl = {k: t[k][idx] for k in ("bpm", "key_pc", "key_mode", "meter_idx", "instr_idx")}
+    ctrl = {k: t[k][idx] for k in ("key_pc", "key_mode", "meter_idx", "instr_idx")}
+    ctrl["bpm"] = torch.tensor(bpms, dtype=torch.float32)
     text = (t["text_tokens"][idx].float(), t["text_mask"][idx], t["text_pooled"][idx].float())
     return x0, torch.stack(phases), torch.stack(masks), ctrl, text
 
@@ -145,7 +184,9 @@ def train_generator(
 
     def step_fn(_step: int):
         idx = [usable[int(i)] for i in rng.integers(0, len(usable), cfg.batch_size)]
-        x0, phases, known, ctrl, (tok, tmask, pooled) = make_batch(pack, model, idx, frames, rng, cfg.p_mask)
+        x0, phases, known, ctrl, (tok, tmask, pooled) = make_batch(
+            pack, model, idx, frames, rng, cfg.p_mask, cfg.tempo_stretch
+        )
         x0, phases, known = x0.to(device), phases.to(device), known.to(device)
         b = x0.shape[0]
         t = torch.sigmoid(torch.randn(b, device=device))  # logit-normal flow time
