@@ -16,8 +16,8 @@ alone). Each sparse run starts from a fresh copy of the recorded session. Report
 * quality of the sparse output against the full regeneration on the edited stretch: LSD and MR-STFT
   (:mod:`accelerando.eval.paired`), next to the same metrics of the full regeneration against the original clip
   (how much the edit changed; the scale the approximation error should be small against);
-* seam: spectral flux at the region's boundaries divided by the median flux of all frames (sparse and full), and
-  the seam score of :mod:`accelerando.eval.seams` (seam-v1, the largest ratio of the two boundaries; ``--json`` only);
+* seam (:mod:`accelerando.eval.seams`, seam-v2), sparse and full: the largest seam ratio of the two boundaries, and
+  the largest excess over the original clip's own flux at the same moments (above 2 is a seam artifact);
 * whether every sample outside the region equals the original exactly (sparse output);
 * the session's cache size in memory (keys/values or GroupNorm statistics) and the session directory on disk.
 
@@ -68,18 +68,15 @@ def _pipeline(args):
     return TextToMusicPipeline(model, load_codec("builtin"), LookupTextEncoder(dim=model.config.text_dim))
 
 
-def _flux_seam(audio: torch.Tensor, sr: int, bounds: list[float]) -> float:
-    """Spectral flux at the boundaries (max over +-1 frame) / median flux of all frames."""
-    x = audio.reshape(-1).double()
-    mag = torch.stft(x, 1024, 256, window=torch.hann_window(1024, dtype=x.dtype), return_complex=True).abs()
-    flux = (mag[:, 1:] - mag[:, :-1]).clamp(min=0).sum(0)  # [frames - 1]
-    med = flux.median().clamp(min=1e-12)
-    jumps = []
-    for b in bounds:
-        f = int(round(b * sr / 256))
-        if 1 <= f < len(flux) - 1:
-            jumps.append(flux[f - 2 : f + 1].max())
-    return float(torch.stack(jumps).mean() / med) if jumps else float("nan")
+def _seams(sparse: torch.Tensor, full: torch.Tensor, orig: torch.Tensor, sr: int, region) -> dict:
+    """Seam-v2 of the sparse and full outputs [1, C, S] at the region's boundaries, against the original [C, S]."""
+    ref = orig.mean(0).numpy()
+    out = {}
+    for kind, audio in (("sparse", sparse), ("full", full)):
+        s = seam_scores(audio[0].mean(0).numpy(), sr, region, reference=ref)
+        out[f"seam_v1_{kind}"], out[f"seam_excess_{kind}"] = s["max_ratio"], s["max_excess"]
+    out["seam_orig"] = max(s["reference_ratios"])
+    return out
 
 
 def _macs(fn) -> int:
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| clip | edit | units edited / run / clip | MACs full / sparse (default update; edit only) "
         "| wall full / sparse (to audio) "
-        "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full "
+        "| LSD sparse vs full (full vs orig) | MR-STFT sparse vs full (full vs orig) | seam sparse / full; excess "
         "| cache MB / disk MB | outside identical |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -198,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     "lsd_full_vs_orig": lsd(r, o),
                     "mrstft_sparse_vs_full": mrstft(p, r),
                     "mrstft_full_vs_orig": mrstft(r, o),
-                    "seam_sparse": _flux_seam(out.audio, sr, list(region[0])),
-                    "seam_full": _flux_seam(ref.audio, sr, list(region[0])),
-                    "seam_v1_sparse": seam_scores(out.audio[0].mean(0).numpy(), sr, region[0])["max_ratio"],
-                    "seam_v1_full": seam_scores(ref.audio[0].mean(0).numpy(), sr, region[0])["max_ratio"],
+                    **_seams(out.audio, ref.audio, orig, sr, region[0]),
                     "outside_identical": bool(
                         torch.equal(out.audio[0, :, : int(region[0][0] * sr)], orig[:, : int(region[0][0] * sr)])
                         and torch.equal(out.audio[0, :, int(region[0][1] * sr) :], orig[:, int(region[0][1] * sr) :])
@@ -219,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['wall_full_s'] / row['wall_sparse_to_audio_s']:.1f}x) "
                     f"| {row['lsd_sparse_vs_full']:.2f} ({row['lsd_full_vs_orig']:.2f}) "
                     f"| {row['mrstft_sparse_vs_full']:.3f} ({row['mrstft_full_vs_orig']:.3f}) "
-                    f"| {row['seam_sparse']:.2f} / {row['seam_full']:.2f} | {cache_mb:.3g} / {disk_mb:.3g} "
+                    f"| {row['seam_v1_sparse']:.2f} / {row['seam_v1_full']:.2f}; "
+                    f"{row['seam_excess_sparse']:.2f} / {row['seam_excess_full']:.2f} | {cache_mb:.3g} / {disk_mb:.3g} "
                     f"| {'yes' if row['outside_identical'] else 'NO'} |",
                     flush=True,
                 )

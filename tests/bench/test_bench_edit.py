@@ -95,7 +95,7 @@ def _variant(results, name):
 def test_edit_figures_in_results(edit_run):
     results = json.loads((edit_run["out"] / "results.json").read_text())
     base, edit = _variant(results, "base"), _variant(results, "edit")
-    assert results["metric_versions"]["edit"] == "bench-edit-v1" and results["metric_versions"]["seam"] == "seam-v1"
+    assert results["metric_versions"]["edit"] == "bench-edit-v1" and results["metric_versions"]["seam"] == "seam-v2"
     assert base["edit"] is None and all(c["edit"] is None for c in base["clips"])
     s = edit["edit"]
     assert s["n_edits"] == 2 and s["fraction"] == 0.2 and s["cache_update"] == "refresh"
@@ -115,6 +115,8 @@ def test_edit_figures_in_results(edit_run):
         for key in ("lsd", "mrstft", "complex_stft"):
             assert m[f"{key}_sparse_vs_full"] >= 0 and m[f"{key}_full_vs_orig"] > 0
         assert m["seam_sparse"] > 0 and m["seam_full"] > 0
+        # the excess divides by at least the v1 scale, so it can only be smaller
+        assert 0 < m["seam_sparse_excess"] <= m["seam_sparse"] and m["seam_sparse_artifacts"] in (0, 1, 2)
         assert m["outside_identical"] and m["outside_identical_full"] and m["outside_max_abs_diff"] == 0.0
         assert set(c["side_audio"]) == {"orig", "full"}
     # the suite's own metrics still work on the edited clips, and paired metrics against the baseline

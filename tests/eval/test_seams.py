@@ -44,3 +44,22 @@ def test_seam_scores_errors_name_the_bad_value():
         seam_scores(y, SR, [1.0, 2.5])
     with pytest.raises(ValueError, match="too little audio"):
         seam_scores(y[: SR // 4], SR, [0.125])
+
+
+def test_excess_over_the_reference_spares_the_musics_own_onset_but_not_a_jump():
+    orig = _notes(4.0, 0)
+    onset = 1.0  # the input has an accent (a drum hit) here; a region starting 10 ms before it puts it in the window
+    n = int(0.05 * SR)
+    hit = np.random.default_rng(5).standard_normal(n) * np.exp(-np.arange(n) / (0.008 * SR))
+    orig[int(onset * SR) : int(onset * SR) + n] += 0.5 * hit
+    edited = orig.copy()
+    edited[int(1.2 * SR) :] = _notes(4.0, 1)[int(1.2 * SR) :]  # changed music later, away from the boundary
+    plain = seam_scores(edited, SR, [onset - 0.01], reference=orig)
+    assert plain["ratios"][0] > 2.0  # seam-v1 alone calls the input's own attack a seam
+    assert plain["reference_ratios"][0] > 2.0 and plain["excess_ratios"][0] < 1.2 and plain["n_artifacts"] == 0
+    cut = int(2.1 * SR)
+    jumped = np.concatenate([orig[:cut], _notes(4.0, 1)[cut:] + 0.3])  # an unfaded jump between onsets
+    s = seam_scores(jumped, SR, [2.1], reference=orig)
+    assert s["n_artifacts"] == 1 and s["max_excess"] > 3.0
+    with pytest.raises(ValueError, match="reference is"):
+        seam_scores(edited, SR, [3.5], reference=orig[:SR])

@@ -296,10 +296,11 @@ def edit_metrics(orig, full, sparse, sr: int, region) -> tuple[dict, dict]:
         m[f"{name}_relative"] = rel[0] / rel[1] if None not in rel and rel[1] > 0 else None
     for key, y in (("seam_sparse", sparse), ("seam_full", full)):
         try:
-            s = seam_scores(y, sr, [a, b])
+            s = seam_scores(y, sr, [a, b], reference=orig)
             m[key], m[f"{key}_above_threshold"] = s["max_ratio"], s["n_above_threshold"]
+            m[f"{key}_excess"], m[f"{key}_artifacts"] = s["max_excess"], s["n_artifacts"]
         except ValueError as err:
-            m[key] = m[f"{key}_above_threshold"] = None
+            m[key] = m[f"{key}_above_threshold"] = m[f"{key}_excess"] = m[f"{key}_artifacts"] = None
             skipped[key] = " ".join(str(err).split())
     return m, skipped
 
@@ -347,6 +348,10 @@ def edit_summary(clips: list[dict]) -> dict | None:
     out["seam_sparse_max"] = max((m["seam_sparse"] for m in metrics if m.get("seam_sparse") is not None), default=None)
     out["seam_full_max"] = max((m["seam_full"] for m in metrics if m.get("seam_full") is not None), default=None)
     out["seams_above_threshold"] = sum(m.get("seam_sparse_above_threshold") or 0 for m in metrics)
+    for kind in ("sparse", "full"):
+        vals = [m[f"seam_{kind}_excess"] for m in metrics if m.get(f"seam_{kind}_excess") is not None]
+        out[f"seam_{kind}_excess_max"] = max(vals, default=None)
+    out["seam_artifacts"] = sum(m.get("seam_sparse_artifacts") or 0 for m in metrics)
     scored = [m for m in metrics if "outside_identical" in m]
     out["outside_identical"] = all(m["outside_identical"] for m in scored) if scored else None
     out["n_outside_identical"] = sum(bool(m.get("outside_identical")) for m in scored)

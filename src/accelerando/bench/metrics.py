@@ -93,6 +93,8 @@ HIGHER_IS_BETTER = {
     "edit.complex_stft_relative_median": False,
     "edit.seam_sparse_max": False,
     "edit.seams_above_threshold": False,
+    "edit.seam_sparse_excess_max": False,
+    "edit.seam_artifacts": False,
     "edit.cache_mb_median": False,
     "edit.disk_mb_median": False,
 }

@@ -179,7 +179,8 @@ def _edit_section(variants: list[dict]) -> list[str]:
         "is full ÷ sparse wall time, measured side by side in this process: in total (with the session update) and "
         "to audio (before it). MACs: full ÷ sparse, with the update; edit only. Paired metrics on the edited stretch "
         "(±0.25 s): sparse against full, in brackets full against the original (how much the edit changed). Seam: "
-        "largest seam-v1 ratio over the boundaries of all clips, sparse / full (click threshold 2). Outside: clips "
+        "largest seam ratio over the boundaries of all clips, sparse / full (click threshold 2), then the largest "
+        "excess over the original's own flux at the same moments (seam-v2; above 2 is a seam artifact). Outside: clips "
         "whose samples outside the region equal the original exactly. This variant's `wall s/clip` and `speed` above "
         "are its sparse edit's, against the baseline's whole generation.",
         "",
@@ -199,7 +200,8 @@ def _edit_section(variants: list[dict]) -> list[str]:
                 _pair(e.get("lsd_sparse_vs_full_median"), e.get("lsd_full_vs_orig_median")),
                 _pair(e.get("mrstft_sparse_vs_full_median"), e.get("mrstft_full_vs_orig_median")),
                 _pair(e.get("complex_stft_sparse_vs_full_median"), e.get("complex_stft_full_vs_orig_median")),
-                f"{_fmt(e.get('seam_sparse_max'), 2)} / {_fmt(e.get('seam_full_max'), 2)}",
+                f"{_fmt(e.get('seam_sparse_max'), 2)} / {_fmt(e.get('seam_full_max'), 2)}; "
+                f"{_fmt(e.get('seam_sparse_excess_max'), 2)} / {_fmt(e.get('seam_full_excess_max'), 2)}",
                 f"{e.get('n_outside_identical', 0)} / {e.get('n_edits', 0)}",
                 f"{_fmt(e.get('cache_mb_median'))} / {_fmt(e.get('disk_mb_median'))}",
             ]
@@ -214,7 +216,7 @@ def _edit_section(variants: list[dict]) -> list[str]:
         "LSD dB",
         "MR-STFT",
         "complex-STFT",
-        "seam sparse / full",
+        "seam sparse / full; excess",
         "outside identical",
         "cache MB / disk MB",
     ]
