@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_pipeline"]
 
 
-def load_pipeline(model: str = "builtin"):
-    """The text-to-music pipeline for ``model`` ("builtin" or a generator .safetensors path).
+def load_pipeline(model: str = "builtin", device: str = "cpu"):
+    """The text-to-music pipeline for ``model`` ("builtin" or a generator .safetensors path), on ``device``.
 
     ``pipe = load_pipeline("builtin"); out = pipe("...", bpm=100, key="D major", duration=20, generator=g)``
     returns an :class:`~accelerando.pipelines.text_to_music.AudioOutput` (audio ``[B, C, S]``, ``sample_rate``,
@@ -18,4 +18,4 @@ def load_pipeline(model: str = "builtin"):
     """
     from accelerando.pipelines.text_to_music import TextToMusicPipeline
 
-    return TextToMusicPipeline.from_pretrained(model)
+    return TextToMusicPipeline.from_pretrained(model).to(device)

@@ -97,6 +97,9 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["inpaint", "missing.wav", "--region", "1-2"], "missing.wav"),
         (["extend", "missing.wav", "--seconds", "2"], "missing.wav"),
         (["remix", "missing.wav", "x", "--strength", "0.5"], "missing.wav"),
+        (["generate", "x", "--device", "tpu"], "--device 'tpu'"),
+        (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
+        (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, needle):
@@ -127,3 +130,34 @@ def test_missing_builtin_generator_is_a_clear_error(capsys, monkeypatch, tmp_pat
     monkeypatch.setattr(pre, "BUILTIN_DIR", tmp_path)
     code, _, err = _run(capsys, "generate", "x", "-o", str(tmp_path / "o.wav"))
     assert code == 2 and "no built-in generator" in err
+
+
+def test_json_report_names_the_device(tmp_path, capsys):
+    code, stdout, _ = _run(
+        capsys, "generate", "x", "--duration", "1", "--steps", "1", "-o", str(tmp_path / "a.wav"), "--json"
+    )
+    assert code == 0 and json.loads(stdout)["device"] == "cpu"
+
+
+@pytest.mark.gpu
+def test_pipeline_on_cuda_matches_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    pipe = tiny_pipeline()
+    kwargs = {"bpm": 100, "key": "D major", "duration": 1.0, "steps": 3}
+    ref = pipe("a chorale", generator=torch.Generator().manual_seed(3), **kwargs).audio
+    pipe.to("cuda")
+    assert pipe.device.type == "cuda"
+    out = pipe("a chorale", generator=torch.Generator().manual_seed(3), **kwargs).audio
+    assert out.device.type == "cpu" and out.shape == ref.shape
+    assert (out - ref).pow(2).mean() < 1e-3 * ref.pow(2).mean()  # same noise; bf16 kernels differ by device
+    x = ref[0]
+    inp = pipe(
+        "a chorale",
+        generator=torch.Generator().manual_seed(4),
+        init_audio=x,
+        init_sample_rate=24000,
+        regions=[(0.3, 0.6)],
+        **kwargs,
+    ).audio
+    assert torch.equal(inp[0, :, : int(0.3 * 24000)], x[:, : int(0.3 * 24000)])  # kept audio exact on any device

@@ -40,6 +40,7 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
     p.add_argument("--sampler", choices=("euler", "heun"), default=None, help="euler (default) or heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin", help="'builtin' or a generator .safetensors file")
+    p.add_argument("--device", default="cpu", help="where to run: cpu (default), cuda or cuda:N")
     p.add_argument("-o", "--out", type=Path, default=Path("out.wav"), help="output audio file (.wav or .flac)")
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -136,6 +137,24 @@ def _resolve_controls(args: argparse.Namespace, manifest: dict | None) -> None:
     # prompt and cfg may change per edit; None = the session's
 
 
+def _device(name: str):
+    """``--device`` as a torch.device; a one-line error for an unknown name or a missing GPU."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA device is available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -162,6 +181,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--variations {n}; use 1-16")
     if session is not None and n != 1:
         raise UserError(f"--session records one clip; drop --variations {n}")
+    device = _device(args.device)
+    if session is not None and device.type != "cpu":
+        raise UserError(f"--session edits run on the CPU; drop --device {args.device}")
     paths = _outputs(args.out, n)
     kwargs: dict = {}
     wav = sr = None
@@ -187,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
             f"({manifest['samples']} at {manifest['sample_rate']} Hz); pass the file its last run wrote"
         )
     t0 = time.perf_counter()
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model).to(device)
     bar = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
@@ -268,6 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "model": args.model,
+        "device": str(device),
         "seed": args.seed,
         "bpm": out.metadata["bpm"],
         "key": out.metadata["key"],

@@ -6,6 +6,10 @@ the input (``strength`` = the starting flow time). Classifier-free guidance runs
 (text and controls dropped) branches as one batch.
 
 Dims: ``B`` outputs, ``C`` channels, ``S`` samples, ``T`` latent frames, ``D`` latent channels.
+
+Device: the pipeline runs where its model is (``pipe.to("cuda")`` moves the generator and the codec; the text
+encoder stays on the CPU and its output is moved). Autocast to bfloat16 follows that device. Noise is drawn on the
+generator's device and moved, so a seed gives the same starting noise everywhere; audio comes back on the CPU.
 """
 
 import math
@@ -53,6 +57,20 @@ class TextToMusicPipeline:
         return cls(load_generator(name_or_path), load_codec("builtin"), text_encoder or TextEncoder())
 
     @property
+    def device(self) -> torch.device:
+        """Where the generator's parameters live; the sampling runs there."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> "TextToMusicPipeline":
+        """Move the generator and the codec to ``device`` (the text encoder stays on the CPU); returns self."""
+        self.model.to(device)
+        self.codec.to(device)
+        return self
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    @property
     def max_seconds(self) -> float:
         return float(self.model.config.max_seconds)
 
@@ -91,7 +109,7 @@ class TextToMusicPipeline:
 
     def _encode_audio(self, mono: torch.Tensor) -> torch.Tensor:
         """Mono audio [S] at the codec's rate -> normalised latent [1, T, D]."""
-        z = self.codec.encode(mono[None, None]).transpose(1, 2)  # [1, T, D]
+        z = self.codec.encode(mono[None, None].to(self.device)).transpose(1, 2)  # [1, T, D]
         return self.model.normalize(z)
 
     @torch.inference_mode()
@@ -149,16 +167,17 @@ class TextToMusicPipeline:
                 x_init = z[:, :n_frames].expand(num_outputs, -1, -1)
             else:
                 t_in = min(z.shape[1], n_frames)
-                known = torch.zeros(num_outputs, n_frames, z.shape[2])
+                known = torch.zeros(num_outputs, n_frames, z.shape[2], device=z.device)
                 known[:, :t_in] = z[:, :t_in]
-                known_mask = torch.zeros(num_outputs, n_frames)
+                known_mask = torch.zeros(num_outputs, n_frames, device=z.device)
                 known_mask[:, :t_in] = 1
                 for a, b in regions or []:
                     known_mask[:, max(0, int(a * fr)) : min(n_frames, math.ceil(b * fr))] = 0
         t_text = time.perf_counter()
-        tokens, tmask, pooled = self.text_encoder.encode([prompt])
-        ctrl = collate([spec])
-        phases = frame_phases(n_frames, fr, spec.bpm, spec.beats_per_bar)[None]  # [1, T, 4]
+        dev = self.device
+        tokens, tmask, pooled = (x.to(dev) for x in self.text_encoder.encode([prompt]))
+        ctrl = {k: v.to(dev) for k, v in collate([spec]).items()}
+        phases = frame_phases(n_frames, fr, spec.bpm, spec.beats_per_bar)[None].to(dev)  # [1, T, 4]
         b = num_outputs
         guided = cfg != 1.0
         nb = 2 * b if guided else b
@@ -166,13 +185,13 @@ class TextToMusicPipeline:
         def rep(x):
             return x.expand(nb, *x.shape[1:]) if x.shape[0] == 1 else torch.cat([x] * (nb // x.shape[0]))
 
-        drop = torch.zeros(nb, dtype=torch.bool)
+        drop = torch.zeros(nb, dtype=torch.bool, device=dev)
         if guided:
             drop[b:] = True
         phases = rep(phases)
         if guided and self.model.config.phase_guidance:
             phases = torch.where(drop[:, None, None], 0.0, phases)  # the unconditional branch has no beat grid
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with self._autocast():
             control = self.model.controls(**{k: rep(v) for k, v in ctrl.items()}, drop=drop)
         cond = DiTConditioning(
             text_tokens=rep(tokens),
@@ -189,7 +208,7 @@ class TextToMusicPipeline:
             xx = torch.cat([x, x]) if guided else x
             if known is not None:
                 xx = torch.where(cond.known_mask[..., None] > 0, cond.known, xx)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with self._autocast():
                 v = self.model.dit(xx, t[:1].expand(nb), cond).float()
             if not guided:
                 return v
@@ -197,7 +216,7 @@ class TextToMusicPipeline:
             return vu + cfg * (vc - vu)
 
         scheduler = FlowMatchEulerScheduler() if sampler == "euler" else FlowMatchHeunScheduler()
-        noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator)
+        noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator, device=dev)
         t_sample = time.perf_counter()
         x = sample(
             model_fn,
@@ -212,7 +231,7 @@ class TextToMusicPipeline:
             x = torch.where(known_mask[..., None] > 0, known, x)
         t_decode = time.perf_counter()
         latent = self.model.denormalize(x).transpose(1, 2)  # [B, D, T]
-        audio = self.codec.decode(latent)[..., : int(round(duration * sr))]  # [B, 1, S]
+        audio = self.codec.decode(latent)[..., : int(round(duration * sr))].cpu()  # [B, 1, S]
         if init_audio is not None and strength is None:
             audio = self._splice(audio, init_mono, regions)
         t_end = time.perf_counter()
