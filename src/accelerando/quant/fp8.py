@@ -19,6 +19,7 @@ from torch import nn
 from accelerando.quant import triton_kernels
 from accelerando.quant.api import register_handler, require_linear
 from accelerando.quant.configs import Float8DynamicConfig
+from accelerando.quant.linear import autocast_output_dtype
 
 __all__ = ["Float8Linear", "fp8_rows", "FP8_MAX", "FP8_EPS"]
 
@@ -59,13 +60,9 @@ class Float8Linear(nn.Module):
         """The weight [N, K] the codes stand for."""
         return (self.qweight.float() * self.weight_scale).to(dtype)
 
-    def _out_dtype(self, x: torch.Tensor) -> torch.dtype:
-        dev = x.device.type
-        return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [..., K] -> [..., N] in ``x``'s dtype (the autocast dtype under autocast)."""
-        out_dtype = self._out_dtype(x)
+        out_dtype = autocast_output_dtype(x)
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if not len(x2):
             return x.new_zeros(*x.shape[:-1], self.out_features, dtype=out_dtype)
@@ -87,7 +84,7 @@ class Float8Linear(nn.Module):
         """The same quantized product in float32 from dequantized codes (no ``_scaled_mm``)."""
         qx, sx = fp8_rows(x.reshape(-1, self.in_features))
         y = F.linear(qx.float() * sx, self.dequantize(), self.bias)
-        return y.to(self._out_dtype(x)).reshape(*x.shape[:-1], self.out_features)
+        return y.to(autocast_output_dtype(x)).reshape(*x.shape[:-1], self.out_features)
 
 
 @register_handler(Float8DynamicConfig)

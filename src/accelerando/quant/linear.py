@@ -36,7 +36,14 @@ from accelerando.quant.primitives import (
     unpack_int4,
 )
 
-__all__ = ["QuantLinear"]
+__all__ = ["QuantLinear", "autocast_output_dtype"]
+
+
+def autocast_output_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a quantized layer returns for input ``x``: the autocast dtype when autocast is on for ``x``'s
+    device (as ``nn.Linear`` would under it), else ``x``'s own dtype."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
 
 class QuantLinear(nn.Module):
@@ -124,11 +131,8 @@ class QuantLinear(nn.Module):
         return torch.stack([acc for acc, _ in self._int_groups(qa, mm)]), sa
 
     def output_dtype(self, x: torch.Tensor) -> torch.dtype:
-        """The dtype :meth:`forward` returns for input ``x`` (the autocast dtype when autocast is on)."""
-        out_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
-            out_dtype = torch.get_autocast_dtype("cuda")
-        return out_dtype
+        """The dtype :meth:`forward` returns for input ``x``: see :func:`autocast_output_dtype`."""
+        return autocast_output_dtype(x)
 
     def _run(self, x: torch.Tensor, mm) -> torch.Tensor:
         out_dtype = self.output_dtype(x)
