@@ -1,42 +1,10 @@
 import torch
-from safetensors.torch import save_file
 
 from accelerando.models.dit import MusicDiTConfig
 from accelerando.models.io import load_state
+from accelerando.testing.packs import write_latent_pack as _pack
 from accelerando.training.generator_trainer import GeneratorTrainConfig, _known_mask, train_generator
 from accelerando.training.latent_pack import LatentPack
-
-
-def _pack(path, n=4, frames=200, d=8, e=16):
-    """A synthetic latent pack with the real layout: a pulse every 25 frames (4 beats/bar at 120 bpm, 50 fps)."""
-    g = torch.Generator().manual_seed(0)
-    lat = torch.full((n * frames, d), 60, dtype=torch.uint8)
-    lat[::25] = 200
-    beats = [[i * 0.5 for i in range(frames // 25)] for _ in range(n)]
-    flat = torch.tensor([b for bs in beats for b in bs])
-    offs = torch.tensor([0] + [len(bs) * (k + 1) for k, bs in enumerate(beats)])
-    down = torch.tensor([b for bs in beats for b in bs[::4]])
-    doffs = torch.tensor([0] + [len(bs[::4]) * (k + 1) for k, bs in enumerate(beats)])
-    t = {
-        "latents": lat,
-        "latent_offsets": torch.arange(n + 1) * frames,
-        "text_tokens": torch.randn(n, 24, e, generator=g).half(),
-        "text_mask": torch.ones(n, 24, dtype=torch.bool),
-        "text_pooled": torch.randn(n, e, generator=g).half(),
-        "beats": flat,
-        "beat_offsets": offs,
-        "downbeats": down,
-        "downbeat_offsets": doffs,
-        "beats_per_bar": torch.full((n,), 4),
-        "bpm": torch.full((n,), 120.0),
-        "key_pc": torch.zeros(n, dtype=torch.long),
-        "key_mode": torch.zeros(n, dtype=torch.long),
-        "meter_idx": torch.ones(n, dtype=torch.long),
-        "instr_idx": torch.ones(n, dtype=torch.long),
-    }
-    save_file(
-        t, str(path), metadata={"frame_rate": "50.0", "lo": "-11.6", "hi": "4.0", "split": "train", "clips": "[]"}
-    )
 
 
 def test_known_masks_cover_every_kind():

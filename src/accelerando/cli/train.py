@@ -65,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-bf16", action="store_true")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generator)
+    e = tsub.add_parser("export", help="export a generator run's latest checkpoint as shippable weights")
+    e.add_argument("run", type=Path, help="run directory (the --out of `train generator`)")
+    e.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors")
+    e.add_argument("--default-cfg", type=float, default=None, help="guidance scale recorded as the model's default")
+    e.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="weights dtype (float16)")
+    e.set_defaults(func=_export)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
 
     lat = sub.add_parser("latents", help="encode corpus clips into a compact latent pack for generator training")
@@ -162,6 +168,34 @@ def _generator(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     out = args.out or cache_dir("runs", "generator")
     print(train_generator(args.data, out, dit, cfg, progress=not args.quiet))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from accelerando.models.generator import MusicGenerator, backbone_config
+    from accelerando.models.io import save_model
+    from accelerando.training.checkpoint import Checkpoint
+
+    ckpt = Checkpoint(args.run, "generator")
+    if not ckpt.exists():
+        raise UserError(f"no generator checkpoint in {args.run} (expected {ckpt.dir / 'state.json'})")
+    if args.default_cfg is not None and not 0 <= args.default_cfg <= 20:
+        raise UserError(f"--default-cfg {args.default_cfg}; use a guidance scale between 0 and 20")
+    if args.out.suffix != ".safetensors":
+        raise UserError(f"-o {args.out}: the output must be a .safetensors file")
+    state = ckpt.state()
+    try:
+        model = MusicGenerator(backbone_config(state["dit_config"]))
+        ckpt.load_weights(model)
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise UserError(f"cannot read the checkpoint in {args.run}: {' '.join(str(err).split())}") from None
+    if args.default_cfg is not None:
+        model.config.default_cfg = args.default_cfg
+    dtype = torch.float16 if args.dtype == "float16" else torch.float32
+    save_model(model.eval(), args.out, "generator", model.config.to_dict(), dtype=dtype)
+    print(f"step {state['step']} -> {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {args.dtype})")
     return 0
 
 

@@ -167,7 +167,12 @@ def train_generator(
         if cfg.phase_guidance is not None:
             model.config.phase_guidance = cfg.phase_guidance
     else:
-        dit_cfg = dit_cfg or MusicDiTConfig(frame_rate=pack.frame_rate)
+        dit_cfg = replace(  # the pack decides the latent width, text width and frame rate
+            dit_cfg or MusicDiTConfig(),
+            latent_dim=int(pack.t["latents"].shape[1]),
+            text_dim=int(pack.t["text_pooled"].shape[1]),
+            frame_rate=pack.frame_rate,
+        )
         if cfg.phase_guidance is not None:
             dit_cfg = replace(dit_cfg, phase_guidance=cfg.phase_guidance)
         model = MusicGenerator(dit_cfg)

@@ -1,0 +1,104 @@
+import pytest
+import torch
+from safetensors import safe_open
+
+from accelerando.cli.main import main
+from accelerando.models.io import load_state
+from accelerando.testing.packs import write_latent_pack
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_then_export_a_checkpoint(tmp_path, capsys):
+    pack, run, out = tmp_path / "pack.safetensors", tmp_path / "run", tmp_path / "g.safetensors"
+    write_latent_pack(pack, d=12, e=24)
+    code, _, err = _run(
+        capsys,
+        "train",
+        "generator",
+        "--data",
+        pack,
+        "--out",
+        run,
+        "--steps",
+        2,
+        "--batch-size",
+        2,
+        "--seconds",
+        1,
+        "--width",
+        32,
+        "--depth",
+        1,
+        "--heads",
+        2,
+        "--ckpt-every",
+        1,
+        "--quiet",
+        "--tempo-stretch",
+        0.2,
+        "--no-bf16",
+    )
+    assert code == 0, err
+    code, stdout, _ = _run(capsys, "train", "export", run, "-o", out, "--default-cfg", 4.5)
+    assert code == 0 and stdout.startswith("step 2 ->")
+    state, config = load_state(out, "generator")
+    assert config["default_cfg"] == 4.5 and config["latent_dim"] == 12 and config["text_dim"] == 24
+    assert config["frame_rate"] == 50.0  # taken from the pack, not the CLI's defaults
+    with safe_open(str(out), framework="pt") as fh:
+        assert all(fh.get_tensor(k).dtype == torch.float16 for k in fh.keys() if fh.get_tensor(k).is_floating_point())
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train", "export", "missing_run", "-o", "g.safetensors"], "no generator checkpoint in missing_run"),
+        (["train", "generator", "--data", "missing.safetensors", "--tempo-stretch", "0.2"], "missing.safetensors"),
+    ],
+)
+def test_train_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_bad_export_arguments(tmp_path, capsys):
+    pack, run = tmp_path / "pack.safetensors", tmp_path / "run"
+    write_latent_pack(pack)
+    assert (
+        _run(
+            capsys,
+            "train",
+            "generator",
+            "--data",
+            pack,
+            "--out",
+            run,
+            "--steps",
+            1,
+            "--batch-size",
+            1,
+            "--seconds",
+            1,
+            "--width",
+            32,
+            "--depth",
+            1,
+            "--heads",
+            2,
+            "--quiet",
+        )[0]
+        == 0
+    )
+    code, _, err = _run(capsys, "train", "export", run, "-o", tmp_path / "g.pt")
+    assert code == 2 and "g.pt" in err
+    code, _, err = _run(capsys, "train", "export", run, "-o", tmp_path / "g.safetensors", "--default-cfg", 50)
+    assert code == 2 and "--default-cfg 50" in err
+    pack2 = tmp_path / "p2.safetensors"
+    write_latent_pack(pack2)
+    code, _, err = _run(capsys, "train", "generator", "--data", pack2, "--out", tmp_path / "r2", "--tempo-stretch", 2)
+    assert code == 2 and "tempo_stretch=2" in err
