@@ -8,7 +8,9 @@ request; one clip is generated per request (seed = its index). The audio is anal
 librosa's beat tracker for tempo (prior centred at 80 bpm, eval.tempo v2; acc1: within 4%; acc2: also at 2x, 3x,
 1/2, 1/3), key-profile matching on chroma for key (Albrecht-Shanahan profiles, eval.key; MIREX weighted score
 against the requested key, church modes mapped to major/minor). ``benchmarks/analyzer_ceiling.py`` gives the same
-analyzers' scores on the real clips (the ceiling). Then 30 s is
+analyzers' scores on the real clips (the ceiling). Pulse locking (:mod:`accelerando.eval.pulse`, no tracker): the
+onsets' vector strength at the requested bpm, its part on the requested grid (``pulse_on_grid``), the same at a
+wrong tempo (1.13x, chance) and for the real prompt clip at its labelled bpm. Then 30 s is
 generated with the default settings to time it (median of 3) and the peak RSS is read.
 
 FAD (default embedder, melstats): the generated set against ``--n-ref`` other test-split clips (their first
@@ -35,6 +37,7 @@ from accelerando.eval.beats import track_beats
 from accelerando.eval.embeddings import get_embedder
 from accelerando.eval.fad import fad
 from accelerando.eval.key import estimate_key, key_score
+from accelerando.eval.pulse import pulse_strength
 from accelerando.eval.tempo import tempo_adherence
 from accelerando.pipelines.text_to_music import TextToMusicPipeline
 
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         tempo, _ = track_beats(y, out.sample_rate)
         adh = tempo_adherence(tempo, r["bpm"])
         tonic, mode = r["key"].split(" ", 1)
+        pulse = pulse_strength(y, out.sample_rate, r["bpm"])
+        real, _ = load(args.corpus / r["path"] / "mix.flac", sample_rate=out.sample_rate, mono=True)
         results.append(
             {
                 "clip": r["clip_id"],
@@ -85,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 "rel_error": abs(tempo - r["bpm"]) / r["bpm"],
                 "key": r["key"],
                 "key_score": key_score((tonic, mode), estimate_key(y, out.sample_rate)),
+                "pulse": pulse["strength"],
+                "pulse_on_grid": pulse["on_grid"],
+                "pulse_chance": pulse_strength(y, out.sample_rate, r["bpm"] * _OFF_TEMPO)["strength"],
+                "pulse_real": pulse_strength(real[0, : len(y)].numpy(), out.sample_rate, r["bpm"])["strength"],
             }
         )
     summary = {
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "acc2": statistics.fmean(x["acc2"] for x in results),
         "median_rel_tempo_error": statistics.median(x["rel_error"] for x in results),
         "mean_key_score": statistics.fmean(x["key_score"] for x in results),
+        **{f"mean_{k}": statistics.fmean(x[k] for x in results) for k in _PULSE_KEYS},
     }
     if args.n_ref:
         summary.update(_fad_figures(pipe, args, rows, picked, generated))
@@ -109,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "clips": results}, indent=1))
     return 0
+
+
+_OFF_TEMPO = 1.13  # a wrong tempo with no small-integer ratio to the requested one: the chance level
+_PULSE_KEYS = ("pulse", "pulse_on_grid", "pulse_chance", "pulse_real")
 
 
 def _fad_figures(pipe, args, rows, picked, generated) -> dict:
