@@ -21,7 +21,9 @@ alone). Each sparse run starts from a fresh copy of the recorded session. Report
 * whether every sample outside the region equals the original exactly (sparse output);
 * the session's cache size in memory (keys/values or GroupNorm statistics) and the session directory on disk.
 
-Clips longer than the model's ``max_seconds`` run beyond its training length (the limit is lifted here).
+Prompts go through the real text encoder (all-MiniLM-L6-v2), as in ``accelerando generate``; before 2026-11-26 this
+script used a lookup table of random embeddings, which put trained models off their conditioning and gave larger
+edits and seams. Clips longer than the model's ``max_seconds`` run beyond its training length (the limit is lifted here).
 """
 
 import argparse
@@ -62,10 +64,10 @@ def _pipeline(args):
         for p in model.parameters():
             p.data.add_(0.05 * torch.randn_like(p))
         return TextToMusicPipeline(model.eval(), codec, LookupTextEncoder(dim=16))
+    from accelerando.conditioning.text import TextEncoder
     from accelerando.pretrained import load_codec, load_generator
 
-    model = load_generator(args.model)
-    return TextToMusicPipeline(model, load_codec("builtin"), LookupTextEncoder(dim=model.config.text_dim))
+    return TextToMusicPipeline(load_generator(args.model), load_codec("builtin"), TextEncoder())
 
 
 def _seams(sparse: torch.Tensor, full: torch.Tensor, orig: torch.Tensor, sr: int, region) -> dict:
@@ -75,7 +77,8 @@ def _seams(sparse: torch.Tensor, full: torch.Tensor, orig: torch.Tensor, sr: int
     for kind, audio in (("sparse", sparse), ("full", full)):
         s = seam_scores(audio[0].mean(0).numpy(), sr, region, reference=ref)
         out[f"seam_v1_{kind}"], out[f"seam_excess_{kind}"] = s["max_ratio"], s["max_excess"]
-    out["seam_orig"] = max(s["reference_ratios"])
+        out[f"seam_boundaries_{kind}"] = {"ratios": s["ratios"], "excess": s["excess_ratios"]}
+    out["seam_orig"] = s["reference_ratios"]  # per boundary
     return out
 
 
