@@ -10,7 +10,8 @@ librosa's beat tracker for tempo (prior centred at 80 bpm, eval.tempo v2; acc1: 
 against the requested key, church modes mapped to major/minor). ``benchmarks/analyzer_ceiling.py`` gives the same
 analyzers' scores on the real clips (the ceiling). Pulse locking (:mod:`accelerando.eval.pulse`, no tracker): the
 onsets' vector strength at the requested bpm, its part on the requested grid (``pulse_on_grid``), the same at a
-wrong tempo (1.13x, chance) and for the real prompt clip at its labelled bpm. Then 30 s is
+wrong tempo (1.13x, chance) and for the real prompt clip at its labelled bpm; ``mean_acc1_real`` is the tracker's
+acc1 on those real clips (the ceiling on the same requests). Then 30 s is
 generated with the default settings to time it (median of 3) and the peak RSS is read.
 
 FAD (default embedder, melstats): the generated set against ``--n-ref`` other test-split clips (their first
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's default_cfg)")
+    ap.add_argument("--rhythm-cfg", type=float, default=None, help="separate guidance for bpm, key, meter and grid")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=("test", "valid"), help="valid: for choosing settings")
     ap.add_argument("--no-timing", action="store_true", help="skip the 30 s speed measurement")
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.seconds,
             steps=args.steps,
             cfg=args.cfg,
+            rhythm_cfg=args.rhythm_cfg,
             generator=torch.Generator().manual_seed(i),
         )
         y = out.audio[0, 0].numpy()
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         tonic, mode = r["key"].split(" ", 1)
         pulse = pulse_strength(y, out.sample_rate, r["bpm"])
         real, _ = load(args.corpus / r["path"] / "mix.flac", sample_rate=out.sample_rate, mono=True)
+        real = real[0, : len(y)].numpy()
+        real_tempo, _ = track_beats(real, out.sample_rate)
         results.append(
             {
                 "clip": r["clip_id"],
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pulse": pulse["strength"],
                 "pulse_on_grid": pulse["on_grid"],
                 "pulse_chance": pulse_strength(y, out.sample_rate, r["bpm"] * _OFF_TEMPO)["strength"],
-                "pulse_real": pulse_strength(real[0, : len(y)].numpy(), out.sample_rate, r["bpm"])["strength"],
+                "pulse_real": pulse_strength(real, out.sample_rate, r["bpm"])["strength"],
+                "acc1_real": tempo_adherence(real_tempo, r["bpm"])["acc1"],
             }
         )
     summary = {
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _OFF_TEMPO = 1.13  # a wrong tempo with no small-integer ratio to the requested one: the chance level
-_PULSE_KEYS = ("pulse", "pulse_on_grid", "pulse_chance", "pulse_real")
+_PULSE_KEYS = ("pulse", "pulse_on_grid", "pulse_chance", "pulse_real", "acc1_real")
 
 
 def _fad_figures(pipe, args, rows, picked, generated) -> dict:

@@ -92,6 +92,23 @@ def test_whole_clip_edit_equals_full_recompute(session, mel):
         assert torch.allclose(new.cache["k"][e].float(), k["k"].float(), atol=1e-2)
 
 
+def test_rhythm_guided_session_records_three_branches_and_edits_replay_them(tmp_path, mel):
+    pipe = apply_sparse_edit(mel(), SparseEditConfig(halo_s=0.1))
+    d = tmp_path / "r"
+    out = pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1, rhythm_cfg=5.0)
+    s = load_session(d)
+    assert s.manifest["batch"] == 3 and s.manifest["controls"]["rhythm_cfg"] == 5.0
+    assert s.cache["k"][0].shape[1] == 3  # keys and values of all three branches
+    ref = pipe("a chorale", duration=2.0, steps=3, generator=torch.Generator().manual_seed(1), rhythm_cfg=5.0)
+    assert torch.allclose(out.audio, ref.audio, atol=1e-6)
+    sparse = pipe.sparse_edit.edit(d, regions=[(0.0, 2.0)], seed=4)
+    assert sparse.metadata["sparse_edit"]["sparse"]
+    full = _full(pipe, s.audio, 4, regions=[(0.0, 2.0)], rhythm_cfg=5.0)
+    assert torch.allclose(sparse.audio, full.audio, atol=1e-5)  # the edit replays the recorded rhythm guidance
+    plain = _full(pipe, s.audio, 4, regions=[(0.0, 2.0)], rhythm_cfg="off")
+    assert not torch.allclose(sparse.audio, plain.audio, atol=1e-3)
+
+
 def _all_run():
     from accelerando.cache.edit import _Run
 
@@ -214,7 +231,7 @@ def test_generate_records_the_same_manifest_as_before(tmp_path, mel):
     pipe = apply_sparse_edit(mel(), SparseEditConfig(halo_s=0.1))
     pipe.sparse_edit.generate(tmp_path / "s", "x", duration=1.0, steps=2, seed=1, bpm=96.0, key="A minor")
     m = load_session(tmp_path / "s").manifest
-    assert m["controls"] == {"bpm": 96.0, "key": "A minor", "meter": "4/4", "instruments": None}
+    assert m["controls"] == {"bpm": 96.0, "key": "A minor", "meter": "4/4", "instruments": None, "rhythm_cfg": "off"}
     assert (m["steps"], m["cfg"], m["sampler"]) == (2, 3.0, "euler")
 
 

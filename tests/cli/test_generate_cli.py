@@ -98,6 +98,8 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["extend", "missing.wav", "--seconds", "2"], "missing.wav"),
         (["remix", "missing.wav", "x", "--strength", "0.5"], "missing.wav"),
         (["generate", "x", "--device", "tpu"], "--device 'tpu'"),
+        (["generate", "x", "--rhythm-cfg", "loud"], "--rhythm-cfg"),
+        (["generate", "x", "--rhythm-cfg", "30"], "rhythm_cfg=30"),
         (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
         (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),
     ],
@@ -161,3 +163,25 @@ def test_pipeline_on_cuda_matches_cpu():
         **kwargs,
     ).audio
     assert torch.equal(inp[0, :, : int(0.3 * 24000)], x[:, : int(0.3 * 24000)])  # kept audio exact on any device
+
+
+def test_rhythm_guidance_flag_reaches_the_report(tmp_path, capsys):
+    reports = []
+    for value in ("5", "off"):
+        code, stdout, _ = _run(
+            capsys,
+            "generate",
+            "x",
+            "--duration",
+            "1",
+            "--steps",
+            "1",
+            "--rhythm-cfg",
+            value,
+            "-o",
+            str(tmp_path / f"{value}.wav"),
+            "--json",
+        )
+        assert code == 0
+        reports.append(json.loads(stdout)["rhythm_cfg"])
+    assert reports == [5.0, None]

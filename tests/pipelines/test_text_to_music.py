@@ -307,6 +307,39 @@ def test_cfg_zero_is_the_unconditional_prediction(pipe):
     assert not torch.equal(c, d)
 
 
+def test_rhythm_guidance_runs_three_branches_and_reduces_to_plain_guidance(pipe, monkeypatch):
+    seen = []
+    forward = pipe.model.dit.forward
+
+    def spy(x, t, cond):
+        seen.append((cond.drop_text.clone(), cond.phases.clone()))
+        return forward(x, t, cond)
+
+    monkeypatch.setattr(pipe.model.dit, "forward", spy)
+    monkeypatch.setattr(pipe.model.config, "phase_guidance", True)
+    a = run(pipe, cfg=3.0, rhythm_cfg=3.0).audio
+    drop_text, phases = seen[0]
+    assert drop_text.tolist() == [False, False, True]  # all conditions; text only; nothing
+    assert phases[0].abs().sum() > 0 and torch.count_nonzero(phases[1:]) == 0  # the grid goes with the controls
+    plain = run(pipe, cfg=3.0).audio
+    assert (a - plain).abs().max() < 1e-2 * plain.abs().max()  # the same combination, other batch rounding
+    strong = run(pipe, cfg=3.0, rhythm_cfg=8.0).audio
+    assert (strong - plain).abs().max() > 0.1 * plain.abs().max()
+    with pytest.raises(UserError, match="rhythm_cfg=25"):
+        run(pipe, rhythm_cfg=25.0)
+    with pytest.raises(UserError, match="rhythm_cfg='loud'"):
+        run(pipe, rhythm_cfg="loud")
+
+
+def test_the_default_rhythm_guidance_comes_from_the_model_config(pipe, monkeypatch):
+    monkeypatch.setattr(pipe.model.config, "default_rhythm_cfg", 6.0)
+    default = run(pipe, cfg=3.0)
+    assert default.metadata["rhythm_cfg"] == 6.0
+    assert torch.equal(default.audio, run(pipe, cfg=3.0, rhythm_cfg=6.0).audio)
+    off = run(pipe, cfg=3.0, rhythm_cfg="off")
+    assert off.metadata["rhythm_cfg"] is None and not torch.equal(off.audio, default.audio)
+
+
 # -- 9. timings and metadata ------------------------------------------------------------------------------------------
 
 

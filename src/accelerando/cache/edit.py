@@ -272,8 +272,23 @@ class SparseEditor:
         return run
 
     def _settings(self, m: dict, cfg: float | None = None) -> dict:
-        """The pipeline keyword arguments of a recorded session (``cfg`` overridden when given)."""
-        return {**m["controls"], "steps": m["steps"], "cfg": m["cfg"] if cfg is None else cfg, "sampler": m["sampler"]}
+        """The pipeline keyword arguments of a recorded session (``cfg`` overridden when given). A session recorded
+        before rhythm guidance existed replays plain guidance."""
+        base = {"rhythm_cfg": "off"} if any(q.name == "rhythm_cfg" for q in self._call_parameters()) else {}
+        return {
+            **base,
+            **m["controls"],
+            "steps": m["steps"],
+            "cfg": m["cfg"] if cfg is None else cfg,
+            "sampler": m["sampler"],
+        }
+
+    def _branches(self, settings: dict) -> int:
+        """Backbone batch rows of a call with these settings (1, 2 or 3; see ``guidance_branches``)."""
+        from accelerando.pipelines.text_to_music import guidance_branches
+
+        rhythm = settings.get("rhythm_cfg", "off")
+        return guidance_branches(settings["cfg"], None if rhythm == "off" else rhythm)
 
     def _call_parameters(self) -> list[inspect.Parameter]:
         """The pipeline's call parameters after ``self``, following ``**kwargs`` into the base classes' ``__call__``."""
@@ -351,6 +366,9 @@ class SparseEditor:
         duration, settings = self._recording_settings(kwargs)
         if settings.get("cfg") is None:
             settings["cfg"] = pipe.default_cfg  # recorded resolved, so edits replay the same scale
+        if "rhythm_cfg" in settings:  # resolved too ("off" for plain guidance), so a new model default cannot creep in
+            rhythm = pipe.resolve_rhythm_cfg(settings["rhythm_cfg"])
+            settings["rhythm_cfg"] = "off" if rhythm is None else rhythm
         steps, cfg, sampler = settings["steps"], settings["cfg"], settings["sampler"]
         controls = {k: v for k, v in settings.items() if k not in _RUN_SETTINGS}
         spec_params = inspect.signature(ControlSpec.from_user).parameters
@@ -359,7 +377,7 @@ class SparseEditor:
         )
         mcfg = pipe.model.config
         n_evals = steps if sampler == "euler" else 2 * steps - 1
-        batch = 2 if cfg != 1.0 else 1
+        batch = self._branches(settings)
         sr = pipe.codec.sample_rate
         p = self.backend.patch
         units = -(-math.ceil(round(duration * sr) / pipe.codec.samples_per_frame) // p)
@@ -509,7 +527,7 @@ class SparseEditor:
             frames_encoded = known_new.shape[0]
         else:
             known_new, frames_encoded = upd
-        guided_same = (settings["cfg"] != 1.0) == (m["batch"] == 2)
+        guided_same = self._branches(settings) == m["batch"]
         if reuse and guided_same:
             idx, records = run.idx, run.rec
         else:  # refresh: a sparse recording pass over the new audio

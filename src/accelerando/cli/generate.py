@@ -37,6 +37,13 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
     p.add_argument("--instruments", default=None, help="instrumentation, e.g. string_quartet, piano, choir")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (8)")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's own)")
+    p.add_argument(
+        "--rhythm-cfg",
+        type=_rhythm_value,
+        default=None,
+        metavar="X|off",
+        help="separate guidance for bpm, key, meter and beat grid (default: the model's own; off: plain guidance)",
+    )
     p.add_argument("--sampler", choices=("euler", "heun"), default=None, help="euler (default) or heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin", help="'builtin' or a generator .safetensors file")
@@ -132,9 +139,14 @@ def _resolve_controls(args: argparse.Namespace, manifest: dict | None) -> None:
             setattr(args, name, value)
         elif given != value:
             given_s, value_s = (f"{x:g}" if isinstance(x, float) else str(x) for x in (given, value))
-            flag = f"--{name} {given_s}"
+            flag = f"--{name.replace('_', '-')} {given_s}"
             raise UserError(f"{flag} differs from the session ({value_s}); edits keep its {name}, drop {flag}")
     # prompt and cfg may change per edit; None = the session's
+
+
+def _rhythm_value(text: str) -> float | str:
+    """``--rhythm-cfg``: a number or ``off`` (argparse turns the ValueError into a one-line usage error)."""
+    return "off" if text == "off" else float(text)
 
 
 def _device(name: str):
@@ -243,6 +255,7 @@ def _run(args: argparse.Namespace) -> int:
             duration=duration,
             steps=args.steps,
             cfg=args.cfg,
+            rhythm_cfg=args.rhythm_cfg,
             sampler=args.sampler,
             callback=callback,
             store_audio=store,
@@ -268,6 +281,7 @@ def _run(args: argparse.Namespace) -> int:
             duration=duration,
             steps=args.steps,
             cfg=args.cfg,
+            rhythm_cfg=args.rhythm_cfg,
             sampler=args.sampler,
             num_outputs=n,
             generator=torch.Generator().manual_seed(args.seed),
@@ -291,6 +305,7 @@ def _run(args: argparse.Namespace) -> int:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "model": args.model,
         "device": str(device),
+        "rhythm_cfg": out.metadata.get("rhythm_cfg"),
         "seed": args.seed,
         "bpm": out.metadata["bpm"],
         "key": out.metadata["key"],

@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors")
     e.add_argument("--default-cfg", type=float, default=None, help="guidance scale recorded as the model's default")
     e.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="weights dtype (float16)")
+    e.add_argument(
+        "--default-rhythm-cfg", type=float, default=None, help="rhythm guidance scale recorded as the model's default"
+    )
     e.set_defaults(func=_export)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
 
@@ -183,6 +186,8 @@ def _export(args: argparse.Namespace) -> int:
         raise UserError(f"no generator checkpoint in {args.run} (expected {ckpt.dir / 'state.json'})")
     if args.default_cfg is not None and not 0 <= args.default_cfg <= 20:
         raise UserError(f"--default-cfg {args.default_cfg}; use a guidance scale between 0 and 20")
+    if args.default_rhythm_cfg is not None and not 0 <= args.default_rhythm_cfg <= 20:
+        raise UserError(f"--default-rhythm-cfg {args.default_rhythm_cfg}; use a guidance scale between 0 and 20")
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: the output must be a .safetensors file")
     state = ckpt.state()
@@ -193,6 +198,8 @@ def _export(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read the checkpoint in {args.run}: {' '.join(str(err).split())}") from None
     if args.default_cfg is not None:
         model.config.default_cfg = args.default_cfg
+    if args.default_rhythm_cfg is not None:
+        model.config.default_rhythm_cfg = args.default_rhythm_cfg
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     save_model(model.eval(), args.out, "generator", model.config.to_dict(), dtype=dtype)
     print(f"step {state['step']} -> {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {args.dtype})")

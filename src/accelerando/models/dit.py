@@ -42,6 +42,8 @@ class MusicDiTConfig:
     # classifier-free-guidance branch runs without a grid and guidance also pushes the output onto the beats.
     phase_guidance: bool = False
     default_cfg: float = 3.0  # the guidance scale the pipeline uses when none is given (chosen on the valid split)
+    # separate guidance for controls and beat grid when none is given (None: plain guidance; see the pipeline)
+    default_rhythm_cfg: float | None = None
     version: int = DIT_CONFIG_VERSION
 
     def __post_init__(self):

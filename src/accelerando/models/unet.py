@@ -46,6 +46,8 @@ class MusicUNetConfig:
     max_seconds: float = 60.0
     phase_guidance: bool = False  # as MusicDiTConfig.phase_guidance
     default_cfg: float = 3.0  # the guidance scale the pipeline uses when none is given (chosen on the valid split)
+    # separate guidance for controls and beat grid when none is given (None: plain guidance; see the pipeline)
+    default_rhythm_cfg: float | None = None
     backbone: str = "unet"
     version: int = UNET_CONFIG_VERSION
 

@@ -24,7 +24,7 @@ from accelerando.errors import UserError
 from accelerando.models.dit import DiTConditioning
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
 
-__all__ = ["AudioOutput", "TextToMusicPipeline"]
+__all__ = ["AudioOutput", "TextToMusicPipeline", "guidance_branches"]
 
 _CROSSFADE_S = 0.02  # seam crossfade when splicing generated audio into kept audio
 
@@ -40,6 +40,13 @@ class AudioOutput:
         from accelerando.audio import save
 
         return save(path, self.audio[index], self.sample_rate)
+
+
+def guidance_branches(cfg: float, rhythm_cfg: float | None) -> int:
+    """Backbone batch rows per output: 1 unguided, 2 plain guidance, 3 with a separate rhythm scale."""
+    if rhythm_cfg is not None:
+        return 3
+    return 2 if cfg != 1.0 else 1
 
 
 class TextToMusicPipeline:
@@ -69,6 +76,22 @@ class TextToMusicPipeline:
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    @property
+    def default_rhythm_cfg(self) -> float | None:
+        """The rhythm guidance scale used when a call gives none (None: plain guidance), recorded with the weights."""
+        value = getattr(self.model.config, "default_rhythm_cfg", None)
+        return None if value is None else float(value)
+
+    def resolve_rhythm_cfg(self, rhythm_cfg: float | str | None) -> float | None:
+        """``rhythm_cfg`` as the call uses it: None -> the model's default, ``"off"`` -> None (plain guidance)."""
+        if rhythm_cfg is None:
+            return self.default_rhythm_cfg
+        if rhythm_cfg == "off":
+            return None
+        if isinstance(rhythm_cfg, str) or not 0 <= rhythm_cfg <= 20:
+            raise UserError(f"rhythm_cfg={rhythm_cfg!r}; use a guidance scale between 0 and 20, or 'off'")
+        return float(rhythm_cfg)
 
     @property
     def max_seconds(self) -> float:
@@ -131,15 +154,22 @@ class TextToMusicPipeline:
         init_sample_rate: int | None = None,
         regions: list[tuple[float, float]] | None = None,
         strength: float | None = None,
+        rhythm_cfg: float | str | None = None,
         callback=None,
     ) -> AudioOutput:
         """Generate (no ``init_audio``), extend (``init_audio`` [C, S] shorter than ``duration``), inpaint
         (``regions`` in seconds) or remix (``strength``; the output keeps the input's length).
 
         Returns audio [num_outputs, 1, round(duration * sample_rate)]. ``cfg`` None: the model's ``default_cfg``.
+
+        ``rhythm_cfg``: a separate guidance scale for the controls and the beat grid. Three branches run (all
+        conditions ``v_c``; text only ``v_t``; nothing ``v_u``) and combine as
+        ``v_u + cfg (v_t - v_u) + rhythm_cfg (v_c - v_t)``; with ``rhythm_cfg == cfg`` that is plain guidance.
+        None: the model's ``default_rhythm_cfg``; ``"off"``: plain guidance, two branches.
         """
         t_start = time.perf_counter()
         cfg = self.default_cfg if cfg is None else cfg
+        rhythm_cfg = self.resolve_rhythm_cfg(rhythm_cfg)
         fr, sr = self.frame_rate, self.codec.sample_rate
         if strength is not None and not 0 <= strength <= 1:
             raise UserError(f"strength={strength}; use a value between 0 and 1")
@@ -179,15 +209,17 @@ class TextToMusicPipeline:
         ctrl = {k: v.to(dev) for k, v in collate([spec]).items()}
         phases = frame_phases(n_frames, fr, spec.bpm, spec.beats_per_bar)[None].to(dev)  # [1, T, 4]
         b = num_outputs
-        guided = cfg != 1.0
-        nb = 2 * b if guided else b
+        branches = guidance_branches(cfg, rhythm_cfg)
+        guided = branches > 1
+        nb = branches * b
 
         def rep(x):
             return x.expand(nb, *x.shape[1:]) if x.shape[0] == 1 else torch.cat([x] * (nb // x.shape[0]))
 
-        drop = torch.zeros(nb, dtype=torch.bool, device=dev)
-        if guided:
-            drop[b:] = True
+        drop = torch.zeros(nb, dtype=torch.bool, device=dev)  # controls (and beat grid) dropped
+        drop[b:] = True
+        drop_text = torch.zeros(nb, dtype=torch.bool, device=dev)
+        drop_text[(branches - 1) * b if guided else nb :] = True  # the last branch is the unconditional one
         phases = rep(phases)
         if guided and self.model.config.phase_guidance:
             phases = torch.where(drop[:, None, None], 0.0, phases)  # the unconditional branch has no beat grid
@@ -201,19 +233,22 @@ class TextToMusicPipeline:
             phases=phases,
             known=None if known is None else rep(known),
             known_mask=None if known_mask is None else rep(known_mask),
-            drop_text=drop,
+            drop_text=drop_text,
         )
 
         def model_fn(x, t):
-            xx = torch.cat([x, x]) if guided else x
+            xx = torch.cat([x] * branches) if guided else x
             if known is not None:
                 xx = torch.where(cond.known_mask[..., None] > 0, cond.known, xx)
             with self._autocast():
                 v = self.model.dit(xx, t[:1].expand(nb), cond).float()
             if not guided:
                 return v
-            vc, vu = v.chunk(2)
-            return vu + cfg * (vc - vu)
+            if rhythm_cfg is None:
+                vc, vu = v.chunk(2)
+                return vu + cfg * (vc - vu)
+            vc, vt, vu = v.chunk(3)  # all conditions; text only; nothing
+            return vu + cfg * (vt - vu) + rhythm_cfg * (vc - vt)
 
         scheduler = FlowMatchEulerScheduler() if sampler == "euler" else FlowMatchHeunScheduler()
         noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator, device=dev)
@@ -246,6 +281,7 @@ class TextToMusicPipeline:
                 "meter": spec.meter,
                 "steps": steps,
                 "cfg": cfg,
+                "rhythm_cfg": rhythm_cfg,
                 "sampler": sampler,
                 "duration": duration,
             },
