@@ -28,7 +28,7 @@ DEMO_REQUEST = {
     "instruments": "string_quartet",
     "duration": 20.0,
     "steps": 8,
-    "cfg": 3.0,
+    "cfg": None,  # the model's own guidance (and rhythm guidance) defaults
     "seed": 0,
 }
 
@@ -109,6 +109,8 @@ def run_generation_demo(out: str | Path | None = None, model: str = "builtin") -
         "load_seconds": load_s,
         "rtf": audio_seconds / wall,
         "steps": req["steps"],
+        "cfg": res.metadata["cfg"],
+        "rhythm_cfg": res.metadata.get("rhythm_cfg"),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "model": str(model),
         "seed": req["seed"],
