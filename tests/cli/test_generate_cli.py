@@ -98,7 +98,7 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["extend", "missing.wav", "--seconds", "2"], "missing.wav"),
         (["remix", "missing.wav", "x", "--strength", "0.5"], "missing.wav"),
         (["generate", "x", "--device", "tpu"], "--device 'tpu'"),
-        (["generate", "x", "--rhythm-cfg", "loud"], "--rhythm-cfg"),
+        (["generate", "x", "--rhythm-cfg", "loud"], "'loud': give a guidance scale (e.g. 7) or off"),
         (["generate", "x", "--rhythm-cfg", "30"], "rhythm_cfg=30"),
         (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
         (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),

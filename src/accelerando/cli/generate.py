@@ -145,8 +145,13 @@ def _resolve_controls(args: argparse.Namespace, manifest: dict | None) -> None:
 
 
 def _rhythm_value(text: str) -> float | str:
-    """``--rhythm-cfg``: a number or ``off`` (argparse turns the ValueError into a one-line usage error)."""
-    return "off" if text == "off" else float(text)
+    """``--rhythm-cfg``: a number or ``off`` (argparse reports a bad value as a one-line usage error)."""
+    if text == "off":
+        return "off"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a guidance scale (e.g. 7) or off") from None
 
 
 def _device(name: str):
