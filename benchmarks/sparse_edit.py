@@ -23,7 +23,8 @@ alone). Each sparse run starts from a fresh copy of the recorded session. Report
 
 Prompts go through the real text encoder (all-MiniLM-L6-v2), as in ``accelerando generate``; before 2026-11-26 this
 script used a lookup table of random embeddings, which put trained models off their conditioning and gave larger
-edits and seams. Clips longer than the model's ``max_seconds`` run beyond its training length (the limit is lifted here).
+edits and seams. Clips longer than the model's ``max_seconds`` run beyond its training length (the limit is
+lifted here).
 """
 
 import argparse
