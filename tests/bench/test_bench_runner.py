@@ -58,7 +58,7 @@ def test_results_schema(bench):
     assert on_disk["suite"]["id"] == "tiny-v1" and on_disk["suite"]["n_prompts"] == 2
     assert on_disk["baseline"] == "base"
     assert [v["name"] for v in on_disk["variants"]] == ["base", "same", "pert"]
-    assert {"tempo", "bcs", "key_adherence", "ksi", "lsd", "mrstft", "complex_stft", "fad_inf"} <= set(
+    assert {"tempo", "pulse", "bcs", "key_adherence", "ksi", "lsd", "mrstft", "complex_stft", "fad_inf"} <= set(
         on_disk["metric_versions"]
     )
     for v in on_disk["variants"]:
@@ -93,6 +93,8 @@ def test_summary_matches_clips(bench):
         assert v["summary"]["tempo_acc2"] == pytest.approx(np.mean(acc2))
         adh = [c["metrics"]["key_adherence"] for c in v["clips"]]
         assert v["summary"]["key_adherence_mean"] == pytest.approx(np.mean(adh))
+        pulse = [c["metrics"]["pulse"] for c in v["clips"]]
+        assert all(0 <= x <= 1 for x in pulse) and v["summary"]["pulse_mean"] == pytest.approx(np.mean(pulse))
 
 
 def test_seeds_reproduce_and_paired_metrics(bench):

@@ -42,6 +42,7 @@ CLIP_METRICS = (
     "tempo_rel_error",
     "tempo_abs_rel_error",
     "tempo_factor",
+    "pulse",
     "bcs",
     "bcs_agreement",
     "bcs_stability",
@@ -56,6 +57,7 @@ HIGHER_IS_BETTER = {
     "tempo_acc1": True,
     "tempo_acc2": True,
     "tempo_abs_rel_error_median": False,
+    "pulse_mean": True,
     "bcs_mean": True,
     "key_adherence_mean": True,
     "ksi_mean": True,
@@ -105,10 +107,12 @@ def metric_versions(embedder_version: str | None = None) -> dict:
     from accelerando.eval.fad import FAD_INF_VERSION, FAD_VERSION, PER_CLIP_FAD_VERSION
     from accelerando.eval.key_stability import KSI_VERSION
     from accelerando.eval.paired import PAIRED_METRIC_VERSIONS
+    from accelerando.eval.pulse import PULSE_VERSION
     from accelerando.eval.tempo import BCS_VERSION, TEMPO_VERSION
     from accelerando.eval.transients import TSR_VERSION
 
-    out = {"tempo": TEMPO_VERSION, "bcs": BCS_VERSION, "key_adherence": KSI_VERSION, "ksi": KSI_VERSION}
+    out = {"tempo": TEMPO_VERSION, "pulse": PULSE_VERSION, "bcs": BCS_VERSION, "key_adherence": KSI_VERSION}
+    out["ksi"] = KSI_VERSION
     out |= {k: v for k, v in PAIRED_METRIC_VERSIONS.items()}
     out |= {"tsr": TSR_VERSION, "fad": FAD_VERSION, "fad_inf": FAD_INF_VERSION, "per_clip_fad": PER_CLIP_FAD_VERSION}
     out["efficiency"] = EFFICIENCY_VERSION
@@ -129,6 +133,7 @@ def clip_metrics(y: np.ndarray, sr: int, bpm: float, key: str) -> tuple[dict, di
     """
     from accelerando.eval.key import estimate_key
     from accelerando.eval.key_stability import key_adherence, key_stability_index
+    from accelerando.eval.pulse import pulse_strength
     from accelerando.eval.tempo import beat_consistency, estimate_tempo, tempo_adherence
 
     m: dict = dict.fromkeys(CLIP_METRICS)
@@ -146,6 +151,10 @@ def clip_metrics(y: np.ndarray, sr: int, bpm: float, key: str) -> tuple[dict, di
         }
     except ValueError as err:  # e.g. silence: the tracker finds no tempo
         skipped["tempo"] = _one_line(err)
+    try:
+        m["pulse"] = pulse_strength(y, sr, bpm)["strength"]
+    except ValueError as err:
+        skipped["pulse"] = _one_line(err)
     try:
         b = beat_consistency(y, sr)
         m |= {"bcs": b["bcs"], "bcs_agreement": b["agreement"], "bcs_stability": b["stability"]}

@@ -41,6 +41,7 @@ def quality_summary(clips: list[dict]) -> dict:
         "tempo_acc2": _mean(m("tempo_acc2")),
         "tempo_abs_rel_error_median": _median(m("tempo_abs_rel_error")),
         "n_tempo": len(m("tempo_acc1")),
+        "pulse_mean": _mean(m("pulse")),
         "bcs_mean": _mean(m("bcs")),
         "n_bcs": len(m("bcs")),
         "key_adherence_mean": _mean(m("key_adherence")),
