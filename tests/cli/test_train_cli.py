@@ -13,36 +13,16 @@ def _run(capsys, *argv):
     return code, out, err
 
 
+def _train(capsys, pack, run, steps: int, batch: int, *extra):
+    """`accelerando train generator` on ``pack`` with a tiny DiT (width 32, depth 1, 2 heads, 1 s crops)."""
+    return _run(capsys, "train", "generator", "--data", pack, "--out", run, "--steps", steps, "--batch-size", batch,
+                "--seconds", 1, "--width", 32, "--depth", 1, "--heads", 2, "--quiet", *extra)  # fmt: skip
+
+
 def test_train_then_export_a_checkpoint(tmp_path, capsys):
     pack, run, out = tmp_path / "pack.safetensors", tmp_path / "run", tmp_path / "g.safetensors"
     write_latent_pack(pack, d=12, e=24)
-    code, _, err = _run(
-        capsys,
-        "train",
-        "generator",
-        "--data",
-        pack,
-        "--out",
-        run,
-        "--steps",
-        2,
-        "--batch-size",
-        2,
-        "--seconds",
-        1,
-        "--width",
-        32,
-        "--depth",
-        1,
-        "--heads",
-        2,
-        "--ckpt-every",
-        1,
-        "--quiet",
-        "--tempo-stretch",
-        0.2,
-        "--no-bf16",
-    )
+    code, _, err = _train(capsys, pack, run, 2, 2, "--ckpt-every", 1, "--tempo-stretch", 0.2, "--no-bf16")
     assert code == 0, err
     code, stdout, _ = _run(capsys, "train", "export", run, "-o", out, "--default-cfg", 4.5)
     assert code == 0 and stdout.startswith("step 2 ->")
@@ -69,31 +49,7 @@ def test_train_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, need
 def test_bad_export_arguments(tmp_path, capsys):
     pack, run = tmp_path / "pack.safetensors", tmp_path / "run"
     write_latent_pack(pack)
-    assert (
-        _run(
-            capsys,
-            "train",
-            "generator",
-            "--data",
-            pack,
-            "--out",
-            run,
-            "--steps",
-            1,
-            "--batch-size",
-            1,
-            "--seconds",
-            1,
-            "--width",
-            32,
-            "--depth",
-            1,
-            "--heads",
-            2,
-            "--quiet",
-        )[0]
-        == 0
-    )
+    assert _train(capsys, pack, run, 1, 1)[0] == 0
     code, _, err = _run(capsys, "train", "export", run, "-o", tmp_path / "g.pt")
     assert code == 2 and "g.pt" in err
     code, _, err = _run(capsys, "train", "export", run, "-o", tmp_path / "g.safetensors", "--default-cfg", 50)

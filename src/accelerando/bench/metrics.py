@@ -111,8 +111,13 @@ def metric_versions(embedder_version: str | None = None) -> dict:
     from accelerando.eval.tempo import BCS_VERSION, TEMPO_VERSION
     from accelerando.eval.transients import TSR_VERSION
 
-    out = {"tempo": TEMPO_VERSION, "pulse": PULSE_VERSION, "bcs": BCS_VERSION, "key_adherence": KSI_VERSION}
-    out["ksi"] = KSI_VERSION
+    out = {
+        "tempo": TEMPO_VERSION,
+        "pulse": PULSE_VERSION,
+        "bcs": BCS_VERSION,
+        "key_adherence": KSI_VERSION,
+        "ksi": KSI_VERSION,
+    }
     out |= {k: v for k, v in PAIRED_METRIC_VERSIONS.items()}
     out |= {"tsr": TSR_VERSION, "fad": FAD_VERSION, "fad_inf": FAD_INF_VERSION, "per_clip_fad": PER_CLIP_FAD_VERSION}
     out["efficiency"] = EFFICIENCY_VERSION

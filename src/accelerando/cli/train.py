@@ -184,10 +184,9 @@ def _export(args: argparse.Namespace) -> int:
     ckpt = Checkpoint(args.run, "generator")
     if not ckpt.exists():
         raise UserError(f"no generator checkpoint in {args.run} (expected {ckpt.dir / 'state.json'})")
-    if args.default_cfg is not None and not 0 <= args.default_cfg <= 20:
-        raise UserError(f"--default-cfg {args.default_cfg}; use a guidance scale between 0 and 20")
-    if args.default_rhythm_cfg is not None and not 0 <= args.default_rhythm_cfg <= 20:
-        raise UserError(f"--default-rhythm-cfg {args.default_rhythm_cfg}; use a guidance scale between 0 and 20")
+    for flag, value in (("--default-cfg", args.default_cfg), ("--default-rhythm-cfg", args.default_rhythm_cfg)):
+        if value is not None and not 0 <= value <= 20:
+            raise UserError(f"{flag} {value}; use a guidance scale between 0 and 20")
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: the output must be a .safetensors file")
     state = ckpt.state()

@@ -130,9 +130,11 @@ def make_batch(
         xs.append(_resample_frames(pack.latent(i, start, n_src), frames))
         off = start / fr
         # source frame k sits at output frame (k + 0.5) / r - 0.5 (interpolate's half-pixel convention)
-        moved = [(((b - off) * fr + 0.5) / r - 0.5) / fr for b in pack.times("beats", i)]
-        moved_down = [(((b - off) * fr + 0.5) / r - 0.5) / fr for b in pack.times("downbeats", i)]
-        phases.append(frame_phases(frames, fr, bpm * r, int(t["beats_per_bar"][i]), beats=moved, downbeats=moved_down))
+        moved = {
+            name: [(((b - off) * fr + 0.5) / r - 0.5) / fr for b in pack.times(name, i)]
+            for name in ("beats", "downbeats")
+        }
+        phases.append(frame_phases(frames, fr, bpm * r, int(t["beats_per_bar"][i]), **moved))
         masks.append(_known_mask(frames, rng, p_mask))
         bpms.append(bpm * r)
     x0 = model.normalize(torch.stack(xs).to(model.dit.latent_mean.device))
