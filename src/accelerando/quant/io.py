@@ -1,7 +1,9 @@
 """Save and load quantized models as safetensors, with every quantized layer's config in the file's metadata.
 
-Metadata: ``format`` (:data:`QUANT_FORMAT`, versioned), ``layers`` (JSON: module name -> serialised config) and an
-optional ``model_config`` (JSON, passed through). Loading rebuilds the quantized layers on a fresh float model with
+Metadata: ``format`` (:data:`QUANT_FORMAT`, versioned), ``layers`` (JSON: module name -> serialised config), an
+optional ``model_config`` (JSON, passed through) and ``unfolded_convs`` (JSON list: the convolutions that run as
+:class:`~accelerando.quant.conv.UnfoldConv1d`, converted again on load before the layers are rebuilt; absent in
+files without any). Loading rebuilds the quantized layers on a fresh float model with
 ``quantize_`` (inside ``building_skeleton()``, so calibrated methods build empty layers of the stored shapes without
 calibration data) and then loads the stored buffers over them, strictly: SmoothQuant / SVDQuant layers round-trip
 their ``inv_smooth``, ``lora_up``, ``lora_down``, ``alpha`` and ``residual.*`` buffers bit-exactly.
@@ -15,6 +17,7 @@ from torch import nn
 
 from accelerando.quant.api import building_skeleton, quantize_, quantized_layers
 from accelerando.quant.configs import config_from_dict
+from accelerando.quant.conv import unfold_convs_, unfolded_convs
 
 __all__ = ["QUANT_FORMAT", "save_quantized", "load_quantized", "read_quant_metadata"]
 
@@ -30,6 +33,9 @@ def save_quantized(model: nn.Module, path: str | Path, model_config: dict | None
     layers = {name: cfg.to_dict() for name, cfg in quantized_layers(model).items()}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": QUANT_FORMAT, "layers": json.dumps(layers), "model_config": json.dumps(model_config or {})}
+    convs = unfolded_convs(model)
+    if convs:
+        meta["unfolded_convs"] = json.dumps(convs)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
@@ -58,6 +64,14 @@ def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"quantized weights file {path} does not exist")
     layers, _ = read_quant_metadata(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        convs = set(json.loads((fh.metadata() or {}).get("unfolded_convs", "[]")))
+    unknown = sorted(convs - {n for n, m in model.named_modules() if isinstance(m, nn.Conv1d)})
+    if unknown:
+        raise ValueError(f"{path} unfolds convolutions this model does not have: {unknown}")
+    unfold_convs_(model, lambda _m, n: n in convs)
     with building_skeleton():  # calibrated layers (SmoothQuant / SVDQuant) are built empty, then filled below
         quantize_(model, None, overrides=layers)
     device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))

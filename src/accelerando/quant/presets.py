@@ -29,6 +29,13 @@ backbone's FLOPs and weight bytes. Kept in float, and why:
   or once per text token, so they cost almost nothing, while ``adaln`` sets the scale, shift and gate of every block:
   an error there is a systematic, token-wide gain error. The control encoder is left alone for the same reason.
 
+U-Net backbones (:func:`unet_conv_filter`): every residual block's ``conv1``, ``conv2`` and 1x1 ``skip``, and the
+down- and upsampling convolutions, each first converted to unfold + Linear (:mod:`accelerando.quant.conv`), so the
+same configs, calibration and kernels apply with ``K = C_in * kernel``; :func:`unet_filter` selects those Linears.
+In float for the same reasons as above: ``in_conv`` (the mixed-scale input features), ``out_conv`` (the velocity),
+and the per-sample conditioning Linears ``t_embed``, ``pooled_proj`` and each block's ``mod``. The stft search unit
+(``stft_unit="block"``) is one residual block or one resampling conv.
+
 Calibration runs across the denoising trajectory: ``calib_prompts`` train-split prompts (the shipped
 :mod:`~accelerando.quant.calib_prompts` set, never test-split prompts) are generated with the float pipeline, with
 classifier-free guidance on (``cfg`` != 1, so both the conditional and the unconditional branch run, in one batch),
@@ -52,6 +59,7 @@ import torch
 from torch import nn
 
 from accelerando.errors import UserError
+from accelerando.models.unet import MusicUNet
 from accelerando.quant.api import default_filter, quant_plan
 from accelerando.quant.calibrate import calibrate_, record_activations
 from accelerando.quant.configs import (
@@ -62,12 +70,14 @@ from accelerando.quant.configs import (
     SmoothQuantConfig,
     SVDQuantConfig,
 )
+from accelerando.quant.conv import unfold_convs_
 
 __all__ = [
     "PRESETS",
     "PRESET_OPTIONS",
     "preset_config",
     "dit_filter",
+    "unet_filter",
     "quantize_pipeline",
     "run_prompt",
     "state_bytes",
@@ -120,11 +130,26 @@ PRESET_OPTIONS: dict[str, object] = {
 
 _DIT_LAYER = re.compile(r"(^|\.)blocks\.\d+\.(attn\.(q|kv|out)|cross\.(q|kv|out)|mlp\.(0|2))$")
 _BLOCK = re.compile(r"^(.*?blocks\.\d+)\.")
+_UNET_CONV = re.compile(r"^((down|up)\.\d+\.\d+|mid\.\d+)\.(conv1|conv2|skip)$|^(downsample|upsample)\.\d+$")
+_UNET_BLOCK = re.compile(r"^((down|up)\.\d+\.\d+|mid\.\d+|downsample\.\d+|upsample\.\d+)\.")
 
 
 def dit_filter(module: nn.Module, name: str) -> bool:
     """The DiT block Linears the presets quantize (see the module docstring for what stays in float and why)."""
     return bool(_DIT_LAYER.search(name)) and default_filter(module, name)
+
+
+def unet_conv_filter(module: nn.Module, name: str) -> bool:
+    """The U-Net convolutions the presets quantize: every residual block's ``conv1``, ``conv2`` and 1x1 ``skip``, and
+    the down- and upsampling convolutions (names relative to the backbone)."""
+    return type(module) is nn.Conv1d and bool(_UNET_CONV.match(name))
+
+
+def unet_filter(module: nn.Module, name: str) -> bool:
+    """The ``linear`` of each :func:`unet_conv_filter` convolution, once unfolded
+    (:func:`~accelerando.quant.conv.unfold_convs_`)."""
+    parent, _, leaf = name.rpartition(".")
+    return leaf == "linear" and bool(_UNET_CONV.match(parent)) and default_filter(module, name)
 
 
 def other_filter(module: nn.Module, name: str) -> bool:
@@ -160,7 +185,8 @@ def size_breakdown(model: nn.Module) -> dict[str, int]:
 
 
 def _block_of(name: str) -> str:
-    m = _BLOCK.match(name)
+    """The search unit of a layer: its DiT block, or its U-Net residual block / resampling conv."""
+    m = _BLOCK.match(name) or _UNET_BLOCK.match(name)
     return m.group(1) if m else name
 
 
@@ -277,9 +303,13 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     bytes_bf16 = sum(
         2 * t.numel() if t.is_floating_point() else t.numel() * t.element_size() for t in model.state_dict().values()
     )
-    plan = quant_plan(dit, cfg, dit_filter)
+    layer_filter = dit_filter
+    if isinstance(dit, MusicUNet):  # convolutions run as unfold + Linear, and those Linears are quantized
+        unfold_convs_(dit, unet_conv_filter)
+        layer_filter = unet_filter
+    plan = quant_plan(dit, cfg, layer_filter)
     if not plan:
-        raise UserError("the generator has no Linear layers the presets quantize (dit_filter matched none)")
+        raise UserError(f"the generator has no layers the presets quantize ({layer_filter.__name__} matched none)")
     overrides = _group_overrides(dit, cfg, plan)
     plan.update(overrides)
     floats = {n: dit.get_submodule(n) for n in plan}
@@ -336,7 +366,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         dit,
         cfg,
         [],
-        filter_fn=dit_filter,
+        filter_fn=layer_filter,
         overrides=overrides,
         objective=objective,
         unit_fn=_block_of if o["stft_unit"] == "block" else None,

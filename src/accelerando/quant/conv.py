@@ -1,0 +1,93 @@
+"""Quantizing 1-D convolutions: run each chosen ``nn.Conv1d`` as an unfold (im2col) followed by an ``nn.Linear``.
+
+A ``Conv1d(C_in, C_out, k)`` is a Linear over windows: with the input padded and cut into ``T_out`` windows of
+``k`` taps, ``y[b, :, t] = W [C_out, C_in*k] @ window[b, t] [C_in*k] + bias``. :class:`UnfoldConv1d` computes
+exactly that with a real ``nn.Linear`` submodule named ``linear``, so everything built for Linears applies to conv
+backbones unchanged: ``quantize_`` swaps ``<conv>.linear`` for a :class:`~accelerando.quant.linear.QuantLinear` or
+:class:`~accelerando.quant.svd.SVDQuantLinear` (int8 ``torch._int_mm`` over ``K = C_in * k``), calibration hooks
+see one activation row per output frame, smoothing factors are per (input channel, tap), and the low-rank branch
+is the SVD of the ``[C_out, C_in*k]`` weight matrix.
+
+No library does this for us: torchao and nunchaku quantize Linears only, and PyTorch's quantized ``Conv1d``
+(``torch.ao``) is an FBGEMM/QNNPACK module with static activation scales, no low-rank branch and no 4-bit weights.
+
+:func:`unfold_convs_` converts a model's convolutions in place and returns their names; quantized files record those
+names (``accelerando.quant.io``), so loading converts the same convolutions before it rebuilds the quantized layers.
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["UnfoldConv1d", "unfold_convs_", "unfolded_convs"]
+
+
+class UnfoldConv1d(nn.Module):
+    """``nn.Conv1d`` (``groups=1``, zero padding) computed as unfold + ``self.linear`` ([C_out, C_in * k]).
+
+    ``x`` [B, C_in, T] -> [B, C_out, T_out] with ``T_out = (T + 2 p - d (k - 1) - 1) // s + 1``, as the conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride=1, padding=0, dilation=1):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.linear = nn.Linear(in_channels * kernel_size, out_channels)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv1d) -> "UnfoldConv1d":
+        """The same map as ``conv``; ValueError for grouped convolutions, non-zero padding modes or string padding."""
+        if conv.groups != 1:
+            raise ValueError(f"groups={conv.groups}: only ungrouped convolutions unfold into one GEMM")
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r}; use integer zero padding")
+        m = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
+        )
+        m.linear.weight = nn.Parameter(conv.weight.detach().reshape(conv.out_channels, -1).clone())
+        if conv.bias is None:
+            m.linear.bias = None
+        else:
+            m.linear.bias = nn.Parameter(conv.bias.detach().clone())
+        return m.to(conv.weight.device)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}"
+        )
+
+    def windows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, C_in, T] -> the unfolded windows [B, T_out, C_in * k], taps fastest (the weight's layout)."""
+        k, d = self.kernel_size, self.dilation
+        if self.padding:
+            x = F.pad(x, (self.padding, self.padding))
+        w = x.unfold(2, d * (k - 1) + 1, self.stride)  # [B, C_in, T_out, span]
+        if d > 1:
+            w = w[..., ::d]
+        return w.permute(0, 2, 1, 3).reshape(x.shape[0], w.shape[2], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, C_in, T] -> [B, C_out, T_out]."""
+        return self.linear(self.windows(x)).transpose(1, 2)
+
+
+def unfold_convs_(model: nn.Module, filter_fn: Callable[[nn.Module, str], bool] | None = None) -> list[str]:
+    """Replace every ``nn.Conv1d`` that ``filter_fn(module, name)`` accepts (default: all) by :class:`UnfoldConv1d`,
+    in place; returns the replaced names. ValueError naming a conv that cannot unfold."""
+    names = [n for n, m in model.named_modules() if type(m) is nn.Conv1d and (filter_fn is None or filter_fn(m, n))]
+    for name in names:
+        try:
+            new = UnfoldConv1d.from_conv(model.get_submodule(name))
+        except ValueError as err:
+            raise ValueError(f"cannot unfold conv {name!r}: {err}") from None
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+    return names
+
+
+def unfolded_convs(model: nn.Module) -> list[str]:
+    """Names of ``model``'s :class:`UnfoldConv1d` modules."""
+    return [n for n, m in model.named_modules() if isinstance(m, UnfoldConv1d)]
