@@ -4,7 +4,8 @@
         [--variants fp32,bf16,...] [--fresh-cache] [--json OUT]
 
 One guided backbone evaluation (batch 2: the conditional and the unconditional branch) on ``--seconds`` of latent
-(30 s -> 703 tokens -> M = 1406 rows per Linear), the real MusicDiT loaded with
+(30 s -> 703 tokens -> M = 1406 rows per Linear; a U-Net: one row per frame at each level), the real backbone
+(MusicDiT or MusicUNet) loaded with
 ``accelerando.pretrained.load_generator``. Variants, all built from the same float weights and timed round-robin
 (one call of each per round, ``--repeats`` rounds after a warm-up call each, median):
 
@@ -16,8 +17,11 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
 - ``w4a8-fused-cache``: ``use_fused_kernels(True, cache_int4=True)`` (unpacked int8 copy of the 4-bit weights);
 - ``bf16-compiled`` / ``w8a8-compiled``: the whole backbone under ``torch.compile`` (static shapes; bf16, or RTN
   W8A8 on the eager modules traced into the same graph): what fusing everything around the GEMMs can give;
-- ``bf16-no-linears``: bf16 with the 48 quantizable block Linears replaced by a zero output of the right shape, so
-  ``bf16 - bf16-no-linears`` is the time those Linears take (the part quantization can speed up: Amdahl ceiling).
+- ``bf16-unfold`` (U-Net only): bf16 with the quantizable convolutions run as unfold + Linear
+  (:mod:`accelerando.quant.conv`), the float cost of the layout the quantized variants use;
+- ``bf16-no-linears``: bf16 with the 48 quantizable block Linears (a U-Net: its unfolded conv Linears) replaced
+  by a zero output of the right shape, so ``bf16 - bf16-no-linears`` is the time those Linears take (the part
+  quantization can speed up: Amdahl ceiling).
 
 Also reported: each fused variant's first call (compile included; ``--fresh-cache`` points inductor at an empty
 cache directory so this is the cold figure; without it a warm on-disk cache may serve it) and the first call at a
@@ -57,7 +61,7 @@ class _ZeroLinear(nn.Module):
 def _variant(name: str, base_dit):
     """(backbone module, fused-kernel settings or None, autocast on)."""
     from accelerando.quant import RTNConfig, quantize_
-    from accelerando.quant.presets import dit_filter
+    from accelerando.quant.presets import prepare_backbone
 
     if name == "fp32":
         return base_dit, None, False
@@ -66,15 +70,18 @@ def _variant(name: str, base_dit):
     if name == "bf16-compiled":
         return torch.compile(base_dit, dynamic=False), None, True
     dit = copy.deepcopy(base_dit)
+    layer_filter = prepare_backbone(dit)  # a U-Net's convs become unfold + Linear here
+    if name == "bf16-unfold":
+        return dit, None, True
     if name == "bf16-no-linears":
         for n, m in list(dit.named_modules()):
             for cn, c in list(m.named_children()):
                 full = f"{n}.{cn}" if n else cn
-                if dit_filter(c, full):
+                if layer_filter(c, full):
                     setattr(m, cn, _ZeroLinear(c.out_features))
         return dit, None, True
     bits = 8 if name.startswith("w8a8") else 4
-    quantize_(dit, RTNConfig(bits, 8), filter_fn=dit_filter)
+    quantize_(dit, RTNConfig(bits, 8), filter_fn=layer_filter)
     if name.endswith("eager"):
         return dit, None, True
     if name.endswith("compiled"):
@@ -156,7 +163,8 @@ def main() -> None:
         share = (med["bf16"] - med["bf16-no-linears"]) / med["bf16"]
         results["linear_share_of_bf16"] = share
         results["amdahl_max_speedup_if_linears_free"] = 1 / (1 - share) if share < 1 else float("inf")
-    tokens = -(-round(args.seconds * dit.config.frame_rate) // dit.config.patch)
+    frames = round(args.seconds * dit.config.frame_rate)
+    tokens = -(-frames // dit.config.patch) if hasattr(dit.config, "patch") else frames  # U-Net: one row per frame
     report = {
         "args": vars(args),
         "rows_per_linear": 2 * tokens,

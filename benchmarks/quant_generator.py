@@ -34,7 +34,7 @@ import torch
 
 from accelerando.eval.efficiency import time_interleaved
 from accelerando.eval.paired import complex_stft_error, lsd, mrstft
-from accelerando.quant.presets import PRESETS, dit_filter, quantize_pipeline, run_prompt, state_bytes
+from accelerando.quant.presets import PRESETS, prepare_backbone, quantize_pipeline, run_prompt, state_bytes
 
 
 def _value(v: str):
@@ -113,7 +113,8 @@ def _outliers(pipe, n_prompts: int) -> list[dict]:
     from accelerando.quant.calibrate import record_activations
 
     dit = pipe.model.dit
-    names = {n: False for n, m in dit.named_modules() if dit_filter(m, n)}
+    layer_filter = prepare_backbone(dit)  # a U-Net's quantizable convs run as unfold + Linear from here on
+    names = {n: False for n, m in dit.named_modules() if layer_filter(m, n)}
     prompts = load_calibration_prompts(n_prompts)
     batches = [lambda _m, p=p, i=i: _generate(pipe, p, 3.0, 6, i) for i, p in enumerate(prompts)]
     stats = record_activations(dit, names, batches)

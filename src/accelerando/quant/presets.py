@@ -78,6 +78,7 @@ __all__ = [
     "preset_config",
     "dit_filter",
     "unet_filter",
+    "prepare_backbone",
     "quantize_pipeline",
     "run_prompt",
     "state_bytes",
@@ -182,6 +183,16 @@ def size_breakdown(model: nn.Module) -> dict[str, int]:
         out[kind] += nbytes
     out["total"] = sum(out.values())
     return out
+
+
+def prepare_backbone(backbone: nn.Module) -> Callable[[nn.Module, str], bool]:
+    """The filter of the layers the presets quantize in ``backbone``: :func:`dit_filter` for a DiT; for a U-Net,
+    :func:`unet_filter`, after converting its :func:`unet_conv_filter` convolutions to unfold + Linear in place
+    (same outputs up to float rounding)."""
+    if isinstance(backbone, MusicUNet):
+        unfold_convs_(backbone, unet_conv_filter)
+        return unet_filter
+    return dit_filter
 
 
 def _block_of(name: str) -> str:
@@ -303,10 +314,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     bytes_bf16 = sum(
         2 * t.numel() if t.is_floating_point() else t.numel() * t.element_size() for t in model.state_dict().values()
     )
-    layer_filter = dit_filter
-    if isinstance(dit, MusicUNet):  # convolutions run as unfold + Linear, and those Linears are quantized
-        unfold_convs_(dit, unet_conv_filter)
-        layer_filter = unet_filter
+    layer_filter = prepare_backbone(dit)
     plan = quant_plan(dit, cfg, layer_filter)
     if not plan:
         raise UserError(f"the generator has no layers the presets quantize ({layer_filter.__name__} matched none)")
