@@ -170,3 +170,17 @@ def test_cli_bad_recovery_arguments_give_one_line_and_exit_code_2(argv, needle, 
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and err.startswith("error:"), err
     assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("backbone", ["dit", "unet"])
+def test_recovery_follows_rhythm_guidance_three_branches(backbone):
+    """With a rhythm scale the pipeline batches three branches per call; the teacher records them all, its Euler
+    replay reproduces the float latent (record_teacher checks this and raises otherwise), and recovery lowers its
+    loss."""
+    pipe = tiny_pipeline(backbone=backbone) if backbone == "unet" else _outlier_pipeline()
+    pipe.model.config.default_rhythm_cfg = 5.0
+    teacher = record_teacher(pipe, load_calibration_prompts()[2:4], 1.0, 3, 3.0, 2000)
+    assert teacher.rhythm_cfg == 5.0 and {it.nb for it in teacher.items} == {3}
+    quantize_pipeline(pipe, "w4a8-svd", calib_prompts=2, recover_steps=10, **REC)
+    rep = pipe.model.quant_report["recovery"]
+    assert rep["steps"] == 10 and rep["end"] <= rep["start"]

@@ -24,7 +24,7 @@ from accelerando.errors import UserError
 from accelerando.models.dit import DiTConditioning
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
 
-__all__ = ["AudioOutput", "TextToMusicPipeline", "guidance_branches"]
+__all__ = ["AudioOutput", "TextToMusicPipeline", "combine_guidance", "guidance_branches"]
 
 _CROSSFADE_S = 0.02  # seam crossfade when splicing generated audio into kept audio
 
@@ -47,6 +47,19 @@ def guidance_branches(cfg: float, rhythm_cfg: float | None) -> int:
     if rhythm_cfg is not None:
         return 3
     return 2 if cfg != 1.0 else 1
+
+
+def combine_guidance(v: torch.Tensor, cfg: float, rhythm_cfg: float | None) -> torch.Tensor:
+    """Backbone outputs of the guidance branches stacked on dim 0 -> the guided velocity.
+
+    Plain guidance: ``v`` [2B, ...] = (conditional, unconditional) -> ``v_u + cfg (v_c - v_u)``. With ``rhythm_cfg``:
+    ``v`` [3B, ...] = (all conditions, text only, nothing) -> ``v_u + cfg (v_t - v_u) + rhythm_cfg (v_c - v_t)``.
+    """
+    if rhythm_cfg is None:
+        vc, vu = v.chunk(2)
+        return vu + cfg * (vc - vu)
+    vc, vt, vu = v.chunk(3)
+    return vu + cfg * (vt - vu) + rhythm_cfg * (vc - vt)
 
 
 class TextToMusicPipeline:
@@ -242,13 +255,7 @@ class TextToMusicPipeline:
                 xx = torch.where(cond.known_mask[..., None] > 0, cond.known, xx)
             with self._autocast():
                 v = self.model.dit(xx, t[:1].expand(nb), cond).float()
-            if not guided:
-                return v
-            if rhythm_cfg is None:
-                vc, vu = v.chunk(2)
-                return vu + cfg * (vc - vu)
-            vc, vt, vu = v.chunk(3)  # all conditions; text only; nothing
-            return vu + cfg * (vt - vu) + rhythm_cfg * (vc - vt)
+            return combine_guidance(v, cfg, rhythm_cfg) if guided else v
 
         scheduler = FlowMatchEulerScheduler() if sampler == "euler" else FlowMatchHeunScheduler()
         noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator, device=dev)

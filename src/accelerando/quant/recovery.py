@@ -22,7 +22,7 @@ time, the conditioning, the float velocity) and the final latent. A training ste
 one prompt's recorded calls (all of them in one batch), combines the guidance branches as the pipeline does, and
 integrates the velocity differences with the sampler's steps:
 
-    z_q = z_fp + std * sum_k dt_k * (g(v_q,k) - g(v_fp,k)),      g(v) = v_u + cfg (v_c - v_u)
+    z_q = z_fp + std * sum_k dt_k * (g(v_q,k) - g(v_fp,k)),      g: the pipeline's guidance (combine_guidance)
 
 which is exactly the final latent the pipeline would produce if the quantized backbone saw the float trajectory's
 states (teacher forcing, as the ``stft`` calibration's objective). ``z_q`` is decoded by the codec, with gradients,
@@ -93,6 +93,7 @@ class Teacher:
     items: list[_Item]
     cfg: float
     prompts: list[str]
+    rhythm_cfg: float | None = None  # the pipeline's resolved rhythm scale (None: plain guidance, two branches)
 
 
 def _plain(t):
@@ -108,11 +109,14 @@ def record_teacher(
 
     Raises ``RuntimeError`` if the recorded calls do not reproduce the final latent with the Euler steps (a sampler
     this module does not model)."""
+    from accelerando.pipelines.text_to_music import guidance_branches
     from accelerando.quant.presets import run_prompt
     from accelerando.schedulers.flow_match_euler import FlowMatchEulerScheduler
 
     if cfg == 1.0:
         raise ValueError("recovery records both guidance branches; use cfg != 1")
+    rhythm = pipeline.resolve_rhythm_cfg(None)  # run_prompt uses the model's default rhythm scale
+    branches = guidance_branches(cfg, rhythm)
     dit, codec = pipeline.model.dit, pipeline.codec
     sched = FlowMatchEulerScheduler()
     sched.set_timesteps(steps)
@@ -161,11 +165,11 @@ def record_teacher(
             calls=steps,
             nb=calls[0][0].shape[0],
         )
-        if item.nb != 2:
-            raise RuntimeError(f"expected both guidance branches in one backbone call (batch 2), got {item.nb}")
+        if item.nb != branches:
+            raise RuntimeError(f"expected all {branches} guidance branches in one backbone call, got {item.nb}")
         # check: x_0 + sum_k dt_k g(v_k) must give the final latent the codec decoded
         x0 = item.x[0:1]
-        g = _guided(item.v, item.calls, cfg)  # [C, T, D]
+        g = _guided(item.v, item.calls, cfg, rhythm)  # [C, T, D]
         x_end = x0 + (item.dt[:, None, None] * g).sum(0, keepdim=True)
         lat = pipeline.model.denormalize(x_end).transpose(1, 2)
         if not torch.allclose(lat, item.latent, rtol=1e-3, atol=1e-3 * float(item.latent.abs().max())):
@@ -173,22 +177,25 @@ def record_teacher(
         with torch.no_grad():
             item.audio = codec.decode(item.latent)
         items.append(item)
-    return Teacher(items, cfg, [p.get("clip_id", p["caption"]) for p in prompts])
+    return Teacher(items, cfg, [p.get("clip_id", p["caption"]) for p in prompts], rhythm)
 
 
-def _guided(v: torch.Tensor, calls: int, cfg: float) -> torch.Tensor:
-    """Backbone outputs [C * 2, T, D] (conditional row, then unconditional, per call) -> guided velocity [C, T, D]."""
-    v = v.reshape(calls, 2, *v.shape[1:])
-    vc, vu = v[:, 0], v[:, 1]
-    return vu + cfg * (vc - vu)
+def _guided(v: torch.Tensor, calls: int, cfg: float, rhythm_cfg: float | None = None) -> torch.Tensor:
+    """Backbone outputs [C * n, T, D] (the ``n`` guidance branches of each call in a row, as the pipeline batches
+    them) -> guided velocity [C, T, D], combined as the pipeline does (``combine_guidance``)."""
+    from accelerando.pipelines.text_to_music import combine_guidance
+
+    n = v.shape[0] // calls
+    return torch.stack([combine_guidance(v[k * n : (k + 1) * n], cfg, rhythm_cfg)[0] for k in range(calls)])
 
 
-def _item_loss(pipeline, item: _Item, cfg: float) -> torch.Tensor:
+def _item_loss(pipeline, item: _Item, cfg: float, rhythm_cfg: float | None = None) -> torch.Tensor:
     """Complex-STFT loss of the teacher-forced quantized audio of ``item`` against the float audio."""
     dit, model = pipeline.model.dit, pipeline.model
     with torch.autocast("cpu", dtype=torch.bfloat16):
         v = dit(item.x, item.t, item.cond).float()  # [C * 2, T, D]
-    delta = (item.dt[:, None, None] * (_guided(v, item.calls, cfg) - _guided(item.v, item.calls, cfg))).sum(0)
+    guided = _guided(v, item.calls, cfg, rhythm_cfg) - _guided(item.v, item.calls, cfg, rhythm_cfg)
+    delta = (item.dt[:, None, None] * guided).sum(0)
     latent = item.latent + (delta * model.dit.latent_std).T[None]  # [1, D, T]
     return complex_stft_loss(pipeline.codec.decode(latent), item.audio)
 
@@ -239,7 +246,8 @@ class _Trainable:
 
 def _exact_loss(pipeline, teacher: Teacher) -> float:
     with torch.no_grad():
-        return sum(float(_item_loss(pipeline, it, teacher.cfg)) for it in teacher.items) / len(teacher.items)
+        losses = [float(_item_loss(pipeline, it, teacher.cfg, teacher.rhythm_cfg)) for it in teacher.items]
+        return sum(losses) / len(losses)
 
 
 def recover_(
@@ -302,7 +310,7 @@ def recover_(
             for g, b in zip(opt.param_groups, base, strict=True):
                 g["lr"] = b * decay
             item = teacher.items[i % len(teacher.items)]
-            loss = _item_loss(pipeline, item, teacher.cfg)
+            loss = _item_loss(pipeline, item, teacher.cfg, teacher.rhythm_cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
