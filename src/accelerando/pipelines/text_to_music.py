@@ -22,6 +22,7 @@ import torch
 from accelerando.conditioning.controls import ControlSpec, collate, frame_phases
 from accelerando.errors import UserError
 from accelerando.models.dit import DiTConditioning
+from accelerando.modules.precast import WeightCastCache
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
 
 __all__ = ["AudioOutput", "TextToMusicPipeline", "combine_guidance", "guidance_branches"]
@@ -64,6 +65,7 @@ def combine_guidance(v: torch.Tensor, cfg: float, rhythm_cfg: float | None) -> t
 
 class TextToMusicPipeline:
     def __init__(self, model, codec, text_encoder):
+        self._weight_casts = WeightCastCache()  # bf16 copies of the backbone's weights (modules/precast.py)
         self.model = model.eval()
         self.codec = codec.eval()
         self.text_encoder = text_encoder
@@ -253,7 +255,7 @@ class TextToMusicPipeline:
             xx = torch.cat([x] * branches) if guided else x
             if known is not None:
                 xx = torch.where(cond.known_mask[..., None] > 0, cond.known, xx)
-            with self._autocast():
+            with self._autocast(), self._weight_casts.swap(self.model.dit, enabled=not torch.is_grad_enabled()):
                 v = self.model.dit(xx, t[:1].expand(nb), cond).float()
             return combine_guidance(v, cfg, rhythm_cfg) if guided else v
 
