@@ -1,4 +1,4 @@
-"""Spectrogram-aware outlier analysis of the generator backbone's quantized Linears (issue 5).
+"""Spectrogram-aware outlier analysis of the generator backbone's quantized layers (issue 5).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quant_outliers.py --model PATH [--prompts 8] [--seconds 5]
         [--steps 8] [--cfg 3] [--top 5] [--out outliers.png] [--json outliers.json]
@@ -30,6 +30,13 @@ Mechanism: for residual-stream channels the adaLN modulation ``1 + scale`` / ``s
 ``in_proj`` weights that map the noisy latent's mel bands into the channel (share of |weight| on low / mid / high
 bands against the mean channel's share).
 
+A conv U-Net backbone (the built-in since 2026-11-26) is analysed through the presets' layers: its quantizable
+convolutions run as unfold + Linear (``prepare_backbone``), so a "channel" is an (input channel, tap) pair, reported
+as both; rows are output frames at the layer's level (features pooled to 2^level frames instead of the DiT's
+patch); the guidance rows are (all conditions, text only, unconditional) under rhythm guidance. The DiT-only
+mechanism (residual stream, adaLN, ``in_proj``) is replaced by the input channels that recur in the tops of one
+level's ``conv1`` layers.
+
 Prints a JSON summary; ``--json`` writes the full per-layer report, ``--out`` a PNG (matplotlib Agg).
 
 Bias audit (``--bias-audit BENCH_OUT``, the output folder of ``accelerando bench run`` whose baseline is the float
@@ -57,7 +64,7 @@ from accelerando.audio.mel import hz_to_mel, mel_to_hz
 from accelerando.eval.seams import spectral_flux
 from accelerando.pipelines.text_to_music import TextToMusicPipeline
 from accelerando.quant.calib_prompts import load_calibration_prompts
-from accelerando.quant.presets import dit_filter, run_prompt
+from accelerando.quant.presets import prepare_backbone, run_prompt
 
 BANDS_HZ = {"low": (0.0, 250.0), "mid": (250.0, 2000.0), "high": (2000.0, None)}
 FEATURES = ("low", "mid", "high", "tilt", "energy", "onset")
@@ -95,9 +102,9 @@ def _pearson_cols(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 class Recorder:
     """Forward pre-hooks on the quantized-layer set and the backbone (for the flow time) and on each block (adaLN)."""
 
-    def __init__(self, dit: torch.nn.Module):
+    def __init__(self, dit: torch.nn.Module, layer_filter):
         self.dit = dit
-        self.names = [n for n, m in dit.named_modules() if dit_filter(m, n)]
+        self.names = [n for n, m in dit.named_modules() if layer_filter(m, n)]
         self.calls: dict[str, list[dict]] = {n: [] for n in self.names}
         self.mom: dict[str, list] = {}
         self.mod: dict[int, list] = {}
@@ -112,7 +119,7 @@ class Recorder:
         self.handles.append(self.dit.register_forward_pre_hook(dit_hook))
         for name in self.names:
             self.handles.append(self.dit.get_submodule(name).register_forward_pre_hook(self._layer_hook(name)))
-        for i, blk in enumerate(self.dit.blocks):
+        for i, blk in enumerate(getattr(self.dit, "blocks", [])):  # DiT: adaLN modulation per block
             self.handles.append(blk.register_forward_pre_hook(self._block_hook(i)))
         return self
 
@@ -122,7 +129,7 @@ class Recorder:
 
     def _layer_hook(self, name: str):
         def hook(_m, args):
-            x = args[0].detach().float()  # [2, N, C] (guided: row 0 conditional, row 1 unconditional)
+            x = args[0].detach().float()  # [B, N, C]: one row per guidance branch, the unconditional last
             a = x.abs()
             rec = {"prompt": self.prompt, "t": self.t, "amax": a.amax(dim=1).numpy()}  # [2, C]
             if not name.endswith("cross.kv"):  # cross.kv reads text tokens, not audio frames
@@ -165,8 +172,17 @@ def _layer_kurtosis(m) -> float:
     return float((e4 - 4 * mu * e3 + 6 * mu**2 * e2 - 3 * mu**4) / var**2 - 3.0)
 
 
-def _token_features(audio: torch.Tensor, codec, frames: int, patch: int) -> dict[str, np.ndarray]:
-    """Per-token features of decoded ``audio`` [1, 1, S] on the latent frame grid."""
+def _pool(feats: dict[str, np.ndarray], patch: int) -> dict[str, np.ndarray]:
+    """Frame features -> per row of ``patch`` frames (mean; max for onsets)."""
+    out = {}
+    for k, v in feats.items():
+        v = np.pad(v, (0, (-len(v)) % patch), mode="edge").reshape(-1, patch)
+        out[k] = v.max(1) if k == "onset" else v.mean(1)
+    return out
+
+
+def _token_features(audio: torch.Tensor, codec, frames: int) -> dict[str, np.ndarray]:
+    """Per-frame features of decoded ``audio`` [1, 1, S] on the latent frame grid, and the mel band centres."""
     sr = codec.sample_rate
     with torch.no_grad():
         logmel = codec.mel(audio[0, 0].float())[:, :frames].numpy()  # [100, T]
@@ -182,109 +198,12 @@ def _token_features(audio: torch.Tensor, codec, frames: int, patch: int) -> dict
     feats["energy"] = np.log(power.mean(0) + 1e-10)
     flux, _ = spectral_flux(audio[0, 0].numpy().astype(np.float64), sr)
     feats["onset"] = flux[:frames]
-    pad = (-frames) % patch
-    out = {}
-    for k, v in feats.items():
-        v = np.pad(v, (0, pad), mode="edge").reshape(-1, patch)
-        out[k] = v.max(1) if k == "onset" else v.mean(1)
-    out["_centres"] = centres
-    return out
+    return feats, centres
 
 
-def analyse(args) -> tuple[dict, dict]:
-    torch.manual_seed(0)
-    pipe = TextToMusicPipeline.from_pretrained(args.model)
-    dit = pipe.model.dit
+def _residual_report(dit, rec: "Recorder", layers: dict, centres: np.ndarray) -> dict:
+    """DiT: residual-stream channels: recurrence across layers, adaLN modulation, in_proj mel-band weights."""
     patch = dit.config.patch
-    prompts = load_calibration_prompts(args.prompts)
-    rec = Recorder(dit)
-    feats = []
-    t0 = time.perf_counter()
-    with rec, torch.no_grad():
-        for i, p in enumerate(prompts):
-            rec.prompt = i
-            audio = run_prompt(pipe, p, args.seconds, args.steps + 2 * (i % 3), args.cfg, args.seed + i)
-            frames = int(round(args.seconds * pipe.frame_rate))
-            feats.append(_token_features(audio, pipe.codec, frames, patch))
-            print(f"prompt {i + 1}/{len(prompts)} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    centres = feats[0].pop("_centres")
-    for f in feats[1:]:
-        f.pop("_centres")
-
-    k = args.top
-    layers = {}
-    extra = {}  # for the plot
-    for name in rec.names:
-        calls = rec.calls[name]
-        amax_all = np.stack([c["amax"] for c in calls])  # [calls, 2, C]
-        amax = amax_all.max((0, 1))
-        med = float(np.median(amax))
-        order = np.argsort(-amax)
-        top = [int(c) for c in order[:k]]
-        kurt, offset = _kurtosis(rec.mom[name])
-        # persistence across calls (timesteps x prompts), guidance branches and prompts
-        per_call = [_jaccard(np.argsort(-c["amax"].max(0))[:k], top) for c in calls]
-        branch = {b: _jaccard(np.argsort(-amax_all[:, j].max(0))[:k], top) for j, b in enumerate(("cond", "uncond"))}
-        per_prompt = []
-        for i in range(len(prompts)):
-            a = np.stack([c["amax"] for c in calls if c["prompt"] == i]).max((0, 1))
-            per_prompt.append(_jaccard(np.argsort(-a)[:k], top))
-        ts = np.array([c["t"] for c in calls])
-        early = amax_all[ts > 0.5].max((0, 1))
-        late = amax_all[ts <= 0.5].max((0, 1))
-        entry = {
-            "in_features": int(amax.size),
-            "median_channel_absmax": med,
-            "top1_ratio": float(amax[order[0]] / med),
-            "n_channels_over_8x_median": int((amax > 8 * med).sum()),
-            "layer_excess_kurtosis": _layer_kurtosis(rec.mom[name]),
-            "top": [
-                {
-                    "channel": c,
-                    "absmax": float(amax[c]),
-                    "ratio_to_median": float(amax[c] / med),
-                    "excess_kurtosis": float(kurt[c]),
-                    "offset_share": float(offset[c]),
-                    "absmax_early_t_gt_0.5": float(early[c]),
-                    "absmax_late_t_le_0.5": float(late[c]),
-                }
-                for c in top
-            ],
-            "jaccard_per_call_mean": float(np.mean(per_call)),
-            "jaccard_per_call_min": float(np.min(per_call)),
-            "jaccard_branch": branch,
-            "jaccard_cond_vs_uncond": _jaccard(
-                np.argsort(-amax_all[:, 0].max(0))[:k], np.argsort(-amax_all[:, 1].max(0))[:k]
-            ),
-            "jaccard_per_prompt_min": float(min(per_prompt)),
-        }
-        # spectral relation (audio-token inputs only)
-        if "tok" in calls[0]:
-            rs = {f: [] for f in FEATURES}
-            rs_tokmax = {f: [] for f in FEATURES}
-            for i in range(len(prompts)):
-                toks = [c["tok"].astype(np.float32) for c in calls if c["prompt"] == i and c["t"] <= 0.5]
-                if not toks:
-                    continue
-                act = np.mean(toks, axis=0)  # [N, C] mean |activation| over the late calls
-                n = min(act.shape[0], feats[i]["energy"].shape[0])
-                tokmax = np.mean([t.max(1) for t in toks], axis=0)[:n]
-                for f in FEATURES:
-                    y = feats[i][f][:n]
-                    rs[f].append(_pearson_cols(act[:n], y))
-                    rs_tokmax[f].append(_pearson(tokmax, y))
-            r = {f: np.mean(v, axis=0) for f, v in rs.items()}  # [C] each
-            entry["spectral"] = {
-                "null_abs_r_median": {f: float(np.median(np.abs(r[f]))) for f in FEATURES},
-                "null_abs_r_p95": {f: float(np.percentile(np.abs(r[f]), 95)) for f in FEATURES},
-                "top_r": {str(c): {f: float(r[f][c]) for f in FEATURES} for c in top},
-                "token_absmax_r": {f: float(np.mean(v)) for f, v in rs_tokmax.items()},
-            }
-            extra[name] = {"r": r, "top": top}
-        layers[name] = entry
-        extra.setdefault(name, {})["ratio"] = amax / med
-
-    # residual-stream channels: recurrence across layers, adaLN modulation, in_proj mel-band weights
     res_names = [n for n in rec.names if _kind(n) in RESIDUAL_KINDS]
     width = dit.config.width
     counts = np.zeros(width, dtype=int)
@@ -317,6 +236,139 @@ def analyse(args) -> tuple[dict, dict]:
             "mod_shift2_percentile_per_block": [pct(mods[i][3], c) for i in sorted(mods)],
         }
         rec_info.append(info)
+    return {
+        "rec_info": rec_info,
+        "res_names": res_names,
+        "share": share,
+        "recurrent": recurrent,
+        "counts": counts,
+        "band_sel": band_sel,
+    }
+
+
+def _unet_channels(dit, rec: "Recorder", layers: dict) -> dict:
+    """U-Net: each top unfolded channel as (input channel, tap), and the input channels that recur in the tops of
+    the ``conv1`` layers of one level (their inputs are that level's normalised residual stream)."""
+    from accelerando.quant.conv import UnfoldConv1d
+
+    per_level: dict[str, dict[int, int]] = {}
+    for n in rec.names:
+        conv = dit.get_submodule(n.rsplit(".", 1)[0])
+        if not isinstance(conv, UnfoldConv1d):
+            continue
+        for t in layers[n]["top"]:
+            t["input_channel"], t["tap"] = divmod(t["channel"], conv.kernel_size)
+        if n.endswith("conv1.linear"):
+            level = ".".join(n.split(".")[:2])  # down.L / mid.k / up.L
+            for t in layers[n]["top"]:
+                counts = per_level.setdefault(level, {})
+                counts[t["input_channel"]] = counts.get(t["input_channel"], 0) + 1
+    return {
+        lvl: sorted(([c, k] for c, k in cnt.items() if k >= 2), key=lambda ck: -ck[1]) for lvl, cnt in per_level.items()
+    }
+
+
+def analyse(args) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    pipe = TextToMusicPipeline.from_pretrained(args.model)
+    dit = pipe.model.dit
+    is_dit = hasattr(dit, "blocks")
+    layer_filter = prepare_backbone(dit)  # a U-Net's quantizable convs run as unfold + Linear from here on
+    prompts = load_calibration_prompts(args.prompts)
+    rec = Recorder(dit, layer_filter)
+    feats = []
+    t0 = time.perf_counter()
+    with rec, torch.no_grad():
+        for i, p in enumerate(prompts):
+            rec.prompt = i
+            audio = run_prompt(pipe, p, args.seconds, args.steps + 2 * (i % 3), args.cfg, args.seed + i)
+            frames = int(round(args.seconds * pipe.frame_rate))
+            f, centres = _token_features(audio, pipe.codec, frames)
+            feats.append(f)  # per frame; pooled to each layer's rows below (DiT: patch; U-Net: 2^level frames)
+            print(f"prompt {i + 1}/{len(prompts)} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+    k = args.top
+    layers = {}
+    extra = {}  # for the plot
+    for name in rec.names:
+        calls = rec.calls[name]
+        amax_all = np.stack([c["amax"] for c in calls])  # [calls, 2, C]
+        amax = amax_all.max((0, 1))
+        med = float(np.median(amax))
+        order = np.argsort(-amax)
+        top = [int(c) for c in order[:k]]
+        kurt, offset = _kurtosis(rec.mom[name])
+        # persistence across calls (timesteps x prompts), guidance branches and prompts
+        per_call = [_jaccard(np.argsort(-c["amax"].max(0))[:k], top) for c in calls]
+        rows = amax_all.shape[1]  # guidance branches: (cond, uncond) or, with a rhythm scale, (all, text, uncond)
+        branch_names = ("cond", "uncond") if rows == 2 else ("all", "text", "uncond") if rows == 3 else range(rows)
+        branch = {str(b): _jaccard(np.argsort(-amax_all[:, j].max(0))[:k], top) for j, b in enumerate(branch_names)}
+        per_prompt = []
+        for i in range(len(prompts)):
+            a = np.stack([c["amax"] for c in calls if c["prompt"] == i]).max((0, 1))
+            per_prompt.append(_jaccard(np.argsort(-a)[:k], top))
+        ts = np.array([c["t"] for c in calls])
+        early = amax_all[ts > 0.5].max((0, 1))
+        late = amax_all[ts <= 0.5].max((0, 1))
+        entry = {
+            "in_features": int(amax.size),
+            "median_channel_absmax": med,
+            "top1_ratio": float(amax[order[0]] / med),
+            "n_channels_over_8x_median": int((amax > 8 * med).sum()),
+            "layer_excess_kurtosis": _layer_kurtosis(rec.mom[name]),
+            "top": [
+                {
+                    "channel": c,
+                    "absmax": float(amax[c]),
+                    "ratio_to_median": float(amax[c] / med),
+                    "excess_kurtosis": float(kurt[c]),
+                    "offset_share": float(offset[c]),
+                    "absmax_early_t_gt_0.5": float(early[c]),
+                    "absmax_late_t_le_0.5": float(late[c]),
+                }
+                for c in top
+            ],
+            "jaccard_per_call_mean": float(np.mean(per_call)),
+            "jaccard_per_call_min": float(np.min(per_call)),
+            "jaccard_branch": branch,
+            "jaccard_cond_vs_uncond": _jaccard(
+                np.argsort(-amax_all[:, 0].max(0))[:k], np.argsort(-amax_all[:, -1].max(0))[:k]
+            ),
+            "jaccard_per_prompt_min": float(min(per_prompt)),
+        }
+        # spectral relation (audio-token inputs only)
+        if "tok" in calls[0]:
+            rs = {f: [] for f in FEATURES}
+            rs_tokmax = {f: [] for f in FEATURES}
+            for i in range(len(prompts)):
+                toks = [c["tok"].astype(np.float32) for c in calls if c["prompt"] == i and c["t"] <= 0.5]
+                if not toks:
+                    continue
+                act = np.mean(toks, axis=0)  # [N, C] mean |activation| over the late calls
+                scale = max(1, round(len(feats[i]["energy"]) / act.shape[0]))  # frames per row of this layer
+                fi = _pool(feats[i], scale)
+                n = min(act.shape[0], fi["energy"].shape[0])
+                tokmax = np.mean([t.max(1) for t in toks], axis=0)[:n]
+                for f in FEATURES:
+                    y = fi[f][:n]
+                    rs[f].append(_pearson_cols(act[:n], y))
+                    rs_tokmax[f].append(_pearson(tokmax, y))
+            r = {f: np.mean(v, axis=0) for f, v in rs.items()}  # [C] each
+            entry["spectral"] = {
+                "null_abs_r_median": {f: float(np.median(np.abs(r[f]))) for f in FEATURES},
+                "null_abs_r_p95": {f: float(np.percentile(np.abs(r[f]), 95)) for f in FEATURES},
+                "top_r": {str(c): {f: float(r[f][c]) for f in FEATURES} for c in top},
+                "token_absmax_r": {f: float(np.mean(v)) for f, v in rs_tokmax.items()},
+            }
+            extra[name] = {"r": r, "top": top}
+        layers[name] = entry
+        extra.setdefault(name, {})["ratio"] = amax / med
+
+    if is_dit:
+        resid = _residual_report(dit, rec, layers, centres)
+        rec_info, unet_info = resid["rec_info"], None
+    else:
+        resid, rec_info, unet_info = None, None, _unet_channels(dit, rec, layers)
 
     # summaries
     def agg(kind_filter):
@@ -356,7 +408,9 @@ def analyse(args) -> tuple[dict, dict]:
         "top_k": k,
         "wall_s": round(time.perf_counter() - t0, 1),
         "by_kind": by_kind,
+        "backbone": type(dit).__name__,
         "recurrent_residual_channels": rec_info,
+        "unet_recurrent_input_channels_per_level": unet_info,
         "spectral": {
             "outlier_channels_tested": total,
             "outlier_channels_with_abs_r_above_layer_p95": exceed,
@@ -382,17 +436,15 @@ def analyse(args) -> tuple[dict, dict]:
             "strongest": [{"layer": n, "channel": c, "feature": f, "r": round(r, 3)} for _, n, c, f, r in best[:10]],
         },
         "band_edges_hz": {b: [lo, hi] for b, (lo, hi) in BANDS_HZ.items()},
-        "in_proj_band_share_mean_channel": {b: float(share[b].mean()) for b in BANDS_HZ},
-        "mel_bands_per_range": {b: int(s.sum()) for b, s in band_sel.items()},
+        "in_proj_band_share_mean_channel": ({b: float(resid["share"][b].mean()) for b in BANDS_HZ} if resid else None),
+        "mel_bands_per_range": {
+            b: int(((centres >= lo) & (centres < (hi or 1e9))).sum()) for b, (lo, hi) in BANDS_HZ.items()
+        },
     }
-    return {"summary": summary, "layers": layers}, {
-        "extra": extra,
-        "names": rec.names,
-        "res_names": res_names,
-        "share": share,
-        "recurrent": recurrent,
-        "counts": counts,
-    }
+    aux = {"extra": extra, "names": rec.names}
+    if resid:
+        aux.update({k: resid[k] for k in ("res_names", "share", "recurrent", "counts")})
+    return {"summary": summary, "layers": layers}, aux
 
 
 def plot(report: dict, aux: dict, path: Path) -> None:
@@ -415,17 +467,13 @@ def plot(report: dict, aux: dict, path: Path) -> None:
     ax[0, 0].set_title("top channel absmax / median, per quantized Linear input")
     ax[0, 0].set_xlabel("layer (block-major order)")
     ax[0, 0].legend(fontsize=7, ncol=4)
+    if "res_names" not in aux:  # a U-Net: no shared residual stream and no in_proj (panels b and d)
+        ax[0, 1].axis("off")
+        ax[1, 1].axis("off")
     # (b) residual-stream channel ratio heatmap
-    res = aux["res_names"]
-    mat = np.stack([aux["extra"][n]["ratio"] for n in res])
-    im = ax[0, 1].imshow(
-        np.log2(np.maximum(mat, 1e-3)), aspect="auto", cmap="magma", vmin=0, vmax=max(1.0, float(np.log2(mat.max())))
-    )
-    ax[0, 1].set_yticks(range(len(res)))
-    ax[0, 1].set_yticklabels([n.replace("blocks.", "b") for n in res], fontsize=5)
-    ax[0, 1].set_xlabel("residual-stream channel")
-    ax[0, 1].set_title("residual stream: log2(absmax / median)")
-    fig.colorbar(im, ax=ax[0, 1])
+    res = aux.get("res_names", [])
+    if res:
+        _plot_residual(ax[0, 1], aux, res, fig)
     # (c) |r| of outlier channels vs the layer's null (all channels)
     feats = list(FEATURES)
     pos = np.arange(len(feats))
@@ -443,25 +491,41 @@ def plot(report: dict, aux: dict, path: Path) -> None:
     ax[1, 0].set_ylabel("|Pearson r| per token (late steps)")
     ax[1, 0].legend([b1["boxes"][0], b2["boxes"][0]], ["all channels", "top outlier channels"], fontsize=8)
     ax[1, 0].set_title("|activation| vs output band energy / onset strength")
-    # (d) in_proj mel-band weight share of the recurrent outlier channels
+    if res:
+        _plot_in_proj(ax[1, 1], aux, cmap)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _plot_residual(axis, aux: dict, res: list[str], fig) -> None:
+    """DiT panel (b): residual-stream channel ratio heatmap."""
+    mat = np.stack([aux["extra"][n]["ratio"] for n in res])
+    im = axis.imshow(
+        np.log2(np.maximum(mat, 1e-3)), aspect="auto", cmap="magma", vmin=0, vmax=max(1.0, float(np.log2(mat.max())))
+    )
+    axis.set_yticks(range(len(res)))
+    axis.set_yticklabels([n.replace("blocks.", "b") for n in res], fontsize=5)
+    axis.set_xlabel("residual-stream channel")
+    axis.set_title("residual stream: log2(absmax / median)")
+    fig.colorbar(im, ax=axis)
+
+
+def _plot_in_proj(axis, aux: dict, cmap) -> None:
+    """DiT panel (d): in_proj mel-band weight share of the recurrent outlier channels."""
     share = aux["share"]
     bands = list(BANDS_HZ)
     rc = aux["recurrent"][:8]
     width = 0.8 / (len(rc) + 1)
     for j, b in enumerate(bands):
-        ax[1, 1].bar(j, share[b].mean(), width, color="#888888", label="mean channel" if j == 0 else None)
+        axis.bar(j, share[b].mean(), width, color="#888888", label="mean channel" if j == 0 else None)
         for q, c in enumerate(rc):
-            ax[1, 1].bar(
-                j + (q + 1) * width, share[b][c], width, color=cmap(q % 10), label=f"ch {c}" if j == 0 else None
-            )
-    ax[1, 1].set_xticks(np.arange(len(bands)) + 0.4)
-    ax[1, 1].set_xticklabels([f"{b} ({BANDS_HZ[b][0]:.0f}-{BANDS_HZ[b][1] or 'Nyq'} Hz)" for b in bands])
-    ax[1, 1].set_ylabel("share of |in_proj weight| on the noisy latent")
-    ax[1, 1].set_title("in_proj: mel bands feeding the recurrent outlier channels")
-    ax[1, 1].legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+            axis.bar(j + (q + 1) * width, share[b][c], width, color=cmap(q % 10), label=f"ch {c}" if j == 0 else None)
+    axis.set_xticks(np.arange(len(bands)) + 0.4)
+    axis.set_xticklabels([f"{b} ({BANDS_HZ[b][0]:.0f}-{BANDS_HZ[b][1] or 'Nyq'} Hz)" for b in bands])
+    axis.set_ylabel("share of |in_proj weight| on the noisy latent")
+    axis.set_title("in_proj: mel bands feeding the recurrent outlier channels")
+    axis.legend(fontsize=7, ncol=3)
 
 
 PAIRED = ("lsd", "mrstft", "complex_stft")
