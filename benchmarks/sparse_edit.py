@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.05, 0.10, 0.25])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--halo", type=float, default=0.5, help="seconds recomputed on each side")
+    ap.add_argument("--halo", type=float, default=None, help="seconds recomputed on each side (default: backbone's)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args(argv)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     date = time.strftime("%Y-%m-%d")
     kind = type(editor.backend).__name__
     print(
-        f"steps {args.steps}, halo {args.halo} s, median of {args.repeats}, {args.threads} threads, {date}, "
+        f"steps {args.steps}, halo {editor.halo_s} s, median of {args.repeats}, {args.threads} threads, {date}, "
         f"cache {kind}, update {editor.cache_update}\n"
     )
     print(

@@ -181,6 +181,11 @@ def test_budget_fewer_steps_and_refuse(tmp_path, mel):
     assert not (tmp_path / "t").exists()
 
 
+def test_default_halo_follows_the_backbone(mel):
+    assert apply_sparse_edit(mel(), SparseEditConfig()).sparse_edit.halo_s == 0.5  # DiT: SIGE's approximation
+    assert apply_sparse_edit(mel(backbone="unet"), SparseEditConfig()).sparse_edit.halo_s == 0.5  # clip statistics
+
+
 def test_config_validation(mel):
     with pytest.raises(ValueError, match="over_budget"):
         SparseEditConfig(over_budget="drop")
@@ -306,7 +311,8 @@ def test_unet_whole_clip_edit_and_extend(unet_session):
     assert res.metadata["sparse_edit"]["sparse_evals"] == 3
 
 
-def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel):
+@pytest.mark.parametrize("halo", [0.05, None])  # None: the backbone's default, no halo for a per-frame U-Net
+def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel, halo):
     pipe = mel(backbone="unet")
     cfg = pipe.model.dit.config
     from accelerando.models.generator import MusicGenerator
@@ -317,7 +323,8 @@ def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel):
     for p in model.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
     pipe.model = model.eval()
-    pipe = apply_sparse_edit(pipe, SparseEditConfig(halo_s=0.05))
+    pipe = apply_sparse_edit(pipe, SparseEditConfig(halo_s=halo))
+    assert pipe.sparse_edit.halo_s == (0.0 if halo is None else halo)
     d = tmp_path / "f"
     pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1)
     s = load_session(d)

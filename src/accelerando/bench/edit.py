@@ -20,10 +20,11 @@ the original (how much the edit changed: the scale that the approximation error 
 (:mod:`accelerando.eval.seams`) at both region boundaries of the sparse and of the full edit; and whether every
 sample outside the region equals the original exactly.
 
-Options (``sparse-edit:FRACTION[:KEY=VALUE...]``): ``halo`` (seconds recomputed on each side, default 0.5),
-``cache_update`` (``auto``, ``refresh`` or ``reuse``; auto: refresh for a DiT, reuse for a U-Net), ``macs``
-(true/false). The variant's clip timing (``wall_s``, the speed against the baseline) is the sparse edit's total wall
-time: what producing its output clip costs given the session.
+Options (``sparse-edit:FRACTION[:KEY=VALUE...]``): ``halo`` (seconds recomputed on each side; default the
+backbone's: 0.5 s for a DiT, 0 for a per-frame U-Net), ``cache_update`` (``auto``, ``refresh`` or ``reuse``;
+auto: refresh for a DiT, reuse for a U-Net), ``macs`` (true/false). The variant's clip timing (``wall_s``, the
+speed against the baseline) is the sparse edit's total wall time: what producing its output clip costs given the
+session.
 
 This module imports torch only inside functions: the technique's option check runs when a variant is parsed.
 """
@@ -123,7 +124,8 @@ class SparseEditBench:
         self.fraction = float(options["fraction"])
         self.count_macs = bool(options.get("macs", True))
         self.config = SparseEditConfig(
-            halo_s=float(options.get("halo", 0.5)), cache_update=str(options.get("cache_update", "auto"))
+            halo_s=float(options["halo"]) if "halo" in options else None,
+            cache_update=str(options.get("cache_update", "auto")),
         )
         self.pipe = apply_sparse_edit(pipeline, self.config)
         self.editor = self.pipe.sparse_edit
@@ -214,7 +216,7 @@ class SparseEditBench:
             "duration_s": duration,
             "seed": seed,
             "edit_seed": edit_seed,
-            "halo_s": self.config.halo_s,
+            "halo_s": self.editor.halo_s,
             "cache_update": st["cache_update"],
             "wall_full_s": t_full,
             "wall_sparse_s": t_sparse,

@@ -18,9 +18,11 @@ unedited tokens, except for their dependence on the region being regenerated. Pl
 
 The edit. The pipeline runs the edit as usual (same conditioning, same seed handling, same splice), but each model
 evaluation runs only the units (DiT tokens, U-Net frames) that hold a frame to regenerate, dilated by ``halo_s``
-seconds on each side. A DiT's active queries attend to the cached keys and values of all other tokens; a U-Net runs
-the receptive-field windows around the active frames and normalises with the cached statistics (SIGE's
-approximation: unedited parts keep what they had in the recording pass). Model evaluations with no cache entry
+seconds on each side (default: 0.5 s for the approximate backbones; none for a per-frame-norm U-Net, whose windows
+are exact and whose velocity at known frames is never used, since those frames are clamped to the known latent).
+A DiT's active queries attend to the cached keys and values of all other tokens; a U-Net runs the receptive-field
+windows around the active frames and normalises with the cached statistics (SIGE's approximation: unedited parts
+keep what they had in the recording pass). Model evaluations with no cache entry
 (``over_budget="fewer_steps"``) run densely. The codec decodes only the generated frames
 (:func:`~accelerando.cache.sparse_decode.decode_edit`, exact there; zeros elsewhere) and the pipeline's splice keeps
 audio outside the regions sample-identical to the original, so no decoded sample outside them is ever used.
@@ -63,14 +65,16 @@ _RUN_SETTINGS = ("steps", "cfg", "sampler")
 
 @dataclass
 class SparseEditConfig:
-    halo_s: float = 0.5  # dilation of the regenerated frames, seconds on each side, recomputed with them
+    # dilation of the regenerated frames, seconds on each side, recomputed with them; None: the backbone's default
+    # (0.5 s where the edit approximates, SIGE-style; 0 for a per-frame-norm U-Net, whose windows are exact anyway)
+    halo_s: float | None = None
     max_cache_mb: float = 2048.0  # memory and disk budget of the cache
     over_budget: str = "fewer_steps"  # "fewer_steps": cache the first evaluations that fit; "refuse": UserError
     cache_update: str = "auto"  # "auto", "refresh" or "reuse" (see the module docstring)
     sparse_decode: bool = True  # decode only the generated frames (codecs without time upsampling; else full)
 
     def __post_init__(self):
-        if not (self.halo_s >= 0 and math.isfinite(self.halo_s)):
+        if self.halo_s is not None and not (self.halo_s >= 0 and math.isfinite(self.halo_s)):
             raise ValueError(f"halo_s={self.halo_s}; use a finite number of seconds >= 0")
         if not self.max_cache_mb > 0:
             raise ValueError(f"max_cache_mb={self.max_cache_mb}; use a positive budget")
@@ -157,6 +161,11 @@ class SparseEditor:
         if memo.get(id(module), (None,))[0] != key:
             memo[id(module)] = (key, module_sha256(module, cfg))
         return memo[id(module)][1]
+
+    @property
+    def halo_s(self) -> float:
+        """The halo an edit uses: the config's, or the backbone's default (``default_halo_s``)."""
+        return self.backend.default_halo_s if self.config.halo_s is None else self.config.halo_s
 
     # -- dispatch ----------------------------------------------------------------------------------------------------
     def _dit_call(self, x, t, cond):
@@ -484,7 +493,7 @@ class SparseEditor:
         n_new = -(-max(1, math.ceil(duration * fr)) // p)
         keep = self._evals_to_cache(len(m["eval_times"]), m["batch"], max(n_new, m["tokens"]))
         keep_evals = [e for e in sess.evals if e < keep]
-        halo = math.ceil(self.config.halo_s * fr / p)
+        halo = math.ceil(self.halo_s * fr / p)
         # reuse without records from the edit cannot cover an extension: such a backbone refreshes after an extend
         reuse = self.cache_update == "reuse" and (be.records_during_edit or extend_s is None)
         run = _Run(

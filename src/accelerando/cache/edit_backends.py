@@ -44,6 +44,7 @@ class TokenKV:
     """MusicDiT: cached self-attention keys and values; token-sparse calls."""
 
     kind = "kv"
+    default_halo_s = 0.5  # fresh keys and values around the edit (SIGE's approximation elsewhere)
     families = ("k", "v")
     default_update = "refresh"  # a sparse recording pass over the new audio (about one more sparse edit)
     records_during_edit = True  # "reuse" keeps the keys and values the edit computed
@@ -109,6 +110,7 @@ class GroupNormStats(_UNetWindows):
     """MusicUNet: cached, chunked GroupNorm statistics; receptive-field-windowed calls."""
 
     kind = "norm_stats"
+    default_halo_s = 0.5  # the frames around the edit see the edit's own statistics (SIGE's approximation elsewhere)
     families = ("mean", "m2", "count")
     default_update = "reuse"  # keep the recorded clip's chunks (each edit replaces the ones it computes, live)
     records_during_edit = False  # chunks computed mid-generation describe noise, not the clip: "reuse" keeps the old
@@ -159,9 +161,11 @@ class GroupNormStats(_UNetWindows):
 
 class LocalWindows(_UNetWindows):
     """MusicUNet with per-frame normalisation (``norm="frame"``): nothing mixes the clip, so a windowed call is
-    exact and there is nothing to cache."""
+    exact and there is nothing to cache. No halo by default: the windows already reach the receptive radius of every
+    regenerated frame, and the velocity of the known frames around them is never used."""
 
     kind = "none"
+    default_halo_s = 0.0
     families = ()
     default_update = "reuse"  # nothing to update
     records_during_edit = True  # (nothing is recorded)

@@ -69,7 +69,12 @@ def _session_args(p: argparse.ArgumentParser, record: bool) -> None:
         )
     else:
         p.add_argument("--session", type=Path, default=None, help="edit session DIR recorded by generate --session")
-        p.add_argument("--halo", type=float, default=0.5, help="seconds recomputed on each side of the edit")
+        p.add_argument(
+            "--halo",
+            type=float,
+            default=None,
+            help="seconds recomputed on each side of the edit (default: 0.5 for a DiT, 0 for a per-frame U-Net)",
+        )
         p.add_argument("--cache-mb", type=float, default=2048.0, help="budget of the session's cache (MB)")
 
 
@@ -247,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
         config = SparseEditConfig(
             max_cache_mb=args.cache_mb,
             over_budget=getattr(args, "over_budget", "fewer-steps").replace("-", "_"),
-            halo_s=getattr(args, "halo", 0.5),
+            halo_s=getattr(args, "halo", None),
         )
         editor = apply_sparse_edit(pipe, config).sparse_edit
     controls = {"bpm": args.bpm, "key": args.key, "meter": args.meter, "instruments": args.instruments}
