@@ -42,3 +42,45 @@ def test_cache_follows_in_place_updates_and_restores_on_error():
         with cache.swap(lin):
             raise RuntimeError("boom")
     assert type(lin.weight) is nn.Parameter and lin.weight.dtype == torch.float32
+
+
+def test_copies_follow_the_parameter_objects_not_their_ids():
+    """A new model in the same pipeline (old one freed, ids and addresses reused) never gets the old copies, and
+    copies of freed parameters are dropped."""
+    import gc
+
+    from accelerando.testing.models import tiny_generator
+
+    pipe = tiny_pipeline(backbone="unet")
+    kw = {"latent_dim": pipe.codec.latent_dim, "frame_rate": pipe.codec.frame_rate, "backbone": "unet"}
+    _generate(pipe)
+    for seed in (1, 2, 3):
+        pipe.model = None
+        gc.collect()
+        pipe.model = tiny_generator(seed, **kw)
+        fresh = tiny_pipeline(backbone="unet")
+        fresh.model = tiny_generator(seed, **kw)
+        assert torch.equal(_generate(pipe), _generate(fresh))
+    live = sum(len(list(m.parameters())) for m in pipe.model.dit.modules() if type(m) in (nn.Conv1d, nn.Linear))
+    assert len(pipe._weight_casts) == live
+    del pipe.model.dit.out_conv  # a freed parameter's copy goes with it
+    gc.collect()
+    assert len(pipe._weight_casts) == live - 2
+
+
+def test_data_writes_need_clear_and_inference_tensors_work():
+    pipe = tiny_pipeline(backbone="unet")
+    before = _generate(pipe)
+    with torch.no_grad():
+        for p in pipe.model.dit.parameters():
+            p.data.mul_(1.5)  # does not bump the version counter
+    pipe._weight_casts.clear()
+    fresh = tiny_pipeline(backbone="unet")
+    with torch.no_grad():
+        for p in fresh.model.dit.parameters():
+            p.mul_(1.5)
+    assert torch.equal(_generate(pipe), _generate(fresh)) and not torch.equal(before, _generate(pipe))
+    with torch.inference_mode():  # a model built under inference mode has inference-tensor parameters
+        inf = tiny_pipeline(backbone="unet")
+    assert next(inf.model.dit.parameters()).is_inference()
+    assert torch.equal(_generate(inf), _generate(tiny_pipeline(backbone="unet")))

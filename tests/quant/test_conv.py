@@ -98,3 +98,38 @@ def test_quantized_unet_generator_round_trips_through_safetensors(tmp_path):
     x, t, cond = backbone_inputs(loaded.config, 1.0)
     with torch.no_grad():
         torch.testing.assert_close(loaded.dit(x, t, cond), pipe.model.dit(x, t, cond))
+
+
+def test_fold_back_restores_the_float_unet_when_quantize_fails(monkeypatch):
+    """A bad argument, or a failure before anything is quantized, leaves the float model as it came: its convs
+    folded back, the same state dict keys and values, the same output."""
+    from accelerando.errors import UserError
+    from accelerando.quant import presets
+
+    pipe = tiny_pipeline(backbone="unet")
+    before = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    with pytest.raises(UserError, match="calib_prompts=10000"):
+        quantize_pipeline(pipe, "w8a8-rtn", calib_prompts=10_000)
+
+    def boom(*a, **k):
+        raise RuntimeError("calibration failed")
+
+    monkeypatch.setattr(presets, "record_activations", boom)
+    with pytest.raises(RuntimeError, match="calibration failed"):
+        quantize_pipeline(pipe, "w4a8-svd", calib_prompts=2, rank=4, **FAST)
+    after = pipe.model.state_dict()
+    assert unfolded_convs(pipe.model.dit) == [] and after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_fold_convs_undoes_unfold_and_keeps_quantized_ones():
+    from accelerando.quant.conv import fold_convs_
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 6, 3, padding=1), nn.Conv1d(6, 4, 4, stride=2, padding=1, bias=False))
+    x = torch.randn(2, 4, 17)
+    ref = model(x)
+    assert unfold_convs_(model) == ["0", "1"]
+    quantize_(model, RTNConfig(8, 8), filter_fn=lambda m, n: n == "1.linear")
+    assert fold_convs_(model) == ["0"] and type(model[0]) is nn.Conv1d and isinstance(model[1], UnfoldConv1d)
+    assert sqnr(ref, model(x)) > 30  # the folded conv and the quantized unfolded one, together

@@ -83,10 +83,21 @@ class TextToMusicPipeline:
         """Where the generator's parameters live; the sampling runs there."""
         return next(self.model.parameters()).device
 
+    @property
+    def model(self):
+        """The generator (``MusicGenerator``); assigning another one drops the cached bf16 weight copies."""
+        return self._model
+
+    @model.setter
+    def model(self, model) -> None:
+        self._model = model
+        self._weight_casts.clear()
+
     def to(self, device: str | torch.device) -> "TextToMusicPipeline":
         """Move the generator and the codec to ``device`` (the text encoder stays on the CPU); returns self."""
         self.model.to(device)
         self.codec.to(device)
+        self._weight_casts.clear()
         return self
 
     def _autocast(self):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UnfoldConv1d", "unfold_convs_", "unfolded_convs"]
+__all__ = ["UnfoldConv1d", "fold_convs_", "unfold_convs_", "unfolded_convs"]
 
 
 class UnfoldConv1d(nn.Module):
@@ -52,6 +52,27 @@ class UnfoldConv1d(nn.Module):
         else:
             m.linear.bias = nn.Parameter(conv.bias.detach().clone())
         return m.to(conv.weight.device)
+
+    def to_conv(self) -> nn.Conv1d:
+        """The ``nn.Conv1d`` this module computes (its ``linear`` must still be a float ``nn.Linear``)."""
+        if type(self.linear) is not nn.Linear:
+            raise ValueError(f"linear is a {type(self.linear).__name__}, not a float nn.Linear: it cannot fold back")
+        w = self.linear.weight
+        conv = nn.Conv1d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            bias=self.linear.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        conv.weight = nn.Parameter(w.detach().reshape(self.out_channels, self.in_channels, self.kernel_size).clone())
+        if self.linear.bias is not None:
+            conv.bias = nn.Parameter(self.linear.bias.detach().clone())
+        return conv
 
     def extra_repr(self) -> str:
         return (
@@ -85,6 +106,16 @@ def unfold_convs_(model: nn.Module, filter_fn: Callable[[nn.Module, str], bool] 
             raise ValueError(f"cannot unfold conv {name!r}: {err}") from None
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, new)
+    return names
+
+
+def fold_convs_(model: nn.Module) -> list[str]:
+    """Undo :func:`unfold_convs_` in place where it can: every :class:`UnfoldConv1d` whose ``linear`` is still a float
+    ``nn.Linear`` becomes its ``nn.Conv1d`` again (quantized ones stay); returns the folded names."""
+    names = [n for n, m in model.named_modules() if isinstance(m, UnfoldConv1d) and type(m.linear) is nn.Linear]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, model.get_submodule(name).to_conv())
     return names
 
 

@@ -68,7 +68,7 @@ def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
 
     with safe_open(str(path), framework="pt") as fh:
         convs = set(json.loads((fh.metadata() or {}).get("unfolded_convs", "[]")))
-    unknown = sorted(convs - {n for n, m in model.named_modules() if isinstance(m, nn.Conv1d)})
+    unknown = sorted(convs - {n for n, m in model.named_modules() if type(m) is nn.Conv1d})
     if unknown:
         raise ValueError(f"{path} unfolds convolutions this model does not have: {unknown}")
     unfold_convs_(model, lambda _m, n: n in convs)

@@ -53,6 +53,7 @@ layers together, ``"layer"`` each layer alone (8x the objective calls).
 import re
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -70,7 +71,7 @@ from accelerando.quant.configs import (
     SmoothQuantConfig,
     SVDQuantConfig,
 )
-from accelerando.quant.conv import unfold_convs_
+from accelerando.quant.conv import fold_convs_, unfold_convs_
 
 __all__ = [
     "PRESETS",
@@ -254,6 +255,18 @@ def _group_overrides(dit: nn.Module, cfg: QuantConfig, plan: dict[str, QuantConf
     return {n: replace(c, group_size=None) for n, c in plan.items() if dit.get_submodule(n).in_features % gs}
 
 
+@contextmanager
+def _fold_back_on_failure(backbone: nn.Module):
+    """On an exception inside, a backbone with nothing quantized yet gets its unfolded convs back as ``nn.Conv1d``
+    (the float model as it came, same state dict keys); the exception propagates."""
+    try:
+        yield
+    except BaseException:
+        if not any(hasattr(m, "quant_config") for m in backbone.modules()):
+            fold_convs_(backbone)
+        raise
+
+
 def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     """Quantize ``pipeline.model.dit`` (the generator backbone) in place with a named preset; returns ``pipeline``.
 
@@ -314,17 +327,6 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     bytes_bf16 = sum(
         2 * t.numel() if t.is_floating_point() else t.numel() * t.element_size() for t in model.state_dict().values()
     )
-    layer_filter = prepare_backbone(dit)
-    plan = quant_plan(dit, cfg, layer_filter)
-    if not plan:
-        raise UserError(f"the generator has no layers the presets quantize ({layer_filter.__name__} matched none)")
-    overrides = _group_overrides(dit, cfg, plan)
-    plan.update(overrides)
-    floats = {n: dit.get_submodule(n) for n in plan}
-    float_weights_bf16 = sum(
-        2 * m.weight.numel() + 2 * (0 if m.bias is None else m.bias.numel()) for m in floats.values()
-    )
-
     t0 = time.perf_counter()
     prompts = o["prompts"]
     if prompts is None:
@@ -340,48 +342,60 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             f"calib_prompts={calib_prompts} (+ {n_stft} for the stft objective, + {n_rec} for recovery) exceeds "
             f"the {len(prompts)} calibration prompts available"
         )
-    calib = prompts[:calib_prompts]
-    objective_prompts = prompts[calib_prompts : calib_prompts + n_stft]  # disjoint from the activation prompts
-    rec_start = calib_prompts + n_stft
-    recover_prompts = prompts[rec_start : rec_start + n_rec]  # disjoint from both
-    teacher = None
-    if rec_steps:  # the float pipeline's trajectories, recorded before anything is quantized
-        from accelerando.quant.recovery import record_teacher
-
-        teacher = record_teacher(
-            pipeline, recover_prompts, o["recover_seconds"], o["steps"], o["cfg"], o["seed"] + 2000
+    # every argument is checked: from here the backbone changes (a U-Net's convs unfold, folded back on failure)
+    layer_filter = prepare_backbone(dit)
+    with _fold_back_on_failure(dit):
+        plan = quant_plan(dit, cfg, layer_filter)
+        if not plan:
+            raise UserError(f"the generator has no layers the presets quantize ({layer_filter.__name__} matched none)")
+        overrides = _group_overrides(dit, cfg, plan)
+        plan.update(overrides)
+        floats = {n: dit.get_submodule(n) for n in plan}
+        float_weights_bf16 = sum(
+            2 * m.weight.numel() + 2 * (0 if m.bias is None else m.bias.numel()) for m in floats.values()
         )
+        calib = prompts[:calib_prompts]
+        objective_prompts = prompts[calib_prompts : calib_prompts + n_stft]  # disjoint from the activation prompts
+        rec_start = calib_prompts + n_stft
+        recover_prompts = prompts[rec_start : rec_start + n_rec]  # disjoint from both
+        teacher = None
+        if rec_steps:  # the float pipeline's trajectories, recorded before anything is quantized
+            from accelerando.quant.recovery import record_teacher
 
-    def report(stage, done, total):
-        if callback:
-            callback(stage, done, total)
+            teacher = record_teacher(
+                pipeline, recover_prompts, o["recover_seconds"], o["steps"], o["cfg"], o["seed"] + 2000
+            )
 
-    def gen_batch(i, p):
-        def run(_model):
-            run_prompt(pipeline, p, o["seconds"], o["steps"] + 2 * (i % 3), o["cfg"], o["seed"] + i)
-            report("calibrate", i + 1, len(calib))
+        def report(stage, done, total):
+            if callback:
+                callback(stage, done, total)
 
-        return run
+        def gen_batch(i, p):
+            def run(_model):
+                run_prompt(pipeline, p, o["seconds"], o["steps"] + 2 * (i % 3), o["cfg"], o["seed"] + i)
+                report("calibrate", i + 1, len(calib))
 
-    # one pass records every planned layer (rows for the SQNR report and for mse / stft alpha choice)
-    stats = record_activations(
-        dit, dict.fromkeys(plan, True), [gen_batch(i, p) for i, p in enumerate(calib)], o["max_rows"], o["seed"]
-    )
-    objective = None
-    if stft:
-        objective = _stft_objective(pipeline, objective_prompts, o)
-    calibrate_(
-        dit,
-        cfg,
-        [],
-        filter_fn=layer_filter,
-        overrides=overrides,
-        objective=objective,
-        unit_fn=_block_of if o["stft_unit"] == "block" else None,
-        stats=stats,
-        callback=(lambda d, t, e: report("stft", d, t)) if stft else None,
-        min_gain=o["stft_min_gain"],
-    )
+            return run
+
+        # one pass records every planned layer (rows for the SQNR report and for mse / stft alpha choice)
+        stats = record_activations(
+            dit, dict.fromkeys(plan, True), [gen_batch(i, p) for i, p in enumerate(calib)], o["max_rows"], o["seed"]
+        )
+        objective = None
+        if stft:
+            objective = _stft_objective(pipeline, objective_prompts, o)
+        calibrate_(
+            dit,
+            cfg,
+            [],
+            filter_fn=layer_filter,
+            overrides=overrides,
+            objective=objective,
+            unit_fn=_block_of if o["stft_unit"] == "block" else None,
+            stats=stats,
+            callback=(lambda d, t, e: report("stft", d, t)) if stft else None,
+            min_gain=o["stft_min_gain"],
+        )
     if o["other_linears"] == "w8a16":  # weight-only int8 for the rest: activations stay float, no calibration
         from accelerando.quant.api import quantize_
 
