@@ -12,6 +12,8 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
 - ``fp32``: float32, no autocast;
 - ``bf16``: bf16 autocast (the shipped default; every ratio is ``variant / bf16``);
 - ``w8a8-eager`` / ``w4a8-eager``: RTN (``quantize_`` + ``RTNConfig``, the presets' layers) on the eager path;
+- ``w8a16-eager`` / ``w4a16-eager``: weight-only RTN (activations float; a U-Net's convs run as native convs on
+  the dequantized weight);
 - ``w8a8-fused`` / ``w4a8-fused``: the same modules under ``use_fused_kernels(True)`` (M marked dynamic);
 - ``w8a8-fused-static``: ``use_fused_kernels(True, shapes="static")``;
 - ``w4a8-fused-cache``: ``use_fused_kernels(True, cache_int4=True)`` (unpacked int8 copy of the 4-bit weights);
@@ -80,8 +82,9 @@ def _variant(name: str, base_dit):
                 if layer_filter(c, full):
                     setattr(m, cn, _ZeroLinear(c.out_features))
         return dit, None, True
-    bits = 8 if name.startswith("w8a8") else 4
-    quantize_(dit, RTNConfig(bits, 8), filter_fn=layer_filter)
+    bits = 8 if name.startswith("w8") else 4
+    a_bits = 16 if name.startswith(("w8a16", "w4a16")) else 8  # weight-only: float activations
+    quantize_(dit, RTNConfig(bits, a_bits), filter_fn=layer_filter)
     if name.endswith("eager"):
         return dit, None, True
     if name.endswith("compiled"):

@@ -133,3 +133,26 @@ def test_fold_convs_undoes_unfold_and_keeps_quantized_ones():
     quantize_(model, RTNConfig(8, 8), filter_fn=lambda m, n: n == "1.linear")
     assert fold_convs_(model) == ["0"] and type(model[0]) is nn.Conv1d and isinstance(model[1], UnfoldConv1d)
     assert sqnr(ref, model(x)) > 30  # the folded conv and the quantized unfolded one, together
+
+
+@pytest.mark.parametrize("preset", ["w8a16-rtn", "w4a16-svd"])
+def test_weight_only_convs_run_natively_and_match_the_unfold_path(preset, monkeypatch):
+    """Weight-only (a16) layers run as a native conv with the dequantized weight: the same output as the unfold +
+    dequantized-Linear path, and no unfold copy is made."""
+    from accelerando.quant import conv as conv_mod
+    from accelerando.testing.models import backbone_inputs
+
+    pipe = tiny_pipeline(backbone="unet")
+    quantize_pipeline(pipe, preset, calib_prompts=2, rank=4, **FAST)
+    unet = pipe.model.dit
+    x, t, cond = backbone_inputs(unet.config, 1.0)
+    with torch.no_grad():
+        native = unet(x, t, cond)
+        unfolds = []
+        windows = UnfoldConv1d.windows
+        monkeypatch.setattr(UnfoldConv1d, "windows", lambda self, h: unfolds.append(1) or windows(self, h))
+        assert unet(x, t, cond).shape == native.shape and unfolds == []  # native: no unfold at all
+        monkeypatch.setattr(conv_mod, "_weight_only_conv", lambda conv, h: None)  # force the unfold + Linear path
+        unfolded = unet(x, t, cond)
+    assert unfolds and torch.allclose(native, unfolded, rtol=1e-4, atol=1e-5)
+    assert pipe.model.quant_report["sqnr_db"]["median"] > (35 if preset == "w8a16-rtn" else 20)

@@ -33,7 +33,7 @@ def _outlier_pipeline(seed: int = 0):
 def test_unknown_preset_is_a_user_error_listing_the_valid_ones():
     with pytest.raises(UserError, match="unknown quantization preset 'w3a8-magic'") as err:
         quantize_pipeline(tiny_pipeline(), "w3a8-magic")
-    assert all(p in str(err.value) for p in PRESETS) and len(PRESETS) == 9
+    assert all(p in str(err.value) for p in PRESETS) and len(PRESETS) == 11
     with pytest.raises(UserError, match=r"option\(s\) \['ranks'\]"):
         quantize_pipeline(tiny_pipeline(), "w4a8-svd", ranks=4)
 

@@ -91,8 +91,40 @@ class UnfoldConv1d(nn.Module):
         return w.permute(0, 2, 1, 3).reshape(x.shape[0], w.shape[2], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` [B, C_in, T] -> [B, C_out, T_out]."""
+        """``x`` [B, C_in, T] -> [B, C_out, T_out].
+
+        A weight-only quantized ``linear`` (activations in float: ``a_bits=16``) runs as a native convolution with
+        its dequantized weight instead: no unfold copy, the backend's own conv kernel, the same math.
+        """
+        y = _weight_only_conv(self, x)
+        if y is not None:
+            return y
         return self.linear(self.windows(x)).transpose(1, 2)
+
+
+def _weight_only_conv(conv: UnfoldConv1d, x: torch.Tensor) -> torch.Tensor | None:
+    """``conv(x)`` as native convolutions when its ``linear`` is weight-only quantized (16-bit activations), else None.
+
+    ``QuantLinear``: one conv with the dequantized weight. ``SVDQuantLinear``: the residual conv with ``Q(R) / s`` and
+    the low-rank branch as a rank-``r`` conv with ``L2 / s`` followed by a 1x1 conv with ``L1``, so ``L1 L2`` is never
+    formed. Under autocast the convs run in its dtype, like a float conv.
+    """
+    from accelerando.quant.linear import QuantLinear
+    from accelerando.quant.svd import SVDQuantLinear
+
+    lin, shape = conv.linear, (-1, conv.in_channels, conv.kernel_size)
+    args = (conv.stride, conv.padding, conv.dilation)
+    if isinstance(lin, QuantLinear) and lin.a_bits == 16:
+        return F.conv1d(x, lin.dequantize(torch.float32).reshape(shape), lin.bias, *args)
+    if isinstance(lin, SVDQuantLinear) and lin.residual.a_bits == 16:
+        inv = lin.inv_smooth.float()  # [K], the smoothing folded into the weights (activations stay float)
+        res = lin.residual
+        y = F.conv1d(x, (res.dequantize(torch.float32) * inv).reshape(shape), res.bias, *args)
+        if lin.rank:
+            z = F.conv1d(x, (lin.lora_down.float() * inv).reshape(shape), None, *args)  # [B, r, T_out]
+            y = y + F.conv1d(z, lin.lora_up.float()[:, :, None])
+        return y
+    return None
 
 
 def unfold_convs_(model: nn.Module, filter_fn: Callable[[nn.Module, str], bool] | None = None) -> list[str]:

@@ -14,6 +14,8 @@ preset                    config applied to the backbone's block Linears
 ``w4a8-svd-stft``         ``SVDQuantConfig(4, 8, rank, group_size, calibration="stft")``
 ``w4a8-svd-stft-rec``     ``w4a8-svd-stft``, then low-rank recovery (:mod:`accelerando.quant.recovery`)
 ``w4a4-svd``              ``SVDQuantConfig(4, 4, rank, group_size, calibration="mse")``
+``w8a16-rtn``             ``RTNConfig(8, 16)``: weight-only int8 (activations float; U-Net convs run natively)
+``w4a16-svd``             ``SVDQuantConfig(4, 16, rank, group_size, calibration="mse")``: weight-only 4-bit + low rank
 ========================  ==========================================================================================
 
 Which layers (:func:`dit_filter`): inside every DiT block, the self-attention ``q``/``kv``/``out``, the
@@ -90,6 +92,7 @@ __all__ = [
 PRESETS = (
     "int8-dynamic",
     "w8a8-rtn",
+    "w8a16-rtn",
     "w8a8-fp8",
     "w4a8-rtn",
     "w4a8-smooth",
@@ -97,6 +100,7 @@ PRESETS = (
     "w4a8-svd-stft",
     "w4a8-svd-stft-rec",
     "w4a4-svd",
+    "w4a16-svd",
 )
 RECOVER_PRESETS = ("w4a8-svd-stft-rec",)  # presets that run low-rank recovery by default
 DEFAULT_RECOVER_STEPS = 60
@@ -221,6 +225,10 @@ def preset_config(preset: str, rank: int = 32, group_size: int | None = None, al
             return SVDQuantConfig(4, 8, rank=rank, group_size=group_size, calibration="stft")
         if preset == "w4a4-svd":
             return SVDQuantConfig(4, 4, rank=rank, group_size=group_size, calibration="mse")
+        if preset == "w8a16-rtn":
+            return RTNConfig(8, 16)
+        if preset == "w4a16-svd":
+            return SVDQuantConfig(4, 16, rank=rank, group_size=group_size, calibration="mse")
     except ValueError as err:
         raise UserError(f"preset {preset!r}: {err}") from None
     raise UserError(f"unknown quantization preset {preset!r}; valid presets: {', '.join(PRESETS)}")
