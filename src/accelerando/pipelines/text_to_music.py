@@ -76,7 +76,9 @@ class TextToMusicPipeline:
         from accelerando.conditioning.text import TextEncoder
         from accelerando.pretrained import load_codec, load_generator
 
-        return cls(load_generator(name_or_path), load_codec("builtin"), text_encoder or TextEncoder())
+        # the default text encoder loads now, with the weights: importing transformers' BERT takes about 2.5 s on
+        # the dev CPU, which would otherwise land in the first generation's wall time
+        return cls(load_generator(name_or_path), load_codec("builtin"), text_encoder or TextEncoder().load())
 
     @property
     def device(self) -> torch.device:
