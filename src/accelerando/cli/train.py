@@ -62,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tempo augmentation: resample each crop by a random factor within exp(+-X), moving bpm and beats "
         "with it (0 = off; 0.2 is about +-22%%)",
     )
+    g.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and export it (0 = off)",
+    )
     g.add_argument("--no-bf16", action="store_true")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generator)
@@ -73,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--default-rhythm-cfg", type=float, default=None, help="rhythm guidance scale recorded as the model's default"
     )
+    e.add_argument("--raw", action="store_true", help="export the raw weights even when the run keeps an EMA")
     e.set_defaults(func=_export)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
 
@@ -158,6 +165,7 @@ def _generator(args: argparse.Namespace) -> int:
             ckpt_every=args.ckpt_every,
             phase_guidance=True if args.phase_guidance else None,
             tempo_stretch=args.tempo_stretch,
+            ema=args.ema,
         )
         if args.backbone == "unet":
             try:
@@ -192,7 +200,8 @@ def _export(args: argparse.Namespace) -> int:
     state = ckpt.state()
     try:
         model = MusicGenerator(backbone_config(state["dit_config"]))
-        ckpt.load_weights(model)
+        use_ema = ckpt.has_ema() and not args.raw
+        ckpt.load_ema(model) if use_ema else ckpt.load_weights(model)
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise UserError(f"cannot read the checkpoint in {args.run}: {' '.join(str(err).split())}") from None
     if args.default_cfg is not None:
@@ -201,7 +210,8 @@ def _export(args: argparse.Namespace) -> int:
         model.config.default_rhythm_cfg = args.default_rhythm_cfg
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     save_model(model.eval(), args.out, "generator", model.config.to_dict(), dtype=dtype)
-    print(f"step {state['step']} -> {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {args.dtype})")
+    kind = "EMA weights" if use_ema else "weights"
+    print(f"step {state['step']} ({kind}) -> {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {args.dtype})")
     return 0
 
 

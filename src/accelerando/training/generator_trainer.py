@@ -53,6 +53,9 @@ class GeneratorTrainConfig:
     # that was trained without it; see MusicDiTConfig.phase_guidance)
     phase_guidance: bool | None = None
     tempo_stretch: float = 0.0  # max |log r| of the tempo augmentation; 0 switches it off
+    # decay of an exponential moving average of the weights, updated after every step and exported instead of the
+    # raw weights (0 = off; 0.999 averages over about the last 1,000 steps)
+    ema: float = 0.0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "ckpt_every"):
@@ -60,6 +63,8 @@ class GeneratorTrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
         if self.seconds <= 0:
             raise ValueError(f"seconds={self.seconds} must be positive")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema={self.ema} must be in [0, 1) (0 = off)")
         if not 0.0 <= self.tempo_stretch <= 0.7:
             raise ValueError(f"tempo_stretch={self.tempo_stretch} must be between 0 and 0.7 (a factor of 2)")
 
@@ -182,6 +187,14 @@ def train_generator(
         z = z / 255 * (pack.hi - pack.lo) + pack.lo
         model.set_latent_stats(z.mean(0), z.std(0).clamp(min=1e-3))
     model.to(device).train()
+    ema = None
+    if cfg.ema:  # torch's AveragedModel with an EMA update; started from the checkpoint's EMA when it has one
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        if step and ckpt.has_ema():
+            ckpt.load_ema(ema.module)
+            ema.n_averaged.fill_(1)  # else the first update would copy the weights instead of averaging them in
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     if step:
         ckpt.load_optimizer(opt, device)
@@ -223,7 +236,7 @@ def train_generator(
 
     def save_checkpoint(at: int):
         state = {"step": at, "dit_config": model.config.to_dict(), "train": asdict(cfg)}
-        ckpt.save(model, opt, model.config.to_dict(), state)
+        ckpt.save(model, opt, model.config.to_dict(), state, ema=None if ema is None else ema.module)
 
     run_loop(
         model,
@@ -236,5 +249,7 @@ def train_generator(
         [],
         desc="generator",
         progress=progress,
+        after_step=None if ema is None else (lambda _step: ema.update_parameters(model)),
     )
-    return save_model(model, out / "generator.safetensors", "generator", model.config.to_dict())
+    final = model if ema is None else ema.module
+    return save_model(final, out / "generator.safetensors", "generator", model.config.to_dict())

@@ -60,12 +60,14 @@ def run_loop(
     evaluate: Callable[[int], None] | None = None,
     desc: str = "train",
     progress: bool = True,
+    after_step: Callable[[int], None] | None = None,
 ) -> int:
     """Train from ``step`` to ``cfg.steps`` (or the time budget); returns the last step reached.
 
     ``log_path`` is a CSV with columns ``step, lr, loss, *log_columns, seconds`` (the header is written when the
     file is new); ``step_fn``'s extras must hold ``log_columns``. ``save_checkpoint(step)`` runs every
-    ``cfg.ckpt_every`` steps and once more on the way out, whatever the reason.
+    ``cfg.ckpt_every`` steps and once more on the way out, whatever the reason. ``after_step(step)`` runs right after
+    each optimiser step (e.g. to update an EMA of the weights).
     """
     from tqdm import tqdm
 
@@ -94,6 +96,8 @@ def run_loop(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
             step += 1
+            if after_step is not None:
+                after_step(step)
             bar.update(1)
             if step % cfg.log_every == 0:
                 row = [step, f"{lr:.3g}", f"{loss.item():.4f}"]
