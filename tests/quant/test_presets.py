@@ -233,6 +233,7 @@ def test_cli_quantize_rejects_bad_arguments(tmp_path):
     for argv, needle in [
         (["--config", "w2a2"], "unknown quantization preset 'w2a2'"),
         (["--config", "w8a8-rtn", "--calib-prompts", "0"], "--calib-prompts 0"),
+        (["--config", "w4a8-rtn", "--group-size", "3"], "--group-size 3"),
     ]:
         args = parser.parse_args(["quantize", *argv, "-o", str(tmp_path / "o.safetensors")])
         with pytest.raises(UserError, match=needle):
@@ -240,3 +241,19 @@ def test_cli_quantize_rejects_bad_arguments(tmp_path):
     args = parser.parse_args(["quantize", "--config", "w8a8-rtn", "-o", str(tmp_path / "o.pt")])
     with pytest.raises(UserError, match="safetensors"):
         args.func(args)
+
+
+def test_cli_group_size_reaches_the_layers(tmp_path, monkeypatch, capsys):
+    from accelerando.cli import quantize
+
+    monkeypatch.setattr(quantize, "load_pipeline", lambda model: tiny_pipeline(backbone="unet"))
+    out = tmp_path / "g.safetensors"
+    args = _parser().parse_args(
+        ["quantize", "--config", "w4a8-rtn", "--group-size", "8", "--calib-prompts", "2", "-o", str(out), "--json"]
+    )
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(out)
+    from accelerando.pretrained import load_generator
+
+    sizes = {cfg.group_size for cfg in quantized_layers(load_generator(out)).values()}
+    assert sizes == {8}  # every unfolded conv's K (C_in x kernel) is a multiple of 8 in the tiny U-Net
