@@ -296,8 +296,8 @@ class SparseEditor:
         """Backbone batch rows of a call with these settings (1, 2 or 3; see ``guidance_branches``)."""
         from accelerando.pipelines.text_to_music import guidance_branches
 
-        rhythm = settings.get("rhythm_cfg", "off")
-        return guidance_branches(settings["cfg"], None if rhythm == "off" else rhythm)
+        rhythm = self.pipe.resolve_rhythm_cfg(settings.get("rhythm_cfg", "off"))  # "off" -> None, plain guidance
+        return guidance_branches(settings["cfg"], rhythm)
 
     def _call_parameters(self) -> list[inspect.Parameter]:
         """The pipeline's call parameters after ``self``, following ``**kwargs`` into the base classes' ``__call__``."""

@@ -42,8 +42,8 @@ def save_quantized(model: nn.Module, path: str | Path, model_config: dict | None
     return path
 
 
-def read_quant_metadata(path: str | Path) -> tuple[dict, dict]:
-    """(module name -> config, model_config) stored in a file written by :func:`save_quantized`."""
+def _checked_metadata(path: str | Path) -> dict:
+    """The raw metadata of a file written by :func:`save_quantized`; ValueError for any other format."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
@@ -52,8 +52,17 @@ def read_quant_metadata(path: str | Path) -> tuple[dict, dict]:
         raise ValueError(
             f"{path} has format {meta.get('format')!r}, expected {QUANT_FORMAT!r}; re-save it with save_quantized"
         )
-    layers = {name: config_from_dict(d) for name, d in json.loads(meta["layers"]).items()}
-    return layers, json.loads(meta.get("model_config", "{}"))
+    return meta
+
+
+def _layers(meta: dict) -> dict:
+    return {name: config_from_dict(d) for name, d in json.loads(meta["layers"]).items()}
+
+
+def read_quant_metadata(path: str | Path) -> tuple[dict, dict]:
+    """(module name -> config, model_config) stored in a file written by :func:`save_quantized`."""
+    meta = _checked_metadata(path)
+    return _layers(meta), json.loads(meta.get("model_config", "{}"))
 
 
 def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
@@ -63,11 +72,9 @@ def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"quantized weights file {path} does not exist")
-    layers, _ = read_quant_metadata(path)
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        convs = set(json.loads((fh.metadata() or {}).get("unfolded_convs", "[]")))
+    meta = _checked_metadata(path)  # read once: the layer recipes and the unfolded convolutions
+    layers = _layers(meta)
+    convs = set(json.loads(meta.get("unfolded_convs", "[]")))
     unknown = sorted(convs - {n for n, m in model.named_modules() if type(m) is nn.Conv1d})
     if unknown:
         raise ValueError(f"{path} unfolds convolutions this model does not have: {unknown}")

@@ -63,7 +63,7 @@ from torch import nn
 
 from accelerando.errors import UserError
 from accelerando.models.unet import MusicUNet
-from accelerando.quant.api import default_filter, quant_plan
+from accelerando.quant.api import default_filter, quant_plan, quantized_layers
 from accelerando.quant.calibrate import calibrate_, record_activations
 from accelerando.quant.configs import (
     Float8DynamicConfig,
@@ -270,7 +270,7 @@ def _fold_back_on_failure(backbone: nn.Module):
     try:
         yield
     except BaseException:
-        if not any(hasattr(m, "quant_config") for m in backbone.modules()):
+        if not quantized_layers(backbone):
             fold_convs_(backbone)
         raise
 
@@ -328,7 +328,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     callback: Callable | None = o["callback"]
     model = pipeline.model
     dit = model.dit
-    if any(hasattr(m, "quant_config") for m in dit.modules()):
+    if quantized_layers(dit):
         raise UserError("this pipeline's generator is already quantized; start from the float model")
 
     bytes_before = state_bytes(model)

@@ -193,7 +193,7 @@ def _item_loss(pipeline, item: _Item, cfg: float, rhythm_cfg: float | None = Non
     """Complex-STFT loss of the teacher-forced quantized audio of ``item`` against the float audio."""
     dit, model = pipeline.model.dit, pipeline.model
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        v = dit(item.x, item.t, item.cond).float()  # [C * 2, T, D]
+        v = dit(item.x, item.t, item.cond).float()  # [C * n, T, D], n guidance branches per call
     guided = _guided(v, item.calls, cfg, rhythm_cfg) - _guided(item.v, item.calls, cfg, rhythm_cfg)
     delta = (item.dt[:, None, None] * guided).sum(0)
     latent = item.latent + (delta * model.dit.latent_std).T[None]  # [1, D, T]
