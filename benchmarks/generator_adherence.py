@@ -52,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's default_cfg)")
     ap.add_argument("--rhythm-cfg", type=float, default=None, help="separate guidance for bpm, key, meter and grid")
+    ap.add_argument(
+        "--guidance-interval",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("T_LO", "T_HI"),
+        help="guide only at flow times in [T_LO, T_HI] (1 = noise); other steps run the conditional branch alone",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=("test", "valid"), help="valid: for choosing settings")
     ap.add_argument("--no-timing", action="store_true", help="skip the 30 s speed measurement")
@@ -74,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             cfg=args.cfg,
             rhythm_cfg=args.rhythm_cfg,
+            guidance_interval=args.guidance_interval,
             generator=torch.Generator().manual_seed(i),
         )
         y = out.audio[0, 0].numpy()

@@ -109,6 +109,31 @@ def test_rhythm_guided_session_records_three_branches_and_edits_replay_them(tmp_
     assert not torch.allclose(sparse.audio, plain.audio, atol=1e-3)
 
 
+def test_guidance_interval_session_replays_the_interval(tmp_path, mel):
+    pipe = apply_sparse_edit(mel(), SparseEditConfig(halo_s=0.1))
+    d = tmp_path / "g"
+    kw = {"rhythm_cfg": 5.0, "guidance_interval": (0.8, 1.0)}  # times 1, 0.9, 0.6: the last step unguided
+    out = pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1, **kw)
+    s = load_session(d)
+    assert s.manifest["controls"]["guidance_interval"] == [0.8, 1.0]
+    assert [s.cache["k"][e].shape[1] for e in sorted(s.cache["k"])] == [3, 3, 1]  # rows per evaluation
+    ref = pipe("a chorale", duration=2.0, steps=3, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.allclose(out.audio, ref.audio, atol=1e-6)
+    sparse = pipe.sparse_edit.edit(d, regions=[(0.0, 2.0)], seed=4)
+    assert sparse.metadata["sparse_edit"]["sparse"]
+    full = _full(pipe, s.audio, 4, regions=[(0.0, 2.0)], **kw)
+    assert torch.allclose(sparse.audio, full.audio, atol=1e-5)  # the edit replays the recorded interval
+    every = _full(pipe, s.audio, 4, regions=[(0.0, 2.0)], rhythm_cfg=5.0)
+    assert not torch.allclose(sparse.audio, every.audio, atol=1e-3)
+    before = load_session(d).audio
+    part = pipe.sparse_edit.edit(d, regions=[(0.6, 1.0)], seed=5)  # the refreshed cache, mixed rows, serves it
+    assert part.metadata["sparse_edit"]["sparse"]
+    full = _full(pipe, before, 5, regions=[(0.6, 1.0)], **kw)
+    a, b = int(0.6 * SR), int(1.0 * SR)
+    assert (part.audio - full.audio)[..., a:b].norm() < 0.05 * full.audio[..., a:b].norm()  # SIGE approximation
+    assert part.metadata["sparse_edit"]["dense_evals"] == 0
+
+
 def _all_run():
     from accelerando.cache.edit import _Run
 
@@ -236,7 +261,14 @@ def test_generate_records_the_same_manifest_as_before(tmp_path, mel):
     pipe = apply_sparse_edit(mel(), SparseEditConfig(halo_s=0.1))
     pipe.sparse_edit.generate(tmp_path / "s", "x", duration=1.0, steps=2, seed=1, bpm=96.0, key="A minor")
     m = load_session(tmp_path / "s").manifest
-    assert m["controls"] == {"bpm": 96.0, "key": "A minor", "meter": "4/4", "instruments": None, "rhythm_cfg": "off"}
+    assert m["controls"] == {
+        "bpm": 96.0,
+        "key": "A minor",
+        "meter": "4/4",
+        "instruments": None,
+        "rhythm_cfg": "off",
+        "guidance_interval": "all",
+    }
     assert (m["steps"], m["cfg"], m["sampler"]) == (2, 3.0, "euler")
 
 

@@ -100,6 +100,8 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["generate", "x", "--device", "tpu"], "--device 'tpu'"),
         (["generate", "x", "--rhythm-cfg", "loud"], "'loud': give a guidance scale (e.g. 7) or off"),
         (["generate", "x", "--rhythm-cfg", "30"], "rhythm_cfg=30"),
+        (["generate", "x", "--guidance-interval", "0.7"], "'0.7': give two flow times LO,HI"),
+        (["generate", "x", "--guidance-interval", "0.9,0.2"], "guidance_interval=(0.9, 0.2)"),
         (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
         (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),
     ],
@@ -185,3 +187,15 @@ def test_rhythm_guidance_flag_reaches_the_report(tmp_path, capsys):
         assert code == 0
         reports.append(json.loads(stdout)["rhythm_cfg"])
     assert reports == [5.0, None]
+
+
+def test_guidance_interval_flag_reaches_the_report(tmp_path, capsys):
+    reports = []
+    for value in ("0.5,1", "all"):
+        code, stdout, _ = _run(
+            capsys, "generate", "x", "--duration", "1", "--steps", "2", "--guidance-interval", value,
+            "-o", str(tmp_path / "g.wav"), "--json",
+        )  # fmt: skip
+        assert code == 0
+        reports.append(json.loads(stdout)["guidance_interval"])
+    assert reports == [[0.5, 1.0], None]

@@ -24,9 +24,12 @@ def test_train_then_export_a_checkpoint(tmp_path, capsys):
     write_latent_pack(pack, d=12, e=24)
     code, _, err = _train(capsys, pack, run, 2, 2, "--ckpt-every", 1, "--tempo-stretch", 0.2, "--no-bf16")
     assert code == 0, err
-    code, stdout, _ = _run(capsys, "train", "export", run, "-o", out, "--default-cfg", 4.5)
+    code, stdout, _ = _run(
+        capsys, "train", "export", run, "-o", out, "--default-cfg", 4.5, "--default-guidance-interval", "0.7,1"
+    )
     assert code == 0 and stdout.startswith("step 2 (weights) ->")
     state, config = load_state(out, "generator")
+    assert config["default_guidance_interval"] == [0.7, 1.0]
     assert config["default_cfg"] == 4.5 and config["latent_dim"] == 12 and config["text_dim"] == 24
     assert config["frame_rate"] == 50.0  # taken from the pack, not the CLI's defaults
     with safe_open(str(out), framework="pt") as fh:
@@ -54,6 +57,11 @@ def test_bad_export_arguments(tmp_path, capsys):
     assert code == 2 and "g.pt" in err
     code, _, err = _run(capsys, "train", "export", run, "-o", tmp_path / "g.safetensors", "--default-cfg", 50)
     assert code == 2 and "--default-cfg 50" in err
+    for bad, needle in (("0.7", "'0.7': give two flow times"), ("1,0.5", "(1.0, 0.5)"), ("all", "all is the default")):
+        code, _, err = _run(
+            capsys, "train", "export", run, "-o", tmp_path / "g.safetensors", "--default-guidance-interval", bad
+        )
+        assert code == 2 and needle in err and err.count("\n") == 1, err
     pack2 = tmp_path / "p2.safetensors"
     write_latent_pack(pack2)
     code, _, err = _run(capsys, "train", "generator", "--data", pack2, "--out", tmp_path / "r2", "--tempo-stretch", 2)

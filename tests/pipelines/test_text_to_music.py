@@ -340,6 +340,47 @@ def test_the_default_rhythm_guidance_comes_from_the_model_config(pipe, monkeypat
     assert off.metadata["rhythm_cfg"] is None and not torch.equal(off.audio, default.audio)
 
 
+def test_guidance_interval_guides_only_the_steps_inside_it(pipe, monkeypatch):
+    batches = []
+    forward = pipe.model.dit.forward
+
+    def spy(x, t, cond):
+        batches.append((round(float(t[0]), 4), x.shape[0], cond.drop_text.tolist()))
+        return forward(x, t, cond)
+
+    monkeypatch.setattr(pipe.model.dit, "forward", spy)
+    kw = {"cfg": 3.0, "rhythm_cfg": 5.0, "steps": 4}
+    every = run(pipe, **kw).audio
+    times = [t for t, _, _ in batches]
+    assert torch.equal(run(pipe, guidance_interval=(0.0, 1.0), **kw).audio, every)  # every step inside: unchanged
+    batches.clear()
+    part = run(pipe, guidance_interval=(0.8, 1.0), **kw)
+    assert [(t, n) for t, n, _ in batches] == [(t, 3 if t >= 0.8 else 1) for t in times]
+    assert all(d == [False] for t, n, d in batches if n == 1)  # the unguided steps keep text and controls
+    assert part.metadata["guidance_interval"] == [0.8, 1.0]
+    assert not torch.equal(part.audio, every)
+    monkeypatch.setattr(pipe.model.dit, "forward", forward)
+    none = run(pipe, guidance_interval=(0.0, 0.0001), **{**kw, "steps": 4})
+    assert torch.equal(none.audio, run(pipe, **{**kw, "cfg": 1.0, "rhythm_cfg": "off"}).audio)  # conditional only
+    for bad, word in (((0.8, 0.2), "0.8, 0.2"), ((0.1, 1.5), "1.5"), ("x", "'x'"), ((float("nan"), 1), "nan")):
+        with pytest.raises(UserError, match=f"guidance_interval=.*{word}"):
+            run(pipe, guidance_interval=bad)
+
+
+def test_the_default_guidance_interval_comes_from_the_model_config(pipe, monkeypatch):
+    kw = {"cfg": 3.0, "steps": 4}
+    every = run(pipe, **kw)
+    assert every.metadata["guidance_interval"] is None
+    monkeypatch.setattr(pipe.model.config, "default_guidance_interval", [0.8, 1.0])
+    default = run(pipe, **kw)
+    assert default.metadata["guidance_interval"] == [0.8, 1.0]
+    assert torch.equal(default.audio, run(pipe, guidance_interval=(0.8, 1.0), **kw).audio)
+    assert torch.equal(run(pipe, guidance_interval="all", **kw).audio, every.audio)
+    monkeypatch.setattr(pipe.model.config, "default_guidance_interval", [0.9, 0.2])
+    with pytest.raises(UserError, match=r"guidance_interval=\(0.9, 0.2\)"):
+        run(pipe, **kw)
+
+
 # -- 9. timings and metadata ------------------------------------------------------------------------------------------
 
 

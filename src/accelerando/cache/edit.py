@@ -282,8 +282,10 @@ class SparseEditor:
 
     def _settings(self, m: dict, cfg: float | None = None) -> dict:
         """The pipeline keyword arguments of a recorded session (``cfg`` overridden when given). A session recorded
-        before rhythm guidance existed replays plain guidance."""
-        base = {"rhythm_cfg": "off"} if any(q.name == "rhythm_cfg" for q in self._call_parameters()) else {}
+        before rhythm guidance (guidance intervals) existed replays plain guidance (every step guided)."""
+        names = {q.name for q in self._call_parameters()}
+        old = {"rhythm_cfg": "off", "guidance_interval": "all"}
+        base = {k: v for k, v in old.items() if k in names}
         return {
             **base,
             **m["controls"],
@@ -378,6 +380,9 @@ class SparseEditor:
         if "rhythm_cfg" in settings:  # resolved too ("off" for plain guidance), so a new model default cannot creep in
             rhythm = pipe.resolve_rhythm_cfg(settings["rhythm_cfg"])
             settings["rhythm_cfg"] = "off" if rhythm is None else rhythm
+        if "guidance_interval" in settings:  # likewise ("all" for every step guided)
+            interval = pipe.resolve_guidance_interval(settings["guidance_interval"])
+            settings["guidance_interval"] = "all" if interval is None else list(interval)
         steps, cfg, sampler = settings["steps"], settings["cfg"], settings["sampler"]
         controls = {k: v for k, v in settings.items() if k not in _RUN_SETTINGS}
         spec_params = inspect.signature(ControlSpec.from_user).parameters
@@ -560,7 +565,9 @@ class SparseEditor:
             idx, records = ref.idx, ref.rec
         cache_new = {f: {} for f in be.families}
         for e in keep_evals:
-            merged = be.merge(be.entry(sess.cache, e, m["batch"], n_tokens), idx, records.get(e))
+            held = [sess.cache[f][e] for f in be.families if e in sess.cache.get(f, {})]
+            batch = held[0].shape[1] if held else m["batch"]  # an unguided step (guidance_interval) holds 1 row
+            merged = be.merge(be.entry(sess.cache, e, batch, n_tokens), idx, records.get(e))
             for f in merged or {}:  # None: no fresh record for this evaluation, it drops out of the cache
                 cache_new[f][e] = merged[f]
         manifest = dict(m)

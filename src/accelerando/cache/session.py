@@ -299,7 +299,7 @@ def _check_shapes(root: Path, data: SessionData) -> None:
             else:  # chunks: as many as the evaluation's count holds
                 chunks = data.cache["count"][e].shape[-1]
                 want = (stats_shape[0], chunks) if fam == "count" else (*stats_shape, chunks)
-            if tuple(t.shape) != want:
+            if tuple(t.shape) != want and tuple(t.shape) != (want[0], 1, *want[2:]):  # 1: an unguided step
                 raise UserError(
                     f"edit session {root} is corrupt: tensor {fam}.{e} has shape {tuple(t.shape)}, expected {want}"
                 )

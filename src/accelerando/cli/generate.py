@@ -44,6 +44,14 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
         metavar="X|off",
         help="separate guidance for bpm, key, meter and beat grid (default: the model's own; off: plain guidance)",
     )
+    p.add_argument(
+        "--guidance-interval",
+        type=_interval_value,
+        default=None,
+        metavar="LO,HI|all",
+        help="guide only the steps at flow times LO-HI (1 = noise); the others run one branch (default: the "
+        "model's own; all: every step)",
+    )
     p.add_argument("--sampler", choices=("euler", "heun"), default=None, help="euler (default) or heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin", help="'builtin' or a generator .safetensors file")
@@ -159,6 +167,17 @@ def _rhythm_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r}: give a guidance scale (e.g. 7) or off") from None
 
 
+def _interval_value(text: str) -> list[float] | str:
+    """``--guidance-interval``: ``LO,HI`` flow times or ``all`` (the pipeline checks the range)."""
+    if text == "all":
+        return "all"
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two flow times LO,HI (e.g. 0.7,1) or all") from None
+    return [lo, hi]
+
+
 def _device(name: str):
     """``--device`` as a torch.device; a one-line error for an unknown name or a missing GPU."""
     import torch
@@ -266,6 +285,7 @@ def _run(args: argparse.Namespace) -> int:
             steps=args.steps,
             cfg=args.cfg,
             rhythm_cfg=args.rhythm_cfg,
+            guidance_interval=args.guidance_interval,
             sampler=args.sampler,
             callback=callback,
             store_audio=store,
@@ -292,6 +312,7 @@ def _run(args: argparse.Namespace) -> int:
             steps=args.steps,
             cfg=args.cfg,
             rhythm_cfg=args.rhythm_cfg,
+            guidance_interval=args.guidance_interval,
             sampler=args.sampler,
             num_outputs=n,
             generator=torch.Generator().manual_seed(args.seed),
@@ -316,6 +337,7 @@ def _run(args: argparse.Namespace) -> int:
         "model": args.model,
         "device": str(device),
         "rhythm_cfg": out.metadata.get("rhythm_cfg"),
+        "guidance_interval": out.metadata.get("guidance_interval"),
         "seed": args.seed,
         "bpm": out.metadata["bpm"],
         "key": out.metadata["key"],

@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--default-rhythm-cfg", type=float, default=None, help="rhythm guidance scale recorded as the model's default"
     )
+    e.add_argument(
+        "--default-guidance-interval",
+        default=None,
+        metavar="LO,HI",
+        help="flow times at which guidance runs, recorded as the model's default (e.g. 0.7,1)",
+    )
     e.add_argument("--raw", action="store_true", help="export the raw weights even when the run keeps an EMA")
     e.set_defaults(func=_export)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
@@ -195,6 +201,19 @@ def _export(args: argparse.Namespace) -> int:
     for flag, value in (("--default-cfg", args.default_cfg), ("--default-rhythm-cfg", args.default_rhythm_cfg)):
         if value is not None and not 0 <= value <= 20:
             raise UserError(f"{flag} {value}; use a guidance scale between 0 and 20")
+    interval = None
+    if args.default_guidance_interval is not None:
+        from accelerando.cli.generate import _interval_value
+        from accelerando.pipelines.text_to_music import check_guidance_interval
+
+        text = args.default_guidance_interval
+        try:
+            value = _interval_value(text)
+        except argparse.ArgumentTypeError as err:
+            raise UserError(f"--default-guidance-interval {err}") from None
+        if value == "all":
+            raise UserError("--default-guidance-interval all is the default already; give LO,HI or leave it out")
+        interval = list(check_guidance_interval(value))
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: the output must be a .safetensors file")
     state = ckpt.state()
@@ -208,6 +227,8 @@ def _export(args: argparse.Namespace) -> int:
         model.config.default_cfg = args.default_cfg
     if args.default_rhythm_cfg is not None:
         model.config.default_rhythm_cfg = args.default_rhythm_cfg
+    if interval is not None:
+        model.config.default_guidance_interval = interval
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     save_model(model.eval(), args.out, "generator", model.config.to_dict(), dtype=dtype)
     kind = "EMA weights" if use_ema else "weights"

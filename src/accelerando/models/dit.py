@@ -44,6 +44,8 @@ class MusicDiTConfig:
     default_cfg: float = 3.0  # the guidance scale the pipeline uses when none is given (chosen on the valid split)
     # separate guidance for controls and beat grid when none is given (None: plain guidance; see the pipeline)
     default_rhythm_cfg: float | None = None
+    # flow times (t_lo, t_hi) at which guidance runs when a call gives none (None: every step; see the pipeline)
+    default_guidance_interval: list[float] | None = None
     version: int = DIT_CONFIG_VERSION
 
     def __post_init__(self):

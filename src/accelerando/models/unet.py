@@ -48,6 +48,8 @@ class MusicUNetConfig:
     default_cfg: float = 3.0  # the guidance scale the pipeline uses when none is given (chosen on the valid split)
     # separate guidance for controls and beat grid when none is given (None: plain guidance; see the pipeline)
     default_rhythm_cfg: float | None = None
+    # flow times (t_lo, t_hi) at which guidance runs when a call gives none (None: every step; see the pipeline)
+    default_guidance_interval: list[float] | None = None
     backbone: str = "unet"
     version: int = UNET_CONFIG_VERSION
 

@@ -25,7 +25,14 @@ from accelerando.models.dit import DiTConditioning
 from accelerando.modules.precast import WeightCastCache
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
 
-__all__ = ["AudioOutput", "TextToMusicPipeline", "combine_guidance", "guidance_branches"]
+__all__ = [
+    "AudioOutput",
+    "TextToMusicPipeline",
+    "check_guidance_interval",
+    "combine_guidance",
+    "guidance_branches",
+    "slice_conditioning",
+]
 
 _CROSSFADE_S = 0.02  # seam crossfade when splicing generated audio into kept audio
 
@@ -61,6 +68,25 @@ def combine_guidance(v: torch.Tensor, cfg: float, rhythm_cfg: float | None) -> t
         return vu + cfg * (vc - vu)
     vc, vt, vu = v.chunk(3)
     return vu + cfg * (vt - vu) + rhythm_cfg * (vc - vt)
+
+
+def check_guidance_interval(interval) -> tuple[float, float]:
+    """``(t_lo, t_hi)`` flow times with ``0 <= t_lo <= t_hi <= 1``, as floats; UserError naming the bad value."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"guidance_interval={interval!r}; give two flow times (t_lo, t_hi) in [0, 1], or 'all'"
+        ) from None
+    if not 0 <= lo <= hi <= 1:
+        raise UserError(f"guidance_interval=({lo}, {hi}); use 0 <= t_lo <= t_hi <= 1 (1 = noise, 0 = data)")
+    return lo, hi
+
+
+def slice_conditioning(cond: DiTConditioning, n: int) -> DiTConditioning:
+    """The first ``n`` rows of every batched field of ``cond`` (the conditional branch of a guided batch)."""
+    rows = {f: getattr(cond, f) for f in cond.__dataclass_fields__ if f != "extras"}
+    return DiTConditioning(**{f: None if v is None else v[:n] for f, v in rows.items()}, extras=dict(cond.extras))
 
 
 class TextToMusicPipeline:
@@ -120,6 +146,19 @@ class TextToMusicPipeline:
         if isinstance(rhythm_cfg, str) or not 0 <= rhythm_cfg <= 20:
             raise UserError(f"rhythm_cfg={rhythm_cfg!r}; use a guidance scale between 0 and 20, or 'off'")
         return float(rhythm_cfg)
+
+    @property
+    def default_guidance_interval(self) -> tuple[float, float] | None:
+        """The flow-time interval guided when a call gives none (None: every step), recorded with the weights."""
+        value = getattr(self.model.config, "default_guidance_interval", None)
+        return None if value is None else check_guidance_interval(value)
+
+    def resolve_guidance_interval(self, interval) -> tuple[float, float] | None:
+        """``guidance_interval`` as the call uses it: None -> the model's default, ``"all"`` -> None (every step
+        guided), ``(t_lo, t_hi)`` with ``0 <= t_lo <= t_hi <= 1`` -> itself."""
+        if interval is None:
+            return self.default_guidance_interval
+        return None if interval == "all" else check_guidance_interval(interval)
 
     @property
     def max_seconds(self) -> float:
@@ -183,6 +222,7 @@ class TextToMusicPipeline:
         regions: list[tuple[float, float]] | None = None,
         strength: float | None = None,
         rhythm_cfg: float | str | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         callback=None,
     ) -> AudioOutput:
         """Generate (no ``init_audio``), extend (``init_audio`` [C, S] shorter than ``duration``), inpaint
@@ -194,10 +234,15 @@ class TextToMusicPipeline:
         conditions ``v_c``; text only ``v_t``; nothing ``v_u``) and combine as
         ``v_u + cfg (v_t - v_u) + rhythm_cfg (v_c - v_t)``; with ``rhythm_cfg == cfg`` that is plain guidance.
         None: the model's ``default_rhythm_cfg``; ``"off"``: plain guidance, two branches.
+
+        ``guidance_interval``: ``(t_lo, t_hi)``, the flow times (1 = noise, 0 = data) at which guidance runs; steps
+        outside it run the conditional branch alone (one backbone row per output instead of two or three). None:
+        the model's ``default_guidance_interval``; ``"all"``: every step guided.
         """
         t_start = time.perf_counter()
         cfg = self.default_cfg if cfg is None else cfg
         rhythm_cfg = self.resolve_rhythm_cfg(rhythm_cfg)
+        interval = self.resolve_guidance_interval(guidance_interval)
         fr, sr = self.frame_rate, self.codec.sample_rate
         if strength is not None and not 0 <= strength <= 1:
             raise UserError(f"strength={strength}; use a value between 0 and 1")
@@ -264,13 +309,17 @@ class TextToMusicPipeline:
             drop_text=drop_text,
         )
 
+        cond_only = slice_conditioning(cond, b) if guided and interval is not None else cond
+
         def model_fn(x, t):
-            xx = torch.cat([x] * branches) if guided else x
+            now = guided and (interval is None or interval[0] <= float(t[0]) <= interval[1])
+            c = cond if now or not guided else cond_only
+            xx = torch.cat([x] * branches) if now else x
             if known is not None:
-                xx = torch.where(cond.known_mask[..., None] > 0, cond.known, xx)
+                xx = torch.where(c.known_mask[..., None] > 0, c.known, xx)
             with self._autocast(), self._weight_casts.swap(self.model.dit, enabled=not torch.is_grad_enabled()):
-                v = self.model.dit(xx, t[:1].expand(nb), cond).float()
-            return combine_guidance(v, cfg, rhythm_cfg) if guided else v
+                v = self.model.dit(xx, t[:1].expand(xx.shape[0]), c).float()
+            return combine_guidance(v, cfg, rhythm_cfg) if now else v
 
         scheduler = FlowMatchEulerScheduler() if sampler == "euler" else FlowMatchHeunScheduler()
         noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator, device=dev)
@@ -304,6 +353,7 @@ class TextToMusicPipeline:
                 "steps": steps,
                 "cfg": cfg,
                 "rhythm_cfg": rhythm_cfg,
+                "guidance_interval": None if interval is None else list(interval),
                 "sampler": sampler,
                 "duration": duration,
             },

@@ -239,8 +239,11 @@ def state_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
-def run_prompt(pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: int) -> torch.Tensor:
-    """Generate manifest-style prompt ``p`` (caption and labels) at ``seed``; audio [1, 1, S]."""
+def run_prompt(
+    pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: int, guidance_interval=None
+) -> torch.Tensor:
+    """Generate manifest-style prompt ``p`` (caption and labels) at ``seed``; audio [1, 1, S]. ``guidance_interval``
+    as the pipeline takes it (None: the model's default)."""
     out = pipeline(
         p["caption"],
         bpm=float(p["bpm"]),
@@ -250,6 +253,7 @@ def run_prompt(pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: 
         duration=seconds,
         steps=steps,
         cfg=cfg,
+        guidance_interval=guidance_interval,
         generator=torch.Generator().manual_seed(seed),
     )
     return out.audio  # [1, 1, S]

@@ -138,7 +138,7 @@ def record_teacher(
 
         dit.forward, codec.decode = forward, capture
         try:
-            run_prompt(pipeline, p, seconds, steps, cfg, seed + i)
+            run_prompt(pipeline, p, seconds, steps, cfg, seed + i, guidance_interval="all")  # every step guided
         finally:
             del dit.forward, codec.decode
         if len(calls) != steps or len(latents) != 1:
