@@ -60,6 +60,10 @@ def test_session_errors_are_one_line(tmp_path, capsys):
         (["inpaint", a, "--region", "0.2-0.4", "--session", tmp_path / "none"], "not found"),
         (["inpaint", a, "--region", "0.2-0.4", "--session", s, "--bpm", "100"], "--bpm 100 differs"),
         (["inpaint", a, "--region", "0.2-0.4", "--session", s, "--steps", "4"], "--steps 4 differs"),
+        (
+            ["inpaint", a, "--region", "0.2-0.4", "--session", s, "--guidance-interval", "0.5,1"],
+            "--guidance-interval 0.5,1 differs from the session (all)",
+        ),
         (["generate", "x", "--session", s, "--variations", "2"], "--variations 2"),
         (
             [

@@ -151,10 +151,19 @@ def _resolve_controls(args: argparse.Namespace, manifest: dict | None) -> None:
         if given is None:
             setattr(args, name, value)
         elif given != value:
-            given_s, value_s = (f"{x:g}" if isinstance(x, float) else str(x) for x in (given, value))
+            given_s, value_s = (_flag_text(x) for x in (given, value))
             flag = f"--{name.replace('_', '-')} {given_s}"
             raise UserError(f"{flag} differs from the session ({value_s}); edits keep its {name}, drop {flag}")
     # prompt and cfg may change per edit; None = the session's
+
+
+def _flag_text(value) -> str:
+    """A control's value as its flag is written: 96 for 96.0, 0.7,1 for [0.7, 1.0]."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(_flag_text(float(v)) for v in value)
+    return str(value)
 
 
 def _rhythm_value(text: str) -> float | str:
