@@ -17,6 +17,9 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
 - ``w8a8-fused`` / ``w4a8-fused``: the same modules under ``use_fused_kernels(True)`` (M marked dynamic);
 - ``w8a8-fused-static``: ``use_fused_kernels(True, shapes="static")``;
 - ``w4a8-fused-cache``: ``use_fused_kernels(True, cache_int4=True)`` (unpacked int8 copy of the 4-bit weights);
+- ``w4a8g64-eager`` / ``w4a8g64-fused``: RTN W4A8 with a scale per group of 64 inputs, its group scales folded into
+  int8 codes (one GEMM per layer, the default; ``use_group_folding``); ``w4a8g64-exact``: the same layers with one
+  GEMM per group (``use_group_folding(False)``);
 - ``bf16-compiled`` / ``w8a8-compiled``: the whole backbone under ``torch.compile`` (static shapes; bf16, or RTN
   W8A8 on the eager modules traced into the same graph): what fusing everything around the GEMMs can give;
 - ``bf16-unfold`` (U-Net only): bf16 with the quantizable convolutions run as unfold + Linear
@@ -84,7 +87,10 @@ def _variant(name: str, base_dit):
         return dit, None, True
     bits = 8 if name.startswith("w8") else 4
     a_bits = 16 if name.startswith(("w8a16", "w4a16")) else 8  # weight-only: float activations
-    quantize_(dit, RTNConfig(bits, a_bits), filter_fn=layer_filter)
+    group = 64 if name.startswith("w4a8g64") else None
+    quantize_(dit, RTNConfig(bits, a_bits, group), filter_fn=layer_filter)
+    if name.endswith("exact"):
+        return dit, {"eager": True, "fold": False}, True
     if name.endswith("eager"):
         return dit, None, True
     if name.endswith("compiled"):
@@ -97,13 +103,16 @@ def _variant(name: str, base_dit):
 
 
 def _caller(dit, fused_opts, autocast: bool, inputs):
-    from accelerando.quant import use_fused_kernels
+    from accelerando.quant import use_fused_kernels, use_group_folding
 
     x, t, cond = inputs
+    opts = dict(fused_opts or {})
+    fold = opts.pop("fold", True)
+    fused = fused_opts is not None and not opts.pop("eager", False)
 
     @torch.inference_mode()
     def run():
-        with use_fused_kernels(fused_opts is not None, **(fused_opts or {})):
+        with use_fused_kernels(fused, **opts), use_group_folding(fold):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 return dit(x, t, cond)
 

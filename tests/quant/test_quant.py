@@ -12,8 +12,17 @@ from accelerando.quant import (
     load_quantized,
     quantize_,
     quantized_layers,
+    use_group_folding,
 )
-from accelerando.quant.primitives import int8_mm, int8_mm_reference, pack_int4, unpack_int4
+from accelerando.quant.primitives import (
+    dequantize_weight,
+    fold_group_scales,
+    int8_mm,
+    int8_mm_reference,
+    pack_int4,
+    quantize_weight,
+    unpack_int4,
+)
 from accelerando.testing.sqnr import sqnr
 
 # floors measured on this data (nn.Linear(256, 384) init, x ~ N(0, 1)): w8a8 42 dB, w4a8 g32 23 dB, w8a16 48 dB
@@ -60,6 +69,40 @@ def test_int_mm_accumulators_match_reference_bit_exactly(cfg):
     assert acc.dtype == torch.int32 and torch.equal(acc, ref_acc) and torch.equal(sa, ref_sa)
     with torch.no_grad():
         assert sqnr(q.reference_forward(x), q(x)) > 100  # same integers, same float epilogue
+
+
+def test_folded_group_scales_stay_close_to_the_exact_grouped_weight():
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(64, 256, generator=g) * torch.rand(64, 256 // 32, 1, generator=g).repeat_interleave(32, 2).view(
+        64, 256
+    )  # groups of very different ranges
+    w[5] = 0  # an all-zero row
+    q, scale = quantize_weight(w, 4, 32)
+    q8, c = fold_group_scales(q, scale)
+    assert q8.dtype == torch.int8 and c.shape == (64, 1) and int(q8.abs().max()) <= 128
+    exact = dequantize_weight(q, scale)
+    folded = q8.float() * c
+    assert sqnr(exact, folded) > 35 and sqnr(w, folded) > sqnr(w, exact) - 0.2  # far below the 4-bit error
+    coarsest = scale.argmax(dim=1)  # that group's codes are exact: 16 times the 4-bit code
+    for row in (0, 9, 63):
+        cols = slice(int(coarsest[row]) * 32, int(coarsest[row]) * 32 + 32)
+        assert torch.equal(q8[row, cols].int(), 16 * q[row, cols].int())
+    assert torch.isfinite(c).all() and (q8[5] == 0).all()
+
+
+def test_grouped_w4a8_runs_one_folded_gemm_close_to_the_exact_groups():
+    lin, x = _linear_and_input(seed=2)
+    q = _quantized(lin, RTNConfig(4, 8, 32))
+    x2 = x.reshape(-1, lin.in_features)
+    assert q.gemm_weight()[2] is None and q.int_accumulate(x2)[0].shape[0] == 1  # one GEMM
+    with torch.no_grad():
+        folded = q(x)
+        with use_group_folding(False):
+            assert q.gemm_weight()[2] == 32 and q.int_accumulate(x2)[0].shape[0] == 256 // 32
+            exact = q(x)
+        assert sqnr(exact, folded) > 35 and sqnr(lin(x), folded) > sqnr(lin(x), exact) - 0.2
+    q8 = _quantized(lin, RTNConfig(8, 8, 32))
+    assert q8.gemm_weight()[2] == 32  # 8-bit groups are never folded (16x would overflow int8)
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 8, 8), (17, 24, 40), (33, 12, 20)])

@@ -21,7 +21,7 @@ from accelerando.quant.configs import (
 from accelerando.quant.fp8 import Float8Linear  # also registers the Float8DynamicConfig handler
 from accelerando.quant.fused import fused_kernels_enabled, use_fused_kernels
 from accelerando.quant.io import load_quantized, save_quantized
-from accelerando.quant.linear import QuantLinear
+from accelerando.quant.linear import QuantLinear, group_folding_enabled, use_group_folding
 from accelerando.quant.svd import SVDQuantLinear  # also registers the SmoothQuant / SVDQuant handlers
 
 __all__ = [
@@ -39,10 +39,12 @@ __all__ = [
     "config_from_dict",
     "default_filter",
     "fused_kernels_enabled",
+    "group_folding_enabled",
     "load_quantized",
     "quantize_",
     "quantized_layers",
     "register_handler",
     "save_quantized",
     "use_fused_kernels",
+    "use_group_folding",
 ]

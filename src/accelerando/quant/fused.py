@@ -206,25 +206,35 @@ def _weight(layer) -> tuple[torch.Tensor, bool]:
     return cache[1], False
 
 
+def _gemm_args(layer) -> tuple[torch.Tensor, bool, torch.Tensor, int | None]:
+    """(weight codes, whether still packed 4-bit, scales [N, G], group size) to hand the kernel: 4-bit grouped
+    weights as ``QuantLinear.gemm_weight`` gives them (folded to one scale per row, or unpacked with their groups)."""
+    if layer.group_size is not None and layer.w_bits == 4:
+        qw, scale, gs = layer.gemm_weight()
+        return qw, False, scale, gs
+    qw, w4 = _weight(layer)
+    return qw, w4, layer.weight_scale, layer.group_size
+
+
 def a8_linear_fused(layer, x2: torch.Tensor, out_dtype: torch.dtype, eager) -> torch.Tensor:
     """Fused A8 forward of ``QuantLinear`` ``layer`` on ``x2`` [M, K] -> [M, N]; ``eager()`` is the fallback."""
-    qw, w4 = _weight(layer)
-    sig = (x2.dtype, out_dtype, layer.w_bits, layer.a_bits, layer.full_range, layer.group_size, tuple(qw.shape))
-    args = (x2, qw, layer.weight_scale, layer.bias, w4, layer.a_bits, layer.full_range, layer.group_size, out_dtype)
+    qw, w4, scale, gs = _gemm_args(layer)
+    sig = (x2.dtype, out_dtype, layer.w_bits, layer.a_bits, layer.full_range, gs, tuple(qw.shape), w4)
+    args = (x2, qw, scale, layer.bias, w4, layer.a_bits, layer.full_range, gs, out_dtype)
     return _run("a8", sig, eager, *args)
 
 
 def svd_linear_fused(layer, x2: torch.Tensor, out_dtype: torch.dtype, eager) -> torch.Tensor:
     """Fused forward of ``SVDQuantLinear`` ``layer`` (A8 residual) on ``x2`` [M, K] -> [M, N]."""
     res = layer.residual
-    qw, w4 = _weight(res)
+    qw, w4, scale, gs = _gemm_args(res)
     down = up = None
     if layer.rank:  # eager: F.linear on .float() factors, i.e. in the autocast dtype when autocast is on
         lr_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
         down, up = layer.lora_down.to(lr_dtype), layer.lora_up.to(lr_dtype)
-    sig = (x2.dtype, out_dtype, res.w_bits, res.a_bits, res.full_range, res.group_size, tuple(qw.shape), layer.rank)
-    args = (x2, layer.inv_smooth, down, up, qw, res.weight_scale, res.bias, w4, res.a_bits, res.full_range)
-    out = _run("svd", sig, eager, *args, res.group_size, out_dtype)
+    sig = (x2.dtype, out_dtype, res.w_bits, res.a_bits, res.full_range, gs, tuple(qw.shape), layer.rank, w4)
+    args = (x2, layer.inv_smooth, down, up, qw, scale, res.bias, w4, res.a_bits, res.full_range)
+    out = _run("svd", sig, eager, *args, gs, out_dtype)
     if isinstance(out, torch.Tensor):  # the eager fallback ran
         return out
     y, low = out

@@ -10,7 +10,10 @@ Execution paths (``x`` [..., K] -> [..., N]):
 
 - ``a_bits=8``: activations quantized per token to int8; ``int8 [M, K] @ int8 [K, N] -> int32`` through
   ``torch._int_mm`` (4-bit weights are unpacked to int8 first); the int32 result is scaled by the activation and
-  weight scales in float32. With ``group_size`` the K axis is split and each group gets its own GEMM and scale.
+  weight scales in float32. With ``group_size`` and 4-bit weights the group scales are folded into int8 codes with
+  one scale per row (:func:`~accelerando.quant.primitives.fold_group_scales`), so one GEMM serves every group; with
+  :class:`use_group_folding` off (or ``ACCELERANDO_QUANT_GROUPS=exact``, or 8-bit grouped weights) the K axis is split
+  and each group gets its own GEMM and scale.
 - ``a_bits=4``: as ``a_bits=8`` with 4-bit per-token activation codes (held in int8 for the same GEMM).
 - ``a_bits=16``: weights dequantized to the input's dtype, then a float matmul (bf16 under autocast / bf16 input).
 
@@ -21,6 +24,8 @@ runs as two Triton kernels (:mod:`accelerando.quant.triton_kernels`: quantize, t
 weights in registers and applies scales and bias in its epilogue).
 """
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +33,7 @@ from torch import nn
 from accelerando.quant import fused, triton_kernels
 from accelerando.quant.primitives import (
     dequantize_weight,
+    fold_group_scales,
     int8_mm,
     int8_mm_reference,
     pack_int4,
@@ -36,7 +42,35 @@ from accelerando.quant.primitives import (
     unpack_int4,
 )
 
-__all__ = ["QuantLinear", "autocast_output_dtype"]
+__all__ = ["QuantLinear", "autocast_output_dtype", "group_folding_enabled", "use_group_folding"]
+
+_GROUPS = {"fold": os.environ.get("ACCELERANDO_QUANT_GROUPS", "folded").strip().lower() != "exact"}
+
+
+class use_group_folding:
+    """Fold 4-bit group scales into int8 codes (one GEMM per layer, the default) or run one GEMM per group (exact
+    grouped math); usable as a plain call or as a context manager that restores the previous setting on exit.
+
+    Folding costs a sixteenth of a 4-bit step of each row's coarsest group (far below the 4-bit error; tests check
+    the SQNR against the exact grouped product). On the dev CPU one GEMM per group of 64 ran several times slower
+    than a single GEMM (BENCHMARKS.md, "Group-scale folding").
+    """
+
+    def __init__(self, enabled: bool = True):
+        self._prev = _GROUPS["fold"]
+        _GROUPS["fold"] = bool(enabled)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _GROUPS["fold"] = self._prev
+        return False
+
+
+def group_folding_enabled() -> bool:
+    """Whether 4-bit grouped A8 layers currently run as one folded int8 GEMM."""
+    return _GROUPS["fold"]
 
 
 def autocast_output_dtype(x: torch.Tensor) -> torch.dtype:
@@ -115,18 +149,28 @@ class QuantLinear(nn.Module):
         """Same as :meth:`forward` with a pure-torch int32 matmul in place of ``torch._int_mm``."""
         return self._run(x, int8_mm_reference)
 
-    def _int_groups(self, x: torch.Tensor, mm):
-        """Yield ``(int32 accumulator [M, N], group index)`` per weight group, then nothing; ``x`` is int8 [M, K]."""
+    def gemm_weight(self) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+        """What the A8 GEMM multiplies by: (int8 codes [N, K], float32 scales [N, G], group size or None). 4-bit
+        grouped weights come folded to one scale per row while :func:`group_folding_enabled`."""
         qw = self.int_weight()  # [N, K] int8
-        if self.group_size is None:
-            yield mm(x, qw.t()), 0
+        if self.group_size is None or self.w_bits != 4 or not group_folding_enabled():
+            return qw, self.weight_scale, self.group_size
+        q8, c = fold_group_scales(qw, self.weight_scale)
+        return q8, c, None
+
+    def _int_groups(self, x: torch.Tensor, mm, weight=None):
+        """Yield ``(int32 accumulator [M, N], scale [N])`` per GEMM (one, or one per weight group); ``x`` is int8
+        [M, K]; ``weight`` is :meth:`gemm_weight`'s triple (computed when None)."""
+        qw, scale, gs = weight or self.gemm_weight()
+        if gs is None:
+            yield mm(x, qw.t()), scale[:, 0]
             return
-        gs = self.group_size
         for g, i in enumerate(range(0, self.in_features, gs)):
-            yield mm(x[:, i : i + gs].contiguous(), qw[:, i : i + gs].t()), g
+            yield mm(x[:, i : i + gs].contiguous(), qw[:, i : i + gs].t()), scale[:, g]
 
     def int_accumulate(self, x: torch.Tensor, mm=int8_mm) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer part of the A8 path: ``x`` [M, K] -> (int32 accumulators [G, M, N], activation scale [M, 1])."""
+        """Integer part of the A8 path: ``x`` [M, K] -> (int32 accumulators [G', M, N], activation scale [M, 1]);
+        ``G'`` GEMMs, one per weight group, or 1 (per-channel scales, or folded groups)."""
         qa, sa = quantize_per_token(x, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
         return torch.stack([acc for acc, _ in self._int_groups(qa, mm)]), sa
 
@@ -158,8 +202,8 @@ class QuantLinear(nn.Module):
         """A8 math on ``x2`` [M, K] -> [M, N] in ``out_dtype`` (mirrored by ``fused._a8_math``)."""
         qa, sa = quantize_per_token(x2, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
         y = None
-        for acc, g in self._int_groups(qa, mm):  # acc [M, N] int32; scale by the weight group's scale [1, N]
-            part = acc.float().mul_(self.weight_scale[:, g])
+        for acc, scale in self._int_groups(qa, mm):  # acc [M, N] int32; scale by its weight scale [N]
+            part = acc.float().mul_(scale)
             y = part if y is None else y.add_(part)
         y.mul_(sa)  # [M, N] * [M, 1]
         if self.bias is not None:
