@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--group-size",
         type=int,
         default=None,
-        help="input features per weight scale of the 4-bit presets (default: one scale per output channel; 64 keeps "
-        "the built-in U-Net's key adherence within 10%%, at some CPU speed)",
+        help="input features per weight scale of the 4-bit presets (default 64, which keeps the built-in U-Net's "
+        "key adherence within 10%%; 0: one scale per output channel)",
     )
     q.add_argument(
         "--recover-steps",
@@ -71,8 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--calib-prompts {args.calib_prompts}; use 1-62 (the shipped train-split prompt set)")
     if args.rank is not None and args.rank < 0:
         raise UserError(f"--rank {args.rank}; use an int >= 0")
-    if args.group_size is not None and (args.group_size < 2 or args.group_size % 2):
-        raise UserError(f"--group-size {args.group_size}; use an even int >= 2")
+    if args.group_size is not None and args.group_size != 0 and (args.group_size < 2 or args.group_size % 2):
+        raise UserError(f"--group-size {args.group_size}; use an even int >= 2, or 0 for one scale per output channel")
     if args.recover_steps is not None:
         if args.recover_steps < 0 or args.recover_steps > 100_000:
             raise UserError(f"--recover-steps {args.recover_steps}; use an int between 0 and 100000")
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.rank is not None:
         options["rank"] = args.rank
     if args.group_size is not None:
-        options["group_size"] = args.group_size
+        options["group_size"] = args.group_size or None  # 0: per output channel
     try:
         quantize_pipeline(pipe, args.config, calib_prompts=args.calib_prompts, **options)
     finally:

@@ -105,11 +105,14 @@ PRESETS = (
 RECOVER_PRESETS = ("w4a8-svd-stft-rec",)  # presets that run low-rank recovery by default
 DEFAULT_RECOVER_STEPS = 60
 OTHER_LINEARS = ("float", "w8a16")
+# input features per weight scale of the 4-bit presets: on the built-in U-Net, one scale per output channel lost 21%
+# of key adherence and group 64 lost 7%; folded group scales (quant/linear.py) cost no CPU speed (BENCHMARKS.md)
+DEFAULT_GROUP_SIZE = 64
 
 # option -> default; see quantize_pipeline
 PRESET_OPTIONS: dict[str, object] = {
     "rank": 32,
-    "group_size": None,
+    "group_size": DEFAULT_GROUP_SIZE,
     "alpha": 0.5,
     "steps": 8,
     "cfg": 3.0,
@@ -206,7 +209,9 @@ def _block_of(name: str) -> str:
     return m.group(1) if m else name
 
 
-def preset_config(preset: str, rank: int = 32, group_size: int | None = None, alpha: float = 0.5) -> QuantConfig:
+def preset_config(
+    preset: str, rank: int = 32, group_size: int | None = DEFAULT_GROUP_SIZE, alpha: float = 0.5
+) -> QuantConfig:
     """The config a preset applies; ``UserError`` naming an unknown preset and listing the valid ones."""
     try:
         if preset == "int8-dynamic":
@@ -287,8 +292,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         preset: one of :data:`PRESETS`.
         calib_prompts: how many shipped train-split calibration prompts to generate (1-64) for calibrated presets
             (``w4a8-smooth``, the SVD ones); RTN / int8-dynamic presets run no calibration.
-        **options: ``rank`` (32), ``group_size`` (None: per output channel; layers it does not divide stay per
-            channel), ``alpha`` (0.5, SmoothQuant), ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0: calibration clip
+        **options: ``rank`` (32), ``group_size`` (64 for the 4-bit presets; None: per output channel; layers it
+            does not divide stay per channel), ``alpha`` (0.5, SmoothQuant), ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0: calibration clip
             length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer), ``stft_prompts`` (2),
             ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"), ``prompts`` (a list of
             prompt dicts like the shipped ones, replacing them; train-split only), ``other_linears`` ("float":
