@@ -292,17 +292,17 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         preset: one of :data:`PRESETS`.
         calib_prompts: how many shipped train-split calibration prompts to generate (1-64) for calibrated presets
             (``w4a8-smooth``, the SVD ones); RTN / int8-dynamic presets run no calibration.
-        **options: ``rank`` (32), ``group_size`` (64 for the 4-bit presets; None: per output channel; layers it
-            does not divide stay per channel), ``alpha`` (0.5, SmoothQuant), ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0: calibration clip
-            length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer), ``stft_prompts`` (2),
-            ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"), ``prompts`` (a list of
-            prompt dicts like the shipped ones, replacing them; train-split only), ``other_linears`` ("float":
-            the Linears outside the DiT blocks stay float32; "w8a16": they become weight-only int8, see
-            :func:`other_filter`), ``recover_steps`` (low-rank recovery steps, :mod:`accelerando.quant.recovery`;
-            default 60 for ``w4a8-svd-stft-rec``, 0 = off otherwise; SVD / SmoothQuant presets only),
-            ``recover_prompts`` (8: further train prompts, disjoint from the others), ``recover_seconds`` (5.0),
-            ``recover_lr`` (2e-4, relative), ``recover_scale_lr`` (3e-4), ``recover_scales`` (True: train the
-            residual's weight scales too), ``recover_lowrank`` (True: train the low-rank factors),
+        **options: ``rank`` (32), ``group_size`` (64 for the 4-bit presets; None: per output channel; layers it does not
+            divide stay per channel), ``alpha`` (0.5, SmoothQuant), ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0:
+            calibration clip length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer),
+            ``stft_prompts`` (2), ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"),
+            ``prompts`` (a list of prompt dicts like the shipped ones, replacing them; train-split only),
+            ``other_linears`` ("float": the Linears outside the DiT blocks stay float32; "w8a16": they become
+            weight-only int8, see :func:`other_filter`), ``recover_steps`` (low-rank recovery steps,
+            :mod:`accelerando.quant.recovery`; default 60 for ``w4a8-svd-stft-rec``, 0 = off otherwise; SVD /
+            SmoothQuant presets only), ``recover_prompts`` (8: further train prompts, disjoint from the others),
+            ``recover_seconds`` (5.0), ``recover_lr`` (2e-4, relative), ``recover_scale_lr`` (3e-4), ``recover_scales``
+            (True: train the residual's weight scales too), ``recover_lowrank`` (True: train the low-rank factors),
             ``callback`` (``(stage, done, total)`` after each calibration generation / stft objective call /
             recovery step; stages "calibrate", "stft", "recover").
 
