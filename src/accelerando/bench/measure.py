@@ -67,13 +67,24 @@ def _backbone(pipeline):
 
 
 class BackboneProbe:
-    """Counts backbone calls and keeps the first call's inputs for one FLOP-counted replay."""
+    """Counts backbone calls and their batch rows, and keeps the first call's inputs for one FLOP-counted replay.
+
+    Calls differ in rows when guidance runs on some steps only (``guidance_interval``): the backbone's FLOPs are
+    linear in the rows, so :attr:`flop_rows` scales the replayed call's count to the clip's."""
 
     def __init__(self, pipeline) -> None:
         self.module = _backbone(pipeline)
         self.calls = 0
+        self.rows: list[int] = []  # batch rows of each call
         self.first = None
         self._handle = None
+
+    @property
+    def flop_rows(self) -> float:
+        """Total rows of all calls over the first call's rows: ``flops_per_clip = flops_of_first_call * this``."""
+        if not self.rows or not self.rows[0]:
+            return float(self.calls)
+        return sum(self.rows) / self.rows[0]
 
     @property
     def available(self) -> bool:
@@ -91,6 +102,8 @@ class BackboneProbe:
 
     def _hook(self, module, args, kwargs):
         self.calls += 1
+        x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        self.rows.append(int(x.shape[0]) if x is not None and x.dim() > 0 else 1)
         if self.first is None:
             dev = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
             autocast = torch.is_autocast_enabled(dev)

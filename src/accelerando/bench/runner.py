@@ -274,7 +274,7 @@ class _Generation:
             "backbone_calls_per_clip": self.probe.calls if self.probe.available else None,
             "flops_per_backbone_call": flops["flops"] if flops else None,
             "backbone_call_shape": {"batch": flops["batch"], "frames": flops["frames"]} if flops else None,
-            "flops_per_clip": flops["flops"] * self.probe.calls if flops else None,
+            "flops_per_clip": round(flops["flops"] * self.probe.flop_rows) if flops else None,
             "flops_note": None if flops else "the pipeline has no pipeline.model.dit backbone to count",
             "device": str(params[0].device) if params else None,
             **model_size(pipe),
