@@ -101,7 +101,7 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["generate", "x", "--rhythm-cfg", "loud"], "'loud': give a guidance scale (e.g. 7) or off"),
         (["generate", "x", "--rhythm-cfg", "30"], "rhythm_cfg=30"),
         (["generate", "x", "--guidance-interval", "0.7"], "'0.7': give two flow times LO,HI"),
-        (["generate", "x", "--guidance-interval", "0.9,0.2"], "guidance_interval=(0.9, 0.2)"),
+        (["generate", "x", "--guidance-interval", "0.9,0.2"], "'0.9,0.2': use 0 <= LO <= HI <= 1"),
         (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
         (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),
     ],

@@ -57,7 +57,11 @@ def test_bad_export_arguments(tmp_path, capsys):
     assert code == 2 and "g.pt" in err
     code, _, err = _run(capsys, "train", "export", run, "-o", tmp_path / "g.safetensors", "--default-cfg", 50)
     assert code == 2 and "--default-cfg 50" in err
-    for bad, needle in (("0.7", "'0.7': give two flow times"), ("1,0.5", "(1.0, 0.5)"), ("all", "all is the default")):
+    for bad, needle in (
+        ("0.7", "'0.7': give two flow times"),
+        ("1,0.5", "'1,0.5': use 0 <= LO <= HI <= 1"),
+        ("all", "all is the default"),
+    ):
         code, _, err = _run(
             capsys, "train", "export", run, "-o", tmp_path / "g.safetensors", "--default-guidance-interval", bad
         )

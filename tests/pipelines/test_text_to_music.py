@@ -362,9 +362,35 @@ def test_guidance_interval_guides_only_the_steps_inside_it(pipe, monkeypatch):
     monkeypatch.setattr(pipe.model.dit, "forward", forward)
     none = run(pipe, guidance_interval=(0.0, 0.0001), **{**kw, "steps": 4})
     assert torch.equal(none.audio, run(pipe, **{**kw, "cfg": 1.0, "rhythm_cfg": "off"}).audio)  # conditional only
-    for bad, word in (((0.8, 0.2), "0.8, 0.2"), ((0.1, 1.5), "1.5"), ("x", "'x'"), ((float("nan"), 1), "nan")):
+    for bad, word in (
+        ((0.8, 0.2), "0.8, 0.2"),
+        ((0.1, 1.5), "1.5"),
+        ("x", "'x'"),
+        ("01", "'01'"),
+        ((float("nan"), 1), "nan"),
+    ):
         with pytest.raises(UserError, match=f"guidance_interval=.*{word}"):
             run(pipe, guidance_interval=bad)
+
+
+def test_guidance_interval_bounds_are_inclusive_and_remix_scales_them(pipe, monkeypatch):
+    rows = []
+    forward = pipe.model.dit.forward
+
+    def spy(x, t, cond):
+        rows.append((round(float(t[0]), 4), x.shape[0]))
+        return forward(x, t, cond)
+
+    monkeypatch.setattr(pipe.model.dit, "forward", spy)
+    run(pipe, cfg=3.0, steps=8, guidance_interval=(0.9, 1.0))  # 0.9 is a step time (0.89999998 in float32)
+    assert [n for t, n in rows] == [2, 2, 2, 1, 1, 1, 1, 1]  # t = 1, 0.955, 0.9 guided
+    rows.clear()
+    src = run(pipe, cfg=3.0, steps=2).audio[0]
+    rows.clear()
+    run(pipe, cfg=3.0, steps=4, init_audio=src, strength=0.5, guidance_interval=(0.7, 1.0))
+    times = [t for t, _ in rows]
+    assert times[0] == 0.5 and [n for _, n in rows] == [2 if t >= 0.35 else 1 for t in times]
+    assert [n for _, n in rows].count(2) >= 1  # a remix below t_lo is still guided at its start
 
 
 def test_the_default_guidance_interval_comes_from_the_model_config(pipe, monkeypatch):

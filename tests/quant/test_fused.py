@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from accelerando.quant import QuantLinear, SVDQuantLinear, fused_kernels_enabled, use_fused_kernels
+from accelerando.quant import (
+    QuantLinear,
+    SVDQuantLinear,
+    fused_kernels_enabled,
+    use_fused_kernels,
+    use_group_folding,
+)
 from accelerando.quant import fused as fused_mod
 from accelerando.testing.sqnr import sqnr
 
@@ -74,6 +80,20 @@ def test_fused_quantlinear_bit_identical_to_eager(compiles, name, kw):
     assert torch.equal(fused, eager)
     with torch.no_grad():
         assert sqnr(q.reference_forward(x), fused) > 100  # the pure-torch int32 reference
+
+
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("cache", [False, True])
+def test_fused_grouped_layers_follow_the_folding_switch(compiles, fold, cache):
+    q = QuantLinear.from_float(_linear(8), 4, 8, group_size=32)
+    act = torch.rand(K, generator=torch.Generator().manual_seed(9)) * 4 + 0.1
+    s = SVDQuantLinear.from_float(_linear(9), act, 0.5, 4, 8, 32, 8)
+    with use_group_folding(fold):
+        for layer in (q, s):
+            eager, fused, _ = _both(layer, _x(24), cache_int4=cache)
+            assert fused_mod._state["broken"] is None and torch.equal(fused, eager)
+            eager, fused, _ = _both(layer, _x(24), cache_int4=cache)  # the cached copy serves a second call
+            assert torch.equal(fused, eager)
 
 
 def test_fused_under_autocast_and_bf16_input(compiles):

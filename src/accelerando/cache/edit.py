@@ -8,13 +8,14 @@ untouched, and outside an editor call both behave exactly as before). Then::
     pipe.sparse_edit.edit("song.session", regions=[(10.0, 12.0)], seed=1)              # inpaint, token-sparse
     pipe.sparse_edit.edit("song.session", extend_s=5.0, seed=2)                        # extend, token-sparse
 
-What is cached. For every model evaluation of the sampler and both classifier-free-guidance branches, what the
-backbone's sparse call needs (:mod:`accelerando.cache.edit_backends`): for a DiT each block's self-attention keys and
-values (after RoPE, bf16 as computed under the pipeline's autocast) of every token; for a conv U-Net each GroupNorm's
-statistics. They come from a *recording pass*: the pipeline run as an edit with nothing to regenerate (every frame
-known, the clip's own latent as the known latent). That is exactly what a full inpaint of the clip computes for its
-unedited tokens, except for their dependence on the region being regenerated. Plus the clip's audio and its latent
-(served to the edit instead of encoding the clip again).
+What is cached. For every model evaluation of the sampler and each classifier-free-guidance branch it runs (all of them,
+or the conditional one alone at steps outside a ``guidance_interval``), what the backbone's sparse call needs
+(:mod:`accelerando.cache.edit_backends`): for a DiT each block's self-attention keys and values (after RoPE, bf16 as
+computed under the pipeline's autocast) of every token; for a conv U-Net each GroupNorm's statistics. They come from a
+*recording pass*: the pipeline run as an edit with nothing to regenerate (every frame known, the clip's own latent as
+the known latent). That is exactly what a full inpaint of the clip computes for its unedited tokens, except for their
+dependence on the region being regenerated. Plus the clip's audio and its latent (served to the edit instead of encoding
+the clip again).
 
 The edit. The pipeline runs the edit as usual (same conditioning, same seed handling, same splice), but each model
 evaluation runs only the units (DiT tokens, U-Net frames) that hold a frame to regenerate, dilated by ``halo_s``
@@ -54,11 +55,13 @@ from accelerando.cache.sparse_encode import encode_update
 from accelerando.conditioning.controls import ControlSpec
 from accelerando.errors import UserError
 
-__all__ = ["SparseEditConfig", "SparseEditor", "apply_sparse_edit"]
+__all__ = ["LEGACY_SETTINGS", "SparseEditConfig", "SparseEditor", "apply_sparse_edit"]
 
 
 # pipeline keyword arguments that the editor sets per call (never recorded as a session's settings)
 _PER_CALL = ("num_outputs", "generator", "init_audio", "init_sample_rate", "regions", "strength", "callback")
+# what a session recorded before a setting existed replays: plain guidance, every step guided
+LEGACY_SETTINGS = {"rhythm_cfg": "off", "guidance_interval": "all"}
 # recorded settings stored next to the controls in the manifest (the rest of the settings are its "controls")
 _RUN_SETTINGS = ("steps", "cfg", "sampler")
 
@@ -284,8 +287,7 @@ class SparseEditor:
         """The pipeline keyword arguments of a recorded session (``cfg`` overridden when given). A session recorded
         before rhythm guidance (guidance intervals) existed replays plain guidance (every step guided)."""
         names = {q.name for q in self._call_parameters()}
-        old = {"rhythm_cfg": "off", "guidance_interval": "all"}
-        base = {k: v for k, v in old.items() if k in names}
+        base = {k: v for k, v in LEGACY_SETTINGS.items() if k in names}
         return {
             **base,
             **m["controls"],

@@ -143,7 +143,10 @@ def _resolve_controls(args: argparse.Namespace, manifest: dict | None) -> None:
             if getattr(args, name) is None:
                 setattr(args, name, value)
         return
-    recorded = {**manifest["controls"], "steps": manifest["steps"], "sampler": manifest["sampler"]}
+    from accelerando.cache.edit import LEGACY_SETTINGS
+
+    # a session recorded before a setting existed replays its legacy value: compare flags against that
+    recorded = {**LEGACY_SETTINGS, **manifest["controls"], "steps": manifest["steps"], "sampler": manifest["sampler"]}
     for name, value in recorded.items():
         if not hasattr(args, name):
             continue  # a control without a flag here: the editor replays the session's value itself
@@ -177,13 +180,15 @@ def _rhythm_value(text: str) -> float | str:
 
 
 def _interval_value(text: str) -> list[float] | str:
-    """``--guidance-interval``: ``LO,HI`` flow times or ``all`` (the pipeline checks the range)."""
+    """``--guidance-interval``: ``LO,HI`` flow times with ``0 <= LO <= HI <= 1``, or ``all``."""
     if text == "all":
         return "all"
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give two flow times LO,HI (e.g. 0.7,1) or all") from None
+    if not 0 <= lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 0 <= LO <= HI <= 1 (flow time: 1 = noise, 0 = data)")
     return [lo, hi]
 
 

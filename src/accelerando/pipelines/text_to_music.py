@@ -73,7 +73,9 @@ def combine_guidance(v: torch.Tensor, cfg: float, rhythm_cfg: float | None) -> t
 def check_guidance_interval(interval) -> tuple[float, float]:
     """``(t_lo, t_hi)`` flow times with ``0 <= t_lo <= t_hi <= 1``, as floats; UserError naming the bad value."""
     try:
-        lo, hi = (float(v) for v in interval)
+        if isinstance(interval, str | bytes):
+            raise TypeError
+        lo, hi = (float(v) for v in list(interval))
     except (TypeError, ValueError):
         raise UserError(
             f"guidance_interval={interval!r}; give two flow times (t_lo, t_hi) in [0, 1], or 'all'"
@@ -158,7 +160,9 @@ class TextToMusicPipeline:
         guided), ``(t_lo, t_hi)`` with ``0 <= t_lo <= t_hi <= 1`` -> itself."""
         if interval is None:
             return self.default_guidance_interval
-        return None if interval == "all" else check_guidance_interval(interval)
+        if isinstance(interval, str) and interval == "all":
+            return None
+        return check_guidance_interval(interval)
 
     @property
     def max_seconds(self) -> float:
@@ -222,7 +226,7 @@ class TextToMusicPipeline:
         regions: list[tuple[float, float]] | None = None,
         strength: float | None = None,
         rhythm_cfg: float | str | None = None,
-        guidance_interval: tuple[float, float] | None = None,
+        guidance_interval: tuple[float, float] | str | None = None,
         callback=None,
     ) -> AudioOutput:
         """Generate (no ``init_audio``), extend (``init_audio`` [C, S] shorter than ``duration``), inpaint
@@ -237,7 +241,9 @@ class TextToMusicPipeline:
 
         ``guidance_interval``: ``(t_lo, t_hi)``, the flow times (1 = noise, 0 = data) at which guidance runs; steps
         outside it run the conditional branch alone (one backbone row per output instead of two or three). None:
-        the model's ``default_guidance_interval``; ``"all"``: every step guided.
+        the model's ``default_guidance_interval``; ``"all"``: every step guided. A remix (``strength`` < 1) starts
+        at flow time ``strength`` and scales the interval by it, ``(t_lo * strength, t_hi * strength)``, so that it
+        guides the same share of its trajectory. Bounds are inclusive (to 1e-6, as the sampler's times are float32).
         """
         t_start = time.perf_counter()
         cfg = self.default_cfg if cfg is None else cfg
@@ -310,9 +316,12 @@ class TextToMusicPipeline:
         )
 
         cond_only = slice_conditioning(cond, b) if guided and interval is not None else cond
+        active = interval  # the flow times guided in this call
+        if interval is not None and x_init is not None:  # remix: the same share of a shorter trajectory
+            active = (interval[0] * strength, interval[1] * strength)
 
         def model_fn(x, t):
-            now = guided and (interval is None or interval[0] <= float(t[0]) <= interval[1])
+            now = guided and (active is None or active[0] - 1e-6 <= float(t[0]) <= active[1] + 1e-6)
             c = cond if now or not guided else cond_only
             xx = torch.cat([x] * branches) if now else x
             if known is not None:

@@ -30,7 +30,8 @@ no measurable speed gain here; see docs/quantization.md).
 4-bit weights stay packed in memory: the compiled graph unpacks them into a temporary int8 [N, K] buffer on each
 call (one small kernel, ``N*K`` bytes written) rather than keeping an unpacked int8 copy per layer, which would
 double the resident weight bytes and give up the point of W4. ``use_fused_kernels(True, cache_int4=True)`` keeps
-that copy instead (faster, memory of W8).
+that copy instead (faster, memory of W8); for grouped 4-bit weights the copy is the folded int8 codes with their
+per-row scale (``QuantLinear.gemm_weight``), else the fold is redone on every call.
 
 Used only where it applies: CPU tensors, no input requiring grad (the recovery fine-tune stays eager), ``M > 0``.
 If ``torch.compile`` cannot run here (no C++ compiler, unsupported Python / platform), the first call warns once and
@@ -46,6 +47,13 @@ import torch
 import torch.nn.functional as F
 
 from accelerando.quant.primitives import quantize_per_token, unpack_int4
+
+
+def group_folding_enabled() -> bool:  # imported late: quant.linear imports this module
+    from accelerando.quant.linear import group_folding_enabled as enabled
+
+    return enabled()
+
 
 __all__ = ["use_fused_kernels", "fused_kernels_enabled", "fused_status", "a8_linear_fused", "svd_linear_fused"]
 
@@ -210,7 +218,16 @@ def _gemm_args(layer) -> tuple[torch.Tensor, bool, torch.Tensor, int | None]:
     """(weight codes, whether still packed 4-bit, scales [N, G], group size) to hand the kernel: 4-bit grouped
     weights as ``QuantLinear.gemm_weight`` gives them (folded to one scale per row, or unpacked with their groups)."""
     if layer.group_size is not None and layer.w_bits == 4:
-        qw, scale, gs = layer.gemm_weight()
+        if not _state["cache_int4"]:
+            qw, scale, gs = layer.gemm_weight()
+            return qw, False, scale, gs
+        stamp = tuple((t.data_ptr(), t._version) for t in (layer.qweight, layer.weight_scale))
+        stamp += (group_folding_enabled(),)
+        cache = layer.__dict__.get("_gemm_cache")
+        if cache is None or cache[0] != stamp:  # cache_int4: keep the unpacked (or folded) int8 codes
+            cache = (stamp, layer.gemm_weight())
+            layer.__dict__["_gemm_cache"] = cache
+        qw, scale, gs = cache[1]
         return qw, False, scale, gs
     qw, w4 = _weight(layer)
     return qw, w4, layer.weight_scale, layer.group_size

@@ -42,7 +42,10 @@ Calibration runs across the denoising trajectory: ``calib_prompts`` train-split 
 :mod:`~accelerando.quant.calib_prompts` set, never test-split prompts) are generated with the float pipeline, with
 classifier-free guidance on (``cfg`` != 1, so both the conditional and the unconditional branch run, in one batch),
 prompt ``i`` with seed ``seed + i`` and ``steps + 2 * (i % 3)`` sampler steps, so the timesteps differ between
-prompts. Forward pre-hooks on the backbone's Linears record every call: all timesteps, both branches.
+prompts. Forward pre-hooks on the backbone's Linears record every call: all timesteps, both branches. The
+generations use the model's own guidance defaults, so a model with a ``default_guidance_interval`` contributes the
+conditional branch alone at its unguided steps: calibration sees what the deployed sampler runs (deliberate; the
+recovery teacher alone guides every step, see :mod:`accelerando.quant.recovery`).
 
 ``w4a8-svd-stft`` additionally builds an end-to-end objective: ``stft_prompts`` other train prompts are generated
 by the float pipeline (``stft_seconds`` long, ``stft_steps`` steps, seeds ``seed + 1000 + i``) and decoded through

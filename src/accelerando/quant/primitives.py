@@ -66,8 +66,8 @@ def fold_group_scales(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tenso
     ``q`` int8 [N, K] holding codes in ``[-8, 7]``, ``scale`` [N, G] -> (``q8`` int8 [N, K], ``c`` float32 [N, 1]) with
     ``c = max_g scale / 16`` and ``q8 = round(q * scale_g / c)``, so ``|q8| <= 128`` fits int8. Codes of the groups
     with the row's largest scale are exact (times 16); the others are rounded to ``c``, a sixteenth of a 4-bit step of
-    the row's coarsest group, which is far below the 4-bit error itself (tests: SQNR against the exact grouped
-    product).
+    the row's coarsest group: small against that group's 4-bit error, though a group with a much smaller scale keeps
+    fewer levels (tests: SQNR against the exact grouped product).
     """
     n, k = q.shape
     g = scale.shape[1]
