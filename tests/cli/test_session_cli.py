@@ -110,3 +110,16 @@ def test_unet_model_session_runs_windowed(tmp_path, capsys, monkeypatch):
     x, _ = sf.read(a, dtype="float32")
     y, _ = sf.read(b, dtype="float32")
     assert (y[:72000] == x[:72000]).all() and (y[76800:] == x[76800:]).all() and not (y == x).all()
+
+
+def test_a_session_from_before_guidance_intervals_refuses_the_flag(tmp_path, capsys):
+    s, a = tmp_path / "sess", tmp_path / "a.wav"
+    assert _run(capsys, "generate", "x", "--duration", "1", "--steps", "2", "--session", s, "-o", a)[0] == 0
+    mpath = s / load_current(s) / "manifest.json"
+    m = json.loads(mpath.read_text())
+    del m["controls"]["guidance_interval"]  # as recorded before the setting existed: replays every step guided
+    mpath.write_text(json.dumps(m))
+    argv = ["inpaint", a, "--region", "0.2-0.4", "--session", s, "-o", tmp_path / "b.wav"]
+    code, _, err = _run(capsys, *argv, "--guidance-interval", "0.7,1")
+    assert code == 2 and "--guidance-interval 0.7,1 differs from the session (all)" in err
+    assert _run(capsys, *argv, "--guidance-interval", "all")[0] == 0
