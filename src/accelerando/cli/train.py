@@ -204,7 +204,6 @@ def _export(args: argparse.Namespace) -> int:
     interval = None
     if args.default_guidance_interval is not None:
         from accelerando.cli.generate import _interval_value
-        from accelerando.pipelines.text_to_music import check_guidance_interval
 
         text = args.default_guidance_interval
         try:
@@ -213,7 +212,7 @@ def _export(args: argparse.Namespace) -> int:
             raise UserError(f"--default-guidance-interval {err}") from None
         if value == "all":
             raise UserError("--default-guidance-interval all is the default already; give LO,HI or leave it out")
-        interval = list(check_guidance_interval(value))
+        interval = value  # [lo, hi], range checked by _interval_value
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: the output must be a .safetensors file")
     state = ckpt.state()

@@ -47,13 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from accelerando.quant.primitives import quantize_per_token, unpack_int4
-
-
-def group_folding_enabled() -> bool:  # imported late: quant.linear imports this module
-    from accelerando.quant.linear import group_folding_enabled as enabled
-
-    return enabled()
-
+from accelerando.quant.switches import group_folding_enabled
 
 __all__ = ["use_fused_kernels", "fused_kernels_enabled", "fused_status", "a8_linear_fused", "svd_linear_fused"]
 
@@ -200,34 +194,36 @@ def _run(kind: str, sig: tuple, eager, *args):
     return out
 
 
+def _cached(layer, name: str, stamp: tuple, compute):
+    """``compute()``, kept on ``layer`` under ``name`` until ``stamp`` (data pointers and versions) changes."""
+    cache = layer.__dict__.get(name)
+    if cache is None or cache[0] != stamp:
+        cache = (stamp, compute())
+        layer.__dict__[name] = cache
+    return cache[1]
+
+
 def _weight(layer) -> tuple[torch.Tensor, bool]:
     """(weight codes to hand the kernel, whether they are still packed 4-bit)."""
     if layer.w_bits != 4:
         return layer.qweight, False
     if not _state["cache_int4"]:
         return layer.qweight, True
-    cache = layer.__dict__.get("_int4_cache")
     stamp = (layer.qweight.data_ptr(), layer.qweight._version)
-    if cache is None or cache[0] != stamp:
-        cache = (stamp, unpack_int4(layer.qweight))
-        layer.__dict__["_int4_cache"] = cache
-    return cache[1], False
+    return _cached(layer, "_int4_cache", stamp, lambda: unpack_int4(layer.qweight)), False
 
 
 def _gemm_args(layer) -> tuple[torch.Tensor, bool, torch.Tensor, int | None]:
     """(weight codes, whether still packed 4-bit, scales [N, G], group size) to hand the kernel: 4-bit grouped
-    weights as ``QuantLinear.gemm_weight`` gives them (folded to one scale per row, or unpacked with their groups)."""
+    weights as ``QuantLinear.gemm_weight`` gives them (folded to one scale per row, or unpacked with their groups),
+    kept per layer under ``cache_int4``."""
     if layer.group_size is not None and layer.w_bits == 4:
         if not _state["cache_int4"]:
             qw, scale, gs = layer.gemm_weight()
-            return qw, False, scale, gs
-        stamp = tuple((t.data_ptr(), t._version) for t in (layer.qweight, layer.weight_scale))
-        stamp += (group_folding_enabled(),)
-        cache = layer.__dict__.get("_gemm_cache")
-        if cache is None or cache[0] != stamp:  # cache_int4: keep the unpacked (or folded) int8 codes
-            cache = (stamp, layer.gemm_weight())
-            layer.__dict__["_gemm_cache"] = cache
-        qw, scale, gs = cache[1]
+        else:
+            stamp = tuple((t.data_ptr(), t._version) for t in (layer.qweight, layer.weight_scale))
+            stamp += (group_folding_enabled(),)
+            qw, scale, gs = _cached(layer, "_gemm_cache", stamp, layer.gemm_weight)
         return qw, False, scale, gs
     qw, w4 = _weight(layer)
     return qw, w4, layer.weight_scale, layer.group_size

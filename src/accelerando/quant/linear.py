@@ -24,8 +24,6 @@ runs as two Triton kernels (:mod:`accelerando.quant.triton_kernels`: quantize, t
 weights in registers and applies scales and bias in its epilogue).
 """
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,36 +39,9 @@ from accelerando.quant.primitives import (
     quantize_weight,
     unpack_int4,
 )
+from accelerando.quant.switches import group_folding_enabled, use_group_folding
 
 __all__ = ["QuantLinear", "autocast_output_dtype", "group_folding_enabled", "use_group_folding"]
-
-_GROUPS = {"fold": os.environ.get("ACCELERANDO_QUANT_GROUPS", "folded").strip().lower() != "exact"}
-
-
-class use_group_folding:
-    """Fold 4-bit group scales into int8 codes (one GEMM per layer, the default) or run one GEMM per group (exact
-    grouped math); usable as a plain call or as a context manager that restores the previous setting on exit.
-
-    Folding costs a sixteenth of a 4-bit step of each row's coarsest group (far below the 4-bit error; tests check
-    the SQNR against the exact grouped product). On the dev CPU one GEMM per group of 64 ran several times slower
-    than a single GEMM (BENCHMARKS.md, "Group-scale folding").
-    """
-
-    def __init__(self, enabled: bool = True):
-        self._prev = _GROUPS["fold"]
-        _GROUPS["fold"] = bool(enabled)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _GROUPS["fold"] = self._prev
-        return False
-
-
-def group_folding_enabled() -> bool:
-    """Whether 4-bit grouped A8 layers currently run as one folded int8 GEMM."""
-    return _GROUPS["fold"]
 
 
 def autocast_output_dtype(x: torch.Tensor) -> torch.dtype:
@@ -158,10 +129,10 @@ class QuantLinear(nn.Module):
         q8, c = fold_group_scales(qw, self.weight_scale)
         return q8, c, None
 
-    def _int_groups(self, x: torch.Tensor, mm, weight=None):
+    def _int_groups(self, x: torch.Tensor, mm):
         """Yield ``(int32 accumulator [M, N], scale [N])`` per GEMM (one, or one per weight group); ``x`` is int8
-        [M, K]; ``weight`` is :meth:`gemm_weight`'s triple (computed when None)."""
-        qw, scale, gs = weight or self.gemm_weight()
+        [M, K]."""
+        qw, scale, gs = self.gemm_weight()
         if gs is None:
             yield mm(x, qw.t()), scale[:, 0]
             return

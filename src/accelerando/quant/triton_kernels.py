@@ -37,6 +37,8 @@ import os
 
 import torch
 
+from accelerando.quant.switches import StateSwitch
+
 __all__ = [
     "available",
     "applies",
@@ -66,19 +68,10 @@ def available() -> bool:
     return triton is not None
 
 
-class use_triton_kernels:
+class use_triton_kernels(StateSwitch):
     """Turn the Triton path of the quantized linears on CUDA on or off; a plain call or a context manager."""
 
-    def __init__(self, enabled: bool = True):
-        self._prev = _state["enabled"]
-        _state["enabled"] = bool(enabled)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _state["enabled"] = self._prev
-        return False
+    _state, _key = _state, "enabled"
 
 
 def triton_kernels_enabled() -> bool:
