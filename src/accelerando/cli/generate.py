@@ -52,6 +52,13 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
         help="guide only the steps at flow times LO-HI (1 = noise); the others run one branch (default: the "
         "model's own; all: every step)",
     )
+    p.add_argument(
+        "--grid-guidance",
+        type=_grid_value,
+        default=None,
+        metavar="X|off",
+        help="beat-grid guidance strength 0-4: pull the onsets onto the requested beats (default: the model's own)",
+    )
     p.add_argument("--sampler", choices=("euler", "heun"), default=None, help="euler (default) or heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin", help="'builtin' or a generator .safetensors file")
@@ -179,6 +186,17 @@ def _rhythm_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r}: give a guidance scale (e.g. 7) or off") from None
 
 
+def _grid_value(text: str) -> float | str:
+    """``--grid-guidance``: a strength in [0, 4] or ``off`` (0 is ``off``); a bad value is a one-line usage error."""
+    from accelerando.pipelines.grid_guidance import check_grid_guidance
+
+    try:
+        value = check_grid_guidance("off" if text == "off" else float(text))
+    except (ValueError, UserError) as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a strength between 0 and 4, or off ({err})") from None
+    return "off" if value == 0 else value
+
+
 def _interval_value(text: str) -> list[float] | str:
     """``--guidance-interval``: ``LO,HI`` flow times with ``0 <= LO <= HI <= 1``, or ``all``."""
     if text == "all":
@@ -300,6 +318,7 @@ def _run(args: argparse.Namespace) -> int:
             cfg=args.cfg,
             rhythm_cfg=args.rhythm_cfg,
             guidance_interval=args.guidance_interval,
+            grid_guidance=args.grid_guidance,
             sampler=args.sampler,
             callback=callback,
             store_audio=store,
@@ -327,6 +346,7 @@ def _run(args: argparse.Namespace) -> int:
             cfg=args.cfg,
             rhythm_cfg=args.rhythm_cfg,
             guidance_interval=args.guidance_interval,
+            grid_guidance=args.grid_guidance,
             sampler=args.sampler,
             num_outputs=n,
             generator=torch.Generator().manual_seed(args.seed),
@@ -352,6 +372,7 @@ def _run(args: argparse.Namespace) -> int:
         "device": str(device),
         "rhythm_cfg": out.metadata.get("rhythm_cfg"),
         "guidance_interval": out.metadata.get("guidance_interval"),
+        "grid_guidance": out.metadata.get("grid_guidance"),
         "seed": args.seed,
         "bpm": out.metadata["bpm"],
         "key": out.metadata["key"],

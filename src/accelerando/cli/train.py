@@ -85,6 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LO,HI",
         help="flow times at which guidance runs, recorded as the model's default (e.g. 0.7,1)",
     )
+    e.add_argument(
+        "--default-grid-guidance",
+        type=float,
+        default=None,
+        metavar="X",
+        help="beat-grid guidance strength (0-4) recorded as the model's default",
+    )
     e.add_argument("--raw", action="store_true", help="export the raw weights even when the run keeps an EMA")
     e.set_defaults(func=_export)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
@@ -213,6 +220,13 @@ def _export(args: argparse.Namespace) -> int:
         if value == "all":
             raise UserError("--default-guidance-interval all is the default already; give LO,HI or leave it out")
         interval = value  # [lo, hi], range checked by _interval_value
+    if args.default_grid_guidance is not None:
+        from accelerando.pipelines.grid_guidance import check_grid_guidance
+
+        try:
+            check_grid_guidance(args.default_grid_guidance)
+        except UserError as err:
+            raise UserError(f"--default-grid-guidance: {err}") from None
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: the output must be a .safetensors file")
     state = ckpt.state()
@@ -228,6 +242,8 @@ def _export(args: argparse.Namespace) -> int:
         model.config.default_rhythm_cfg = args.default_rhythm_cfg
     if interval is not None:
         model.config.default_guidance_interval = interval
+    if args.default_grid_guidance is not None:
+        model.config.default_grid_guidance = args.default_grid_guidance
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     save_model(model.eval(), args.out, "generator", model.config.to_dict(), dtype=dtype)
     kind = "EMA weights" if use_ema else "weights"

@@ -46,6 +46,8 @@ class MusicDiTConfig:
     default_rhythm_cfg: float | None = None
     # flow times (t_lo, t_hi) at which guidance runs when a call gives none (None: every step; see the pipeline)
     default_guidance_interval: list[float] | None = None
+    # beat-grid guidance strength when a call gives none (None: off; see pipelines/grid_guidance.py)
+    default_grid_guidance: float | None = None
     version: int = DIT_CONFIG_VERSION
 
     def __post_init__(self):

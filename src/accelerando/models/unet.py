@@ -50,6 +50,8 @@ class MusicUNetConfig:
     default_rhythm_cfg: float | None = None
     # flow times (t_lo, t_hi) at which guidance runs when a call gives none (None: every step; see the pipeline)
     default_guidance_interval: list[float] | None = None
+    # beat-grid guidance strength when a call gives none (None: off; see pipelines/grid_guidance.py)
+    default_grid_guidance: float | None = None
     backbone: str = "unet"
     version: int = UNET_CONFIG_VERSION
 

@@ -22,6 +22,7 @@ import torch
 from accelerando.conditioning.controls import ControlSpec, collate, frame_phases
 from accelerando.errors import UserError
 from accelerando.models.dit import DiTConditioning
+from accelerando.pipelines.grid_guidance import check_grid_guidance, make_grid_guidance
 from accelerando.modules.precast import WeightCastCache
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
 
@@ -165,6 +166,24 @@ class TextToMusicPipeline:
         return check_guidance_interval(interval)
 
     @property
+    def default_grid_guidance(self) -> float:
+        """The beat-grid guidance strength used when a call gives none (0: off), recorded with the weights."""
+        value = getattr(self.model.config, "default_grid_guidance", None)
+        return 0.0 if value is None else check_grid_guidance(value)
+
+    def resolve_grid_guidance(self, grid_guidance: float | str | None) -> float:
+        """``grid_guidance`` as the call uses it: None -> the model's default, ``"off"`` -> 0; UserError for a
+        strength out of range, or for a codec whose latent is not a log-mel (no onsets to read)."""
+        strength = self.default_grid_guidance if grid_guidance is None else check_grid_guidance(grid_guidance)
+        latent = getattr(getattr(self.codec, "config", None), "latent", "mel")
+        if strength and latent != "mel":
+            raise UserError(
+                f"grid_guidance={strength:g} reads onsets from a log-mel latent; this codec's latent is {latent!r}"
+                " (use 'off')"
+            )
+        return strength
+
+    @property
     def max_seconds(self) -> float:
         return float(self.model.config.max_seconds)
 
@@ -227,6 +246,7 @@ class TextToMusicPipeline:
         strength: float | None = None,
         rhythm_cfg: float | str | None = None,
         guidance_interval: tuple[float, float] | str | None = None,
+        grid_guidance: float | str | None = None,
         callback=None,
     ) -> AudioOutput:
         """Generate (no ``init_audio``), extend (``init_audio`` [C, S] shorter than ``duration``), inpaint
@@ -244,11 +264,17 @@ class TextToMusicPipeline:
         the model's ``default_guidance_interval``; ``"all"``: every step guided. A remix (``strength`` < 1) starts
         at flow time ``strength`` and scales the interval by it, ``(t_lo * strength, t_hi * strength)``, so that it
         guides the same share of its trajectory. Bounds are inclusive (to 1e-6, as the sampler's times are float32).
+
+        ``grid_guidance``: strength (0-4) of beat-grid guidance (:mod:`accelerando.pipelines.grid_guidance`): at
+        flow times in its ``GRID_INTERVAL`` (scaled by a remix's strength, as above) the clean-latent estimate is
+        moved so that its onsets correlate with the requested beats. None: the model's ``default_grid_guidance``
+        (0 when it has none); ``"off"``: 0.
         """
         t_start = time.perf_counter()
         cfg = self.default_cfg if cfg is None else cfg
         rhythm_cfg = self.resolve_rhythm_cfg(rhythm_cfg)
         interval = self.resolve_guidance_interval(guidance_interval)
+        grid_strength = self.resolve_grid_guidance(grid_guidance)
         fr, sr = self.frame_rate, self.codec.sample_rate
         if strength is not None and not 0 <= strength <= 1:
             raise UserError(f"strength={strength}; use a value between 0 and 1")
@@ -320,6 +346,15 @@ class TextToMusicPipeline:
         if interval is not None and x_init is not None:  # remix: the same share of a shorter trajectory
             active = (interval[0] * strength, interval[1] * strength)
 
+        grid = make_grid_guidance(
+            phases[0],
+            grid_strength,
+            self.model,
+            scale=strength if x_init is not None else 1.0,
+            free=None if known_mask is None else 1 - known_mask,
+            known=known,
+        )
+
         def model_fn(x, t):
             now = guided and (active is None or active[0] - 1e-6 <= float(t[0]) <= active[1] + 1e-6)
             c = cond if now or not guided else cond_only
@@ -328,7 +363,8 @@ class TextToMusicPipeline:
                 xx = torch.where(c.known_mask[..., None] > 0, c.known, xx)
             with self._autocast(), self._weight_casts.swap(self.model.dit, enabled=not torch.is_grad_enabled()):
                 v = self.model.dit(xx, t[:1].expand(xx.shape[0]), c).float()
-            return combine_guidance(v, cfg, rhythm_cfg) if now else v
+            v = combine_guidance(v, cfg, rhythm_cfg) if now else v
+            return v if grid is None else grid(x, float(t[0]), v)
 
         scheduler = FlowMatchEulerScheduler() if sampler == "euler" else FlowMatchHeunScheduler()
         noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator, device=dev)
@@ -363,6 +399,7 @@ class TextToMusicPipeline:
                 "cfg": cfg,
                 "rhythm_cfg": rhythm_cfg,
                 "guidance_interval": None if interval is None else list(interval),
+                "grid_guidance": grid_strength,
                 "sampler": sampler,
                 "duration": duration,
             },
