@@ -1,7 +1,7 @@
 """Tempo and key adherence, and CPU speed, of a generator on prompts built from test-split metadata.
 
     .venv/bin/python benchmarks/generator_adherence.py --model PATH [--n 32] [--seconds 10] [--steps 8] [--cfg 3]
-        [--split test|valid] [--no-timing]
+        [--split test|valid] [--no-timing] [--grid-guidance X|off]
 
 For ``--n`` test-split clips (seeded choice) the clip's caption, bpm, key, meter and instrumentation become the
 request; one clip is generated per request (seed = its index). The audio is analysed independently of the model:
@@ -60,6 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("T_LO", "T_HI"),
         help="guide only at flow times in [T_LO, T_HI] (1 = noise); other steps run the conditional branch alone",
     )
+    ap.add_argument(
+        "--grid-guidance",
+        default=None,
+        help="beat-grid guidance strength (0-4) or off (default: the model's own; pipelines/grid_guidance.py)",
+    )
+    ap.add_argument(
+        "--grid-kappa",
+        type=float,
+        default=None,
+        help="sweep knob: override grid_guidance.GRID_KAPPA (the sharpness of each beat's bump) for this run",
+    )
+    ap.add_argument(
+        "--grid-interval",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("T_LO", "T_HI"),
+        help="sweep knob: override grid_guidance.GRID_INTERVAL (the flow times grid guidance acts at) for this run",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=("test", "valid"), help="valid: for choosing settings")
     ap.add_argument("--no-timing", action="store_true", help="skip the 30 s speed measurement")
@@ -67,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    _override_grid_constants(args.grid_kappa, args.grid_interval)
     pipe = TextToMusicPipeline.from_pretrained(args.model)
     rows = [r for r in read_manifest(args.corpus, args.split) if 40 <= r["bpm"] <= 200]
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
@@ -83,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg=args.cfg,
             rhythm_cfg=args.rhythm_cfg,
             guidance_interval=args.guidance_interval,
+            grid_guidance=_grid(args.grid_guidance),
             generator=torch.Generator().manual_seed(i),
         )
         y = out.audio[0, 0].numpy()
@@ -113,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     summary = {
         "n": len(results),
+        "grid_guidance": pipe.resolve_grid_guidance(_grid(args.grid_guidance)),
+        "grid_kappa": _grid_constants()[0],
+        "grid_interval": list(_grid_constants()[1]),
         "acc1": statistics.fmean(x["acc1"] for x in results),
         "acc2": statistics.fmean(x["acc2"] for x in results),
         "median_rel_tempo_error": statistics.median(x["rel_error"] for x in results),
@@ -134,6 +158,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "clips": results}, indent=1))
     return 0
+
+
+def _override_grid_constants(kappa: float | None, interval: list[float] | None) -> None:
+    """Set the grid-guidance module constants for a sweep (the pipeline reads them at every call)."""
+    from accelerando.pipelines import grid_guidance
+
+    if kappa is not None:
+        grid_guidance.GRID_KAPPA = kappa
+    if interval is not None:
+        grid_guidance.GRID_INTERVAL = tuple(interval)
+
+
+def _grid_constants() -> tuple[float, tuple[float, float]]:
+    from accelerando.pipelines import grid_guidance
+
+    return grid_guidance.GRID_KAPPA, grid_guidance.GRID_INTERVAL
+
+
+def _grid(text: str | None) -> float | str | None:
+    """``--grid-guidance`` as the pipeline takes it: None (the model's default), ``"off"`` or a number."""
+    return text if text in (None, "off") else float(text)
 
 
 _OFF_TEMPO = 1.13  # a wrong tempo with no small-integer ratio to the requested one: the chance level

@@ -268,6 +268,7 @@ def test_generate_records_the_same_manifest_as_before(tmp_path, mel):
         "instruments": None,
         "rhythm_cfg": "off",
         "guidance_interval": "all",
+        "grid_guidance": "off",
     }
     assert (m["steps"], m["cfg"], m["sampler"]) == (2, 3.0, "euler")
 
@@ -343,8 +344,7 @@ def test_unet_whole_clip_edit_and_extend(unet_session):
     assert res.metadata["sparse_edit"]["sparse_evals"] == 3
 
 
-@pytest.mark.parametrize("halo", [0.05, None])  # None: the backbone's default, no halo for a per-frame U-Net
-def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel, halo):
+def _frame_norm_unet(mel):
     pipe = mel(backbone="unet")
     cfg = pipe.model.dit.config
     from accelerando.models.generator import MusicGenerator
@@ -355,7 +355,12 @@ def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel, halo):
     for p in model.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
     pipe.model = model.eval()
-    pipe = apply_sparse_edit(pipe, SparseEditConfig(halo_s=halo))
+    return pipe
+
+
+@pytest.mark.parametrize("halo", [0.05, None])  # None: the backbone's default, no halo for a per-frame U-Net
+def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel, halo):
+    pipe = apply_sparse_edit(_frame_norm_unet(mel), SparseEditConfig(halo_s=halo))
     assert pipe.sparse_edit.halo_s == (0.0 if halo is None else halo)
     d = tmp_path / "f"
     pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1)
@@ -384,3 +389,24 @@ def test_frame_norm_unet_session_is_exact_and_cache_free(tmp_path, mel, halo):
     ext = pipe.sparse_edit.edit(d, extend_s=0.5, seed=2)
     assert ext.metadata["sparse_edit"]["sparse_evals"] == 3
     assert load_session(d).manifest["frames"] > s.manifest["frames"]
+
+
+def test_grid_guided_session_edits_equal_full_regeneration(tmp_path, mel):
+    """Grid guidance reads the whole clip's onsets; a sparse edit, which runs the backbone on a few frames only, must
+    still guide exactly as full regeneration does (known frames enter the score as the known latent)."""
+    pipe = apply_sparse_edit(_frame_norm_unet(mel), SparseEditConfig())
+    d = tmp_path / "grid"
+    kw = {"grid_guidance": 2.0, "bpm": 90.0}
+    out = pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1, **kw)
+    s = load_session(d)
+    assert s.manifest["controls"]["grid_guidance"] == 2.0
+    ref = pipe("a chorale", duration=2.0, steps=3, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.allclose(out.audio, ref.audio, atol=1e-6)
+    res = pipe.sparse_edit.edit(d, regions=[(0.9, 1.3)], seed=7)
+    assert res.metadata["sparse_edit"]["sparse"]
+    full = _full(pipe, s.audio, 7, regions=[(0.9, 1.3)], **kw)
+    a, b = int(0.9 * SR), int(1.3 * SR)
+    err = (res.audio - full.audio)[..., a:b].norm() / full.audio[..., a:b].norm()
+    assert err < 1e-4  # the edit replays the recorded grid guidance, exactly
+    unguided = _full(pipe, s.audio, 7, regions=[(0.9, 1.3)], bpm=90.0)
+    assert (unguided.audio - full.audio)[..., a:b].norm() > 100 * err * full.audio[..., a:b].norm()

@@ -102,6 +102,9 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["generate", "x", "--rhythm-cfg", "30"], "rhythm_cfg=30"),
         (["generate", "x", "--guidance-interval", "0.7"], "'0.7': give two flow times LO,HI"),
         (["generate", "x", "--guidance-interval", "0.9,0.2"], "'0.9,0.2': use 0 <= LO <= HI <= 1"),
+        (["generate", "x", "--grid-guidance", "9"], "'9': give a strength between 0 and 4, or off"),
+        (["generate", "x", "--grid-guidance", "loud"], "'loud': give a strength between 0 and 4, or off"),
+        (["generate", "x", "--grid-guidance", "1"], "reads onsets from a log-mel latent"),  # the tiny codec's is learned
         (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
         (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),
     ],
@@ -199,3 +202,16 @@ def test_guidance_interval_flag_reaches_the_report(tmp_path, capsys):
         assert code == 0
         reports.append(json.loads(stdout)["guidance_interval"])
     assert reports == [[0.5, 1.0], None]
+
+
+def test_grid_guidance_flag_reaches_the_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gen, "load_pipeline", lambda model: tiny_pipeline(latent="mel"))
+    reports = []
+    for value in ("1.5", "off"):
+        code, stdout, _ = _run(
+            capsys, "generate", "x", "--duration", "1", "--steps", "4", "--grid-guidance", value,
+            "-o", str(tmp_path / "g.wav"), "--json",
+        )  # fmt: skip
+        assert code == 0
+        reports.append(json.loads(stdout)["grid_guidance"])
+    assert reports == [1.5, 0.0]

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 GRID_INTERVAL = (0.6, 0.95)  # flow times guided (1 = noise): the onsets' placement is settled early
-GRID_KAPPA = 4.0  # von Mises concentration of each beat's bump (about a tenth of a beat wide)
+GRID_KAPPA = 64.0  # von Mises concentration of each beat's bump (about a twentieth of a beat wide at half height)
 MAX_GRID_GUIDANCE = 4.0
 _EPS = 1e-6
 
@@ -60,8 +60,10 @@ def check_grid_guidance(value) -> float:
     return float(value)
 
 
-def pulse_template(phases: torch.Tensor, kappa: float = GRID_KAPPA) -> torch.Tensor:
-    """``phases`` [T, 4] -> zero-mean, unit-norm pulse train [T] peaking at every beat (beat phase 0)."""
+def pulse_template(phases: torch.Tensor, kappa: float | None = None) -> torch.Tensor:
+    """``phases`` [T, 4] -> zero-mean, unit-norm pulse train [T] peaking at every beat (beat phase 0); ``kappa``:
+    the bumps' concentration (None: :data:`GRID_KAPPA`)."""
+    kappa = GRID_KAPPA if kappa is None else kappa
     g = torch.exp(kappa * (phases[:, 1].double() - 1))  # phases[:, 1] = cos(2 pi beat phase)
     g = g - g.mean()
     return (g / g.norm().clamp(min=_EPS)).float()

@@ -5,10 +5,13 @@ import torch
 __all__ = ["backbone_inputs", "tiny_codec", "tiny_generator", "tiny_pipeline"]
 
 
-def tiny_codec(seed: int = 0):
+def tiny_codec(seed: int = 0, latent: str = "learned"):
+    """A tiny random-weight codec: a learned latent (8 channels), or ``latent="mel"``: the 16-band log-mel itself."""
     from accelerando.models.codec import CodecConfig, MelCodec
 
     torch.manual_seed(seed)
+    if latent == "mel":
+        return MelCodec(CodecConfig.mel_vocoder(n_mels=16, dec_dim=16, dec_layers=2)).eval()
     return MelCodec(CodecConfig.tiny()).eval()
 
 
@@ -30,12 +33,13 @@ def tiny_generator(
     return model.eval()
 
 
-def tiny_pipeline(seed: int = 0, backbone: str = "dit"):
-    """A TextToMusicPipeline with a tiny codec, a tiny DiT (or U-Net) and a lookup-table text encoder (no downloads)."""
+def tiny_pipeline(seed: int = 0, backbone: str = "dit", latent: str = "learned"):
+    """A TextToMusicPipeline with a tiny codec (``latent``: see :func:`tiny_codec`), a tiny DiT (or U-Net) and a
+    lookup-table text encoder (no downloads)."""
     from accelerando.conditioning.text import LookupTextEncoder
     from accelerando.pipelines.text_to_music import TextToMusicPipeline
 
-    codec = tiny_codec(seed)
+    codec = tiny_codec(seed, latent)
     model = tiny_generator(seed, latent_dim=codec.latent_dim, frame_rate=codec.frame_rate, backbone=backbone)
     return TextToMusicPipeline(model, codec, LookupTextEncoder(dim=16, seed=seed))
 
