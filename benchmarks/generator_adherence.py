@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = TextToMusicPipeline.from_pretrained(args.model)
     rows = [r for r in read_manifest(args.corpus, args.split) if 40 <= r["bpm"] <= 200]
     picked = random.Random(args.seed).sample(rows, min(args.n, len(rows)))
+    if args.n_ref and not any(r["duration"] >= args.seconds for r in rows if r not in picked):
+        sys.exit(f"--n {args.n} takes every clip of the {args.split} split, none is left for FAD; add --n-ref 0")
     results, generated = [], []
     for i, r in enumerate(picked):
         out = pipe(

@@ -104,7 +104,7 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["generate", "x", "--guidance-interval", "0.9,0.2"], "'0.9,0.2': use 0 <= LO <= HI <= 1"),
         (["generate", "x", "--grid-guidance", "9"], "'9': give a strength between 0 and 4, or off"),
         (["generate", "x", "--grid-guidance", "loud"], "'loud': give a strength between 0 and 4, or off"),
-        (["generate", "x", "--grid-guidance", "1"], "reads onsets from a log-mel latent"),  # the tiny codec's is learned
+        (["generate", "x", "--grid-guidance", "1"], "reads onsets from a log-mel latent"),  # a learned latent
         (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
         (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),
     ],

@@ -22,8 +22,8 @@ import torch
 from accelerando.conditioning.controls import ControlSpec, collate, frame_phases
 from accelerando.errors import UserError
 from accelerando.models.dit import DiTConditioning
-from accelerando.pipelines.grid_guidance import check_grid_guidance, make_grid_guidance
 from accelerando.modules.precast import WeightCastCache
+from accelerando.pipelines.grid_guidance import check_grid_guidance, make_grid_guidance
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
 
 __all__ = [
