@@ -117,3 +117,12 @@ def test_grid_guidance_needs_a_log_mel_latent():
     with pytest.raises(UserError, match="log-mel latent"):
         pipe("x", duration=1.0, steps=2, grid_guidance=1.0)
     pipe("x", duration=1.0, steps=2, grid_guidance="off")  # off works with any codec
+
+
+def test_a_flat_estimate_is_left_alone():
+    """No rise anywhere (silence, or a held chord): no gradient, the velocity comes back unchanged and finite."""
+    g = _template()
+    x = torch.zeros(1, 120, 10)
+    v = torch.full((1, 120, 10), 0.5)  # x0 = x - t v is constant over time
+    out = grid_guided_velocity(x, 0.8, v, g, 2.0, torch.ones(10), torch.zeros(10))
+    assert torch.isfinite(out).all() and torch.allclose(out, v)
