@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--grid-guidance",
+        type=_grid,
         default=None,
         help="beat-grid guidance strength (0-4) or off (default: the model's own; pipelines/grid_guidance.py)",
     )
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg=args.cfg,
             rhythm_cfg=args.rhythm_cfg,
             guidance_interval=args.guidance_interval,
-            grid_guidance=_grid(args.grid_guidance),
+            grid_guidance=args.grid_guidance,
             generator=torch.Generator().manual_seed(i),
         )
         y = out.audio[0, 0].numpy()
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     summary = {
         "n": len(results),
-        "grid_guidance": pipe.resolve_grid_guidance(_grid(args.grid_guidance)),
+        "grid_guidance": pipe.resolve_grid_guidance(args.grid_guidance),
         "grid_kappa": _grid_constants()[0],
         "grid_interval": list(_grid_constants()[1]),
         "acc1": statistics.fmean(x["acc1"] for x in results),
@@ -178,9 +179,14 @@ def _grid_constants() -> tuple[float, tuple[float, float]]:
     return grid_guidance.GRID_KAPPA, grid_guidance.GRID_INTERVAL
 
 
-def _grid(text: str | None) -> float | str | None:
-    """``--grid-guidance`` as the pipeline takes it: None (the model's default), ``"off"`` or a number."""
-    return text if text in (None, "off") else float(text)
+def _grid(text: str) -> float | str:
+    """``--grid-guidance`` as the pipeline takes it: ``"off"`` or a number (argparse reports anything else)."""
+    if text == "off":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a strength (e.g. 1) or off") from None
 
 
 _OFF_TEMPO = 1.13  # a wrong tempo with no small-integer ratio to the requested one: the chance level

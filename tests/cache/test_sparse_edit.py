@@ -410,3 +410,19 @@ def test_grid_guided_session_edits_equal_full_regeneration(tmp_path, mel):
     assert err < 1e-4  # the edit replays the recorded grid guidance, exactly
     unguided = _full(pipe, s.audio, 7, regions=[(0.9, 1.3)], bpm=90.0)
     assert (unguided.audio - full.audio)[..., a:b].norm() > 100 * err * full.audio[..., a:b].norm()
+
+
+def test_a_model_default_for_grid_guidance_keeps_older_sessions_valid(tmp_path, mel):
+    """Sessions record the resolved setting, so a sampling default added to the model's config later (here
+    default_grid_guidance) leaves the model's identity and the recorded replay unchanged."""
+    pipe = apply_sparse_edit(_frame_norm_unet(mel), SparseEditConfig())
+    d = tmp_path / "old"
+    pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1, grid_guidance="off")
+    sha = pipe.sparse_edit.model_sha256()
+    pipe.model.config.default_grid_guidance = 2.0
+    assert pipe.sparse_edit.model_sha256() == sha
+    s = load_session(d)
+    res = pipe.sparse_edit.edit(d, regions=[(0.9, 1.3)], seed=7)  # not refused as another model
+    full = _full(pipe, s.audio, 7, regions=[(0.9, 1.3)], grid_guidance="off")
+    a, b = int(0.9 * SR), int(1.3 * SR)
+    assert (res.audio - full.audio)[..., a:b].norm() < 1e-4 * full.audio[..., a:b].norm()  # replays "off"

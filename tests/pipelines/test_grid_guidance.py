@@ -73,6 +73,9 @@ def test_known_frames_are_not_moved_and_feed_the_score():
     v2 = grid_guided_velocity(x, t, v, g, 1.0, std, mean, free=free, known=known)
     x0 = x - t * v2
     assert torch.allclose(x0[:, free[0] == 0], known[:, free[0] == 0], atol=1e-5)  # known frames: the known latent
+    # the generated frames move by the strength in RMS, as a whole generated clip would (not diluted by known frames)
+    move = (t * (v - v2))[:, free[0] > 0]
+    assert math.isclose(float(move.pow(2).mean().sqrt()), 1.0, rel_tol=1e-4)
     shifted = known + (torch.arange(120) < 40)[None, :, None]  # other known context before the generated frames
     other = grid_guided_velocity(x, t, v, g, 1.0, std, mean, free=free, known=shifted)
     assert not torch.allclose(other[:, 40:80], v2[:, 40:80])  # the known context is read

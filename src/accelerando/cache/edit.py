@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from accelerando.cache.dit_sparse import dilate_tokens, edited_tokens
 from accelerando.cache.edit_backends import backend_for
-from accelerando.cache.session import SessionData, load_session, module_sha256, write_session
+from accelerando.cache.session import SessionData, identity_config, load_session, module_sha256, write_session
 from accelerando.cache.sparse_decode import decode_edit, decoder_radius
 from accelerando.cache.sparse_encode import encode_update
 from accelerando.conditioning.controls import ControlSpec
@@ -155,7 +155,7 @@ class SparseEditor:
         """:func:`module_sha256` of ``module`` and its config, hashed again only when a tensor changed: the key holds
         each tensor's storage, version counter (in-place ops) and float64 sum (writes through ``.data``, which skip
         the version counter), a few milliseconds against the full hash's tens."""
-        cfg = module.config.to_dict()
+        cfg = identity_config(module)
         state = module.state_dict()
         with torch.no_grad():
             sums = torch.stack([t.detach().double().sum() for t in state.values()]).tolist()

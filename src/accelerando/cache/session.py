@@ -38,6 +38,8 @@ __all__ = [
     "SESSION_VERSION",
     "SessionData",
     "module_sha256",
+    "identity_config",
+    "UNHASHED_DEFAULTS",
     "kv_bytes",
     "CACHE_FAMILIES",
     "write_session",
@@ -70,6 +72,16 @@ class SessionData:
     @property
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for fam in self.cache.values() for t in fam.values())
+
+
+# sampling defaults left out of a model's identity: a session records the resolved value and replays it, so the
+# default does not change what an edit computes, and leaving it out keeps sessions recorded before it existed valid
+UNHASHED_DEFAULTS = ("default_grid_guidance",)
+
+
+def identity_config(module: torch.nn.Module) -> dict:
+    """The part of ``module.config`` that identifies it for edit sessions (all of it but :data:`UNHASHED_DEFAULTS`)."""
+    return {k: v for k, v in module.config.to_dict().items() if k not in UNHASHED_DEFAULTS}
 
 
 def module_sha256(module: torch.nn.Module, extra: dict | None = None) -> str:

@@ -87,10 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument(
         "--default-grid-guidance",
-        type=float,
         default=None,
-        metavar="X",
-        help="beat-grid guidance strength (0-4) recorded as the model's default",
+        metavar="X|off",
+        help="beat-grid guidance strength (0-4, or off) recorded as the model's default",
     )
     e.add_argument("--raw", action="store_true", help="export the raw weights even when the run keeps an EMA")
     e.set_defaults(func=_export)
@@ -220,13 +219,15 @@ def _export(args: argparse.Namespace) -> int:
         if value == "all":
             raise UserError("--default-guidance-interval all is the default already; give LO,HI or leave it out")
         interval = value  # [lo, hi], range checked by _interval_value
+    grid = None
     if args.default_grid_guidance is not None:
-        from accelerando.pipelines.grid_guidance import check_grid_guidance
+        from accelerando.cli.generate import _grid_value
 
         try:
-            check_grid_guidance(args.default_grid_guidance)
-        except UserError as err:
-            raise UserError(f"--default-grid-guidance: {err}") from None
+            grid = _grid_value(args.default_grid_guidance)
+        except argparse.ArgumentTypeError as err:
+            raise UserError(f"--default-grid-guidance {err}") from None
+        grid = 0.0 if grid == "off" else grid
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: the output must be a .safetensors file")
     state = ckpt.state()
@@ -242,8 +243,8 @@ def _export(args: argparse.Namespace) -> int:
         model.config.default_rhythm_cfg = args.default_rhythm_cfg
     if interval is not None:
         model.config.default_guidance_interval = interval
-    if args.default_grid_guidance is not None:
-        model.config.default_grid_guidance = args.default_grid_guidance
+    if grid is not None:
+        model.config.default_grid_guidance = grid
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     save_model(model.eval(), args.out, "generator", model.config.to_dict(), dtype=dtype)
     kind = "EMA weights" if use_ema else "weights"

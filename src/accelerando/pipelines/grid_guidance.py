@@ -26,6 +26,7 @@ Shapes: ``x``, ``v``, ``x0`` [B, T, D] normalised latents (``D`` mel bands); ``p
 phase; sin, cos of the bar phase); ``template`` [T].
 """
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -43,6 +44,7 @@ __all__ = [
     "in_interval",
     "make_grid_guidance",
     "pulse_template",
+    "unit_step",
 ]
 
 GRID_INTERVAL = (0.6, 0.95)  # flow times guided (1 = noise): the onsets' placement is settled early
@@ -51,12 +53,13 @@ MAX_GRID_GUIDANCE = 4.0
 _EPS = 1e-6
 
 
-def check_grid_guidance(value) -> float:
-    """``value`` as a strength: a number in ``[0, MAX_GRID_GUIDANCE]`` or ``"off"`` (0); UserError naming it."""
+def check_grid_guidance(value, name: str = "grid_guidance") -> float:
+    """``value`` as a strength: a real number in ``[0, MAX_GRID_GUIDANCE]`` or ``"off"`` (0); UserError naming
+    ``name`` and the value."""
     if isinstance(value, str) and value == "off":
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_GRID_GUIDANCE:
-        raise UserError(f"grid_guidance={value!r}; use a strength between 0 and {MAX_GRID_GUIDANCE:g}, or 'off'")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= MAX_GRID_GUIDANCE:
+        raise UserError(f"{name}={value!r}; use a strength between 0 and {MAX_GRID_GUIDANCE:g}, or 'off'")
     return float(value)
 
 
@@ -125,11 +128,20 @@ def grid_guided_velocity(
         x0 = torch.where(free[..., None] > 0, x0, known.float())
     m = x0 * latent_std + latent_mean
     grad = grid_score_grad(m, template) * latent_std  # d score / d x0
+    return (x - (x0 + strength * unit_step(grad, free))) / t
+
+
+def unit_step(grad: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
+    """``grad`` [B, T, D] scaled to unit RMS over the frames being generated (``free`` [B, T], 1 = generated; all
+    frames when None), zero on the others: the same size of move for a generated clip and for a short inpaint.
+    A zero gradient stays zero."""
     if free is not None:
         grad = grad * free[..., None]
-    rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
-    step = torch.where(rms > 0, grad / rms.clamp(min=1e-12), torch.zeros_like(grad))
-    return (x - (x0 + strength * step)) / t
+        n = free.sum(1).clamp(min=1)[:, None, None] * grad.shape[-1]  # [B, 1, 1] generated values
+    else:
+        n = grad.shape[1] * grad.shape[2]
+    rms = (grad.pow(2).sum(dim=(1, 2), keepdim=True) / n).sqrt()
+    return torch.where(rms > 0, grad / rms.clamp(min=1e-12), torch.zeros_like(grad))
 
 
 def in_interval(t: float, scale: float = 1.0) -> bool:

@@ -169,17 +169,18 @@ class TextToMusicPipeline:
     def default_grid_guidance(self) -> float:
         """The beat-grid guidance strength used when a call gives none (0: off), recorded with the weights."""
         value = getattr(self.model.config, "default_grid_guidance", None)
-        return 0.0 if value is None else check_grid_guidance(value)
+        return 0.0 if value is None else check_grid_guidance(value, "default_grid_guidance")
 
     def resolve_grid_guidance(self, grid_guidance: float | str | None) -> float:
         """``grid_guidance`` as the call uses it: None -> the model's default, ``"off"`` -> 0; UserError for a
         strength out of range, or for a codec whose latent is not a log-mel (no onsets to read)."""
+        given = f"grid_guidance={grid_guidance!r}" if grid_guidance is not None else "the model's default_grid_guidance"
         strength = self.default_grid_guidance if grid_guidance is None else check_grid_guidance(grid_guidance)
         latent = getattr(getattr(self.codec, "config", None), "latent", "mel")
         if strength and latent != "mel":
             raise UserError(
-                f"grid_guidance={strength:g} reads onsets from a log-mel latent; this codec's latent is {latent!r}"
-                " (use 'off')"
+                f"{given} ({strength:g}) reads onsets from a log-mel latent; this codec's latent is {latent!r}"
+                " (pass grid_guidance='off')"
             )
         return strength
 

@@ -247,11 +247,18 @@ def state_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
+# Guidance applied to the velocity outside the backbone (pipelines/grid_guidance.py): off wherever recorded backbone
+# calls must reproduce a trajectory (the recovery teacher) or a backbone replays another trajectory's states (the stft
+# objective's teacher forcing), since the step added after the backbone would not be replayed.
+NO_LATENT_GUIDANCE = {"grid_guidance": "off"}
+
+
 def run_prompt(
-    pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: int, guidance_interval=None
+    pipeline, p: dict, seconds: float, steps: int, cfg: float, seed: int, guidance_interval=None, **sampling
 ) -> torch.Tensor:
     """Generate manifest-style prompt ``p`` (caption and labels) at ``seed``; audio [1, 1, S]. ``guidance_interval``
-    as the pipeline takes it (None: the model's default)."""
+    as the pipeline takes it (None: the model's default); ``sampling``: further pipeline keywords (e.g.
+    :data:`NO_LATENT_GUIDANCE`)."""
     out = pipeline(
         p["caption"],
         bpm=float(p["bpm"]),
@@ -263,6 +270,7 @@ def run_prompt(
         cfg=cfg,
         guidance_interval=guidance_interval,
         generator=torch.Generator().manual_seed(seed),
+        **sampling,
     )
     return out.audio  # [1, 1, S]
 
@@ -526,7 +534,7 @@ def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Modu
     for rec, a in zip(recorders, args, strict=True):
         rec.mode = "record"
         with rec:
-            ref.append(run_prompt(pipeline, *a))
+            ref.append(run_prompt(pipeline, *a, **NO_LATENT_GUIDANCE))
 
     def objective(_model) -> float:
         errs = []
@@ -534,9 +542,9 @@ def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Modu
             if mode == "teacher":
                 rec.mode, rec.k = "replay", 0
                 with rec:
-                    y = run_prompt(pipeline, *a)
+                    y = run_prompt(pipeline, *a, **NO_LATENT_GUIDANCE)
             else:
-                y = run_prompt(pipeline, *a)
+                y = run_prompt(pipeline, *a, **NO_LATENT_GUIDANCE)
             errs.append(complex_stft_error(y[0], r[0]))
         return sum(errs) / len(errs)
 

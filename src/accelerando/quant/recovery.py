@@ -110,7 +110,7 @@ def record_teacher(
     Raises ``RuntimeError`` if the recorded calls do not reproduce the final latent with the Euler steps (a sampler
     this module does not model)."""
     from accelerando.pipelines.text_to_music import guidance_branches
-    from accelerando.quant.presets import run_prompt
+    from accelerando.quant.presets import NO_LATENT_GUIDANCE, run_prompt
     from accelerando.schedulers.flow_match_euler import FlowMatchEulerScheduler
 
     if cfg == 1.0:
@@ -138,7 +138,7 @@ def record_teacher(
 
         dit.forward, codec.decode = forward, capture
         try:
-            run_prompt(pipeline, p, seconds, steps, cfg, seed + i, guidance_interval="all")  # every step guided
+            run_prompt(pipeline, p, seconds, steps, cfg, seed + i, guidance_interval="all", **NO_LATENT_GUIDANCE)
         finally:
             del dit.forward, codec.decode
         if len(calls) != steps or len(latents) != 1:
