@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         help="beat-grid guidance strength (0-4) or off (default: the model's own; pipelines/grid_guidance.py)",
     )
     ap.add_argument(
+        "--key-guidance",
+        type=_grid,
+        default=None,
+        help="key guidance strength (0-4) or off (default: the model's own; pipelines/key_guidance.py)",
+    )
+    ap.add_argument(
         "--grid-kappa",
         type=float,
         default=None,
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             rhythm_cfg=args.rhythm_cfg,
             guidance_interval=args.guidance_interval,
             grid_guidance=args.grid_guidance,
+            key_guidance=args.key_guidance,
             generator=torch.Generator().manual_seed(i),
         )
         y = out.audio[0, 0].numpy()
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "n": len(results),
         "grid_guidance": pipe.resolve_grid_guidance(args.grid_guidance),
+        "key_guidance": pipe.resolve_key_guidance(args.key_guidance),
         "grid_kappa": _grid_constants()[0],
         "grid_interval": list(_grid_constants()[1]),
         "acc1": statistics.fmean(x["acc1"] for x in results),

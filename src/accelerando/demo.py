@@ -113,6 +113,7 @@ def run_generation_demo(out: str | Path | None = None, model: str = "builtin") -
         "rhythm_cfg": res.metadata.get("rhythm_cfg"),
         "guidance_interval": res.metadata.get("guidance_interval"),
         "grid_guidance": res.metadata.get("grid_guidance"),
+        "key_guidance": res.metadata.get("key_guidance"),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "model": str(model),
         "seed": req["seed"],

@@ -61,7 +61,7 @@ __all__ = ["LEGACY_SETTINGS", "SparseEditConfig", "SparseEditor", "apply_sparse_
 # pipeline keyword arguments that the editor sets per call (never recorded as a session's settings)
 _PER_CALL = ("num_outputs", "generator", "init_audio", "init_sample_rate", "regions", "strength", "callback")
 # what a session recorded before a setting existed replays: plain guidance, every step guided
-LEGACY_SETTINGS = {"rhythm_cfg": "off", "guidance_interval": "all", "grid_guidance": "off"}
+LEGACY_SETTINGS = {"rhythm_cfg": "off", "guidance_interval": "all", "grid_guidance": "off", "key_guidance": "off"}
 # recorded settings stored next to the controls in the manifest (the rest of the settings are its "controls")
 _RUN_SETTINGS = ("steps", "cfg", "sampler")
 
@@ -385,9 +385,13 @@ class SparseEditor:
         if "guidance_interval" in settings:  # likewise ("all" for every step guided)
             interval = pipe.resolve_guidance_interval(settings["guidance_interval"])
             settings["guidance_interval"] = "all" if interval is None else list(interval)
-        if "grid_guidance" in settings:  # likewise ("off" for none)
-            grid = pipe.resolve_grid_guidance(settings["grid_guidance"])
-            settings["grid_guidance"] = "off" if grid == 0 else grid
+        for name, resolve in (
+            ("grid_guidance", pipe.resolve_grid_guidance),
+            ("key_guidance", pipe.resolve_key_guidance),
+        ):
+            if name in settings:  # likewise ("off" for none)
+                value = resolve(settings[name])
+                settings[name] = "off" if value == 0 else value
         steps, cfg, sampler = settings["steps"], settings["cfg"], settings["sampler"]
         controls = {k: v for k, v in settings.items() if k not in _RUN_SETTINGS}
         spec_params = inspect.signature(ControlSpec.from_user).parameters

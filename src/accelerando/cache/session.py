@@ -76,7 +76,7 @@ class SessionData:
 
 # sampling defaults left out of a model's identity: a session records the resolved value and replays it, so the
 # default does not change what an edit computes, and leaving it out keeps sessions recorded before it existed valid
-UNHASHED_DEFAULTS = ("default_grid_guidance",)
+UNHASHED_DEFAULTS = ("default_grid_guidance", "default_key_guidance")
 
 
 def identity_config(module: torch.nn.Module) -> dict:

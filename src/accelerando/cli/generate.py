@@ -59,6 +59,13 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
         metavar="X|off",
         help="beat-grid guidance strength 0-4: pull the onsets onto the requested beats (default: the model's own)",
     )
+    p.add_argument(
+        "--key-guidance",
+        type=_grid_value,
+        default=None,
+        metavar="X|off",
+        help="key guidance strength 0-4: pull the pitch content into the requested key (default: the model's own)",
+    )
     p.add_argument("--sampler", choices=("euler", "heun"), default=None, help="euler (default) or heun")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="builtin", help="'builtin' or a generator .safetensors file")
@@ -187,7 +194,8 @@ def _rhythm_value(text: str) -> float | str:
 
 
 def _grid_value(text: str) -> float | str:
-    """``--grid-guidance``: a strength in [0, 4] or ``off`` (0 is ``off``); a bad value is a one-line usage error."""
+    """``--grid-guidance`` / ``--key-guidance``: a strength in [0, 4] or ``off`` (0 is ``off``); a bad value is a
+    one-line usage error."""
     from accelerando.pipelines.grid_guidance import check_grid_guidance
 
     try:
@@ -319,6 +327,7 @@ def _run(args: argparse.Namespace) -> int:
             rhythm_cfg=args.rhythm_cfg,
             guidance_interval=args.guidance_interval,
             grid_guidance=args.grid_guidance,
+            key_guidance=args.key_guidance,
             sampler=args.sampler,
             callback=callback,
             store_audio=store,
@@ -347,6 +356,7 @@ def _run(args: argparse.Namespace) -> int:
             rhythm_cfg=args.rhythm_cfg,
             guidance_interval=args.guidance_interval,
             grid_guidance=args.grid_guidance,
+            key_guidance=args.key_guidance,
             sampler=args.sampler,
             num_outputs=n,
             generator=torch.Generator().manual_seed(args.seed),
@@ -373,6 +383,7 @@ def _run(args: argparse.Namespace) -> int:
         "rhythm_cfg": out.metadata.get("rhythm_cfg"),
         "guidance_interval": out.metadata.get("guidance_interval"),
         "grid_guidance": out.metadata.get("grid_guidance"),
+        "key_guidance": out.metadata.get("key_guidance"),
         "seed": args.seed,
         "bpm": out.metadata["bpm"],
         "key": out.metadata["key"],

@@ -91,6 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="X|off",
         help="beat-grid guidance strength (0-4, or off) recorded as the model's default",
     )
+    e.add_argument(
+        "--default-key-guidance",
+        default=None,
+        metavar="X|off",
+        help="key guidance strength (0-4, or off) recorded as the model's default",
+    )
     e.add_argument("--raw", action="store_true", help="export the raw weights even when the run keeps an EMA")
     e.set_defaults(func=_export)
     p.set_defaults(func=lambda args: p.print_help(sys.stderr) or 2)
@@ -219,15 +225,17 @@ def _export(args: argparse.Namespace) -> int:
         if value == "all":
             raise UserError("--default-guidance-interval all is the default already; give LO,HI or leave it out")
         interval = value  # [lo, hi], range checked by _interval_value
-    grid = None
-    if args.default_grid_guidance is not None:
-        from accelerando.cli.generate import _grid_value
+    latent_defaults = {}  # default_grid_guidance / default_key_guidance -> strength
+    for name in ("grid_guidance", "key_guidance"):
+        text = getattr(args, f"default_{name}")
+        if text is not None:
+            from accelerando.cli.generate import _grid_value
 
-        try:
-            grid = _grid_value(args.default_grid_guidance)
-        except argparse.ArgumentTypeError as err:
-            raise UserError(f"--default-grid-guidance {err}") from None
-        grid = 0.0 if grid == "off" else grid
+            try:
+                value = _grid_value(text)
+            except argparse.ArgumentTypeError as err:
+                raise UserError(f"--default-{name.replace('_', '-')} {err}") from None
+            latent_defaults[f"default_{name}"] = 0.0 if value == "off" else value
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: the output must be a .safetensors file")
     state = ckpt.state()
@@ -243,8 +251,8 @@ def _export(args: argparse.Namespace) -> int:
         model.config.default_rhythm_cfg = args.default_rhythm_cfg
     if interval is not None:
         model.config.default_guidance_interval = interval
-    if grid is not None:
-        model.config.default_grid_guidance = grid
+    for field, value in latent_defaults.items():
+        setattr(model.config, field, value)
     dtype = torch.float16 if args.dtype == "float16" else torch.float32
     save_model(model.eval(), args.out, "generator", model.config.to_dict(), dtype=dtype)
     kind = "EMA weights" if use_ema else "weights"

@@ -48,6 +48,8 @@ class MusicDiTConfig:
     default_guidance_interval: list[float] | None = None
     # beat-grid guidance strength when a call gives none (None: off; see pipelines/grid_guidance.py)
     default_grid_guidance: float | None = None
+    # key guidance strength when a call gives none (None: off; see pipelines/key_guidance.py)
+    default_key_guidance: float | None = None
     version: int = DIT_CONFIG_VERSION
 
     def __post_init__(self):

@@ -52,6 +52,8 @@ class MusicUNetConfig:
     default_guidance_interval: list[float] | None = None
     # beat-grid guidance strength when a call gives none (None: off; see pipelines/grid_guidance.py)
     default_grid_guidance: float | None = None
+    # key guidance strength when a call gives none (None: off; see pipelines/key_guidance.py)
+    default_key_guidance: float | None = None
     backbone: str = "unet"
     version: int = UNET_CONFIG_VERSION
 

@@ -24,6 +24,7 @@ from accelerando.errors import UserError
 from accelerando.models.dit import DiTConditioning
 from accelerando.modules.precast import WeightCastCache
 from accelerando.pipelines.grid_guidance import check_grid_guidance, make_grid_guidance
+from accelerando.pipelines.key_guidance import make_key_guidance
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
 
 __all__ = [
@@ -168,19 +169,34 @@ class TextToMusicPipeline:
     @property
     def default_grid_guidance(self) -> float:
         """The beat-grid guidance strength used when a call gives none (0: off), recorded with the weights."""
-        value = getattr(self.model.config, "default_grid_guidance", None)
-        return 0.0 if value is None else check_grid_guidance(value, "default_grid_guidance")
+        return self._latent_guidance_default("grid_guidance")
+
+    @property
+    def default_key_guidance(self) -> float:
+        """The key guidance strength used when a call gives none (0: off), recorded with the weights."""
+        return self._latent_guidance_default("key_guidance")
+
+    def _latent_guidance_default(self, name: str) -> float:
+        value = getattr(self.model.config, f"default_{name}", None)
+        return 0.0 if value is None else check_grid_guidance(value, f"default_{name}")
 
     def resolve_grid_guidance(self, grid_guidance: float | str | None) -> float:
         """``grid_guidance`` as the call uses it: None -> the model's default, ``"off"`` -> 0; UserError for a
         strength out of range, or for a codec whose latent is not a log-mel (no onsets to read)."""
-        given = f"grid_guidance={grid_guidance!r}" if grid_guidance is not None else "the model's default_grid_guidance"
-        strength = self.default_grid_guidance if grid_guidance is None else check_grid_guidance(grid_guidance)
+        return self._resolve_latent_guidance("grid_guidance", grid_guidance, "onsets")
+
+    def resolve_key_guidance(self, key_guidance: float | str | None) -> float:
+        """``key_guidance`` as :meth:`resolve_grid_guidance` resolves ``grid_guidance``."""
+        return self._resolve_latent_guidance("key_guidance", key_guidance, "pitch content")
+
+    def _resolve_latent_guidance(self, name: str, value, what: str) -> float:
+        given = f"{name}={value!r}" if value is not None else f"the model's default_{name}"
+        strength = self._latent_guidance_default(name) if value is None else check_grid_guidance(value, name)
         latent = getattr(getattr(self.codec, "config", None), "latent", "mel")
         if strength and latent != "mel":
             raise UserError(
-                f"{given} ({strength:g}) reads onsets from a log-mel latent; this codec's latent is {latent!r}"
-                " (pass grid_guidance='off')"
+                f"{given} ({strength:g}) reads {what} from a log-mel latent; this codec's latent is {latent!r}"
+                f" (pass {name}='off')"
             )
         return strength
 
@@ -248,6 +264,7 @@ class TextToMusicPipeline:
         rhythm_cfg: float | str | None = None,
         guidance_interval: tuple[float, float] | str | None = None,
         grid_guidance: float | str | None = None,
+        key_guidance: float | str | None = None,
         callback=None,
     ) -> AudioOutput:
         """Generate (no ``init_audio``), extend (``init_audio`` [C, S] shorter than ``duration``), inpaint
@@ -270,12 +287,17 @@ class TextToMusicPipeline:
         flow times in its ``GRID_INTERVAL`` (scaled by a remix's strength, as above) the clean-latent estimate is
         moved so that its onsets correlate with the requested beats. None: the model's ``default_grid_guidance``
         (0 when it has none); ``"off"``: 0.
+
+        ``key_guidance``: strength (0-4) of key guidance (:mod:`accelerando.pipelines.key_guidance`), at the same
+        flow times: the estimate's pitch-class content is moved towards the requested key's scale. None: the
+        model's ``default_key_guidance``; ``"off"``: 0.
         """
         t_start = time.perf_counter()
         cfg = self.default_cfg if cfg is None else cfg
         rhythm_cfg = self.resolve_rhythm_cfg(rhythm_cfg)
         interval = self.resolve_guidance_interval(guidance_interval)
         grid_strength = self.resolve_grid_guidance(grid_guidance)
+        key_strength = self.resolve_key_guidance(key_guidance)
         fr, sr = self.frame_rate, self.codec.sample_rate
         if strength is not None and not 0 <= strength <= 1:
             raise UserError(f"strength={strength}; use a value between 0 and 1")
@@ -347,14 +369,19 @@ class TextToMusicPipeline:
         if interval is not None and x_init is not None:  # remix: the same share of a shorter trajectory
             active = (interval[0] * strength, interval[1] * strength)
 
-        grid = make_grid_guidance(
-            phases[0],
-            grid_strength,
-            self.model,
-            scale=strength if x_init is not None else 1.0,
-            free=None if known_mask is None else 1 - known_mask,
-            known=known,
-        )
+        edit = {
+            "scale": strength if x_init is not None else 1.0,
+            "free": None if known_mask is None else 1 - known_mask,
+            "known": known,
+        }
+        latent_guides = [
+            g
+            for g in (
+                make_grid_guidance(phases[0], grid_strength, self.model, **edit),
+                make_key_guidance(key, key_strength, self.model, self.codec, **edit),
+            )
+            if g is not None
+        ]
 
         def model_fn(x, t):
             now = guided and (active is None or active[0] - 1e-6 <= float(t[0]) <= active[1] + 1e-6)
@@ -365,7 +392,9 @@ class TextToMusicPipeline:
             with self._autocast(), self._weight_casts.swap(self.model.dit, enabled=not torch.is_grad_enabled()):
                 v = self.model.dit(xx, t[:1].expand(xx.shape[0]), c).float()
             v = combine_guidance(v, cfg, rhythm_cfg) if now else v
-            return v if grid is None else grid(x, float(t[0]), v)
+            for guide in latent_guides:  # moves of the clean estimate, after the backbone (grid, then key)
+                v = guide(x, float(t[0]), v)
+            return v
 
         scheduler = FlowMatchEulerScheduler() if sampler == "euler" else FlowMatchHeunScheduler()
         noise = randn_tensor((b, n_frames, self.model.config.latent_dim), generator, device=dev)
@@ -401,6 +430,7 @@ class TextToMusicPipeline:
                 "rhythm_cfg": rhythm_cfg,
                 "guidance_interval": None if interval is None else list(interval),
                 "grid_guidance": grid_strength,
+                "key_guidance": key_strength,
                 "sampler": sampler,
                 "duration": duration,
             },

@@ -250,7 +250,7 @@ def state_bytes(module: nn.Module) -> int:
 # Guidance applied to the velocity outside the backbone (pipelines/grid_guidance.py): off wherever recorded backbone
 # calls must reproduce a trajectory (the recovery teacher) or a backbone replays another trajectory's states (the stft
 # objective's teacher forcing), since the step added after the backbone would not be replayed.
-NO_LATENT_GUIDANCE = {"grid_guidance": "off"}
+NO_LATENT_GUIDANCE = {"grid_guidance": "off", "key_guidance": "off"}
 
 
 def run_prompt(
