@@ -269,6 +269,7 @@ def test_generate_records_the_same_manifest_as_before(tmp_path, mel):
         "rhythm_cfg": "off",
         "guidance_interval": "all",
         "grid_guidance": "off",
+        "key_guidance": "off",
     }
     assert (m["steps"], m["cfg"], m["sampler"]) == (2, 3.0, "euler")
 
@@ -396,10 +397,10 @@ def test_grid_guided_session_edits_equal_full_regeneration(tmp_path, mel):
     still guide exactly as full regeneration does (known frames enter the score as the known latent)."""
     pipe = apply_sparse_edit(_frame_norm_unet(mel), SparseEditConfig())
     d = tmp_path / "grid"
-    kw = {"grid_guidance": 2.0, "bpm": 90.0}
+    kw = {"grid_guidance": 2.0, "key_guidance": 2.0, "bpm": 90.0, "key": "E minor"}
     out = pipe.sparse_edit.generate(d, "a chorale", duration=2.0, steps=3, seed=1, **kw)
     s = load_session(d)
-    assert s.manifest["controls"]["grid_guidance"] == 2.0
+    assert s.manifest["controls"]["grid_guidance"] == 2.0 and s.manifest["controls"]["key_guidance"] == 2.0
     ref = pipe("a chorale", duration=2.0, steps=3, generator=torch.Generator().manual_seed(1), **kw)
     assert torch.allclose(out.audio, ref.audio, atol=1e-6)
     res = pipe.sparse_edit.edit(d, regions=[(0.9, 1.3)], seed=7)
@@ -407,8 +408,8 @@ def test_grid_guided_session_edits_equal_full_regeneration(tmp_path, mel):
     full = _full(pipe, s.audio, 7, regions=[(0.9, 1.3)], **kw)
     a, b = int(0.9 * SR), int(1.3 * SR)
     err = (res.audio - full.audio)[..., a:b].norm() / full.audio[..., a:b].norm()
-    assert err < 1e-4  # the edit replays the recorded grid guidance, exactly
-    unguided = _full(pipe, s.audio, 7, regions=[(0.9, 1.3)], bpm=90.0)
+    assert err < 1e-4  # the edit replays the recorded grid and key guidance, exactly
+    unguided = _full(pipe, s.audio, 7, regions=[(0.9, 1.3)], bpm=90.0, key="E minor")
     assert (unguided.audio - full.audio)[..., a:b].norm() > 100 * err * full.audio[..., a:b].norm()
 
 

@@ -105,6 +105,8 @@ def test_inpaint_and_extend_keep_the_input(tmp_path, capsys):
         (["generate", "x", "--grid-guidance", "9"], "'9': give a strength between 0 and 4, or off"),
         (["generate", "x", "--grid-guidance", "loud"], "'loud': give a strength between 0 and 4, or off"),
         (["generate", "x", "--grid-guidance", "1"], "reads onsets from a log-mel latent"),  # a learned latent
+        (["generate", "x", "--key-guidance", "-1"], "'-1': give a strength between 0 and 4, or off"),
+        (["generate", "x", "--key-guidance", "1"], "reads pitch content from a log-mel latent"),
         (["generate", "x", "--device", "cuda:99"], "--device cuda:99"),
         (["generate", "x", "--device", "cuda", "--session", "s"], "--device cuda"),
     ],
@@ -210,8 +212,9 @@ def test_grid_guidance_flag_reaches_the_report(tmp_path, capsys, monkeypatch):
     for value in ("1.5", "off"):
         code, stdout, _ = _run(
             capsys, "generate", "x", "--duration", "1", "--steps", "4", "--grid-guidance", value,
-            "-o", str(tmp_path / "g.wav"), "--json",
+            "--key-guidance", value, "-o", str(tmp_path / "g.wav"), "--json",
         )  # fmt: skip
         assert code == 0
-        reports.append(json.loads(stdout)["grid_guidance"])
-    assert reports == [1.5, 0.0]
+        report = json.loads(stdout)
+        reports.append((report["grid_guidance"], report["key_guidance"]))
+    assert reports == [(1.5, 1.5), (0.0, 0.0)]
