@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs=2,
         default=None,
         metavar=("T_LO", "T_HI"),
-        help="sweep knob: override grid_guidance.GRID_INTERVAL (the flow times grid guidance acts at) for this run",
+        help="sweep knob: override grid_guidance.GRID_INTERVAL (the flow times grid and key guidance act at) for "
+        "this run",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test", choices=("test", "valid"), help="valid: for choosing settings")

@@ -98,3 +98,35 @@ def test_pipeline_key_guidance():
         run(key_guidance=9)
     with pytest.raises(UserError, match="pitch content from a log-mel latent"):
         tiny_pipeline()("x", duration=1.0, steps=2, key_guidance=1.0)
+
+
+def test_modes_written_without_a_space():
+    assert torch.allclose(scale_template("Adorian"), scale_template("A dorian"))
+    assert torch.allclose(scale_template("Cmixolydian"), scale_template("C mixolydian"))
+    assert torch.allclose(scale_template("Ebm"), scale_template("Eb minor"))
+
+
+def test_a_flat_spectrum_favours_no_key():
+    from accelerando.audio.mel import mel_filterbank
+
+    cmap = chroma_map(band_frequencies(mel_filterbank(24000, 1024, 100), 24000))
+    flat = torch.zeros(1, 10, 100)
+    scores = [float(key_score(flat, cmap, scale_template(k))) for k in ("C major", "D major", "F major", "A minor")]
+    assert (
+        max(abs(s) for s in scores) < 1e-2
+    )  # float rounding of a zero correlation (±0.3 before the rows were normalised)
+
+
+def test_the_pitch_class_map_is_built_wherever_the_codec_lives():
+    """The codec's filterbank on another device (here 'meta', standing in for a GPU) must not break the build: the
+    map is computed on the CPU and moved to the model's device."""
+    from types import SimpleNamespace
+
+    from accelerando.pipelines.key_guidance import make_key_guidance
+
+    pipe = tiny_pipeline(latent="mel")
+    codec = SimpleNamespace(mel=SimpleNamespace(mel_basis=pipe.codec.mel.mel_basis.to("meta")), sample_rate=24000)
+    with pytest.raises(NotImplementedError):  # a meta tensor has no data to read: the CPU copy is attempted
+        make_key_guidance("C major", 1.0, pipe.model, codec)
+    cpu = SimpleNamespace(mel=SimpleNamespace(mel_basis=pipe.codec.mel.mel_basis), sample_rate=24000)
+    assert make_key_guidance("C major", 1.0, pipe.model, cpu) is not None

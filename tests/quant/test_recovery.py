@@ -187,10 +187,11 @@ def test_recovery_follows_rhythm_guidance_three_branches(backbone):
 
 
 def test_teacher_and_stft_objective_run_without_latent_guidance():
-    """A model whose default adds grid guidance after the backbone: the teacher records with it off (else its Euler
+    """A model whose defaults add grid and key guidance after the backbone: the teacher records with it off (else its Euler
     replay of the backbone calls could not reproduce the float latent), and stft calibration with recovery runs."""
     pipe = tiny_pipeline(latent="mel")
     pipe.model.config.default_grid_guidance = 2.0
+    pipe.model.config.default_key_guidance = 2.0
     teacher = record_teacher(pipe, load_calibration_prompts()[2:4], 1.0, 3, 3.0, 2000)
     assert len(teacher.items) == 2
     quantize_pipeline(pipe, "w4a8-svd-stft", calib_prompts=2, recover_steps=2, **REC)

@@ -61,7 +61,7 @@ def _controls(p: argparse.ArgumentParser, prompt_required: bool) -> None:
     )
     p.add_argument(
         "--key-guidance",
-        type=_grid_value,
+        type=lambda text: _grid_value(text, "key_guidance"),
         default=None,
         metavar="X|off",
         help="key guidance strength 0-4: pull the pitch content into the requested key (default: the model's own)",
@@ -193,13 +193,13 @@ def _rhythm_value(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r}: give a guidance scale (e.g. 7) or off") from None
 
 
-def _grid_value(text: str) -> float | str:
+def _grid_value(text: str, name: str = "grid_guidance") -> float | str:
     """``--grid-guidance`` / ``--key-guidance``: a strength in [0, 4] or ``off`` (0 is ``off``); a bad value is a
     one-line usage error."""
     from accelerando.pipelines.grid_guidance import check_grid_guidance
 
     try:
-        value = check_grid_guidance("off" if text == "off" else float(text))
+        value = check_grid_guidance("off" if text == "off" else float(text), name)
     except (ValueError, UserError) as err:
         raise argparse.ArgumentTypeError(f"{text!r}: give a strength between 0 and 4, or off ({err})") from None
     return "off" if value == 0 else value

@@ -232,7 +232,7 @@ def _export(args: argparse.Namespace) -> int:
             from accelerando.cli.generate import _grid_value
 
             try:
-                value = _grid_value(text)
+                value = _grid_value(text, name)
             except argparse.ArgumentTypeError as err:
                 raise UserError(f"--default-{name.replace('_', '-')} {err}") from None
             latent_defaults[f"default_{name}"] = 0.0 if value == "off" else value

@@ -54,6 +54,13 @@ _KEY_FORMS = (
 )
 
 
+def key_mode_word(name: str) -> str:
+    """The mode word of a key name as written, lower-cased (``"Adorian"`` -> ``"dorian"``, ``"F# minor"`` ->
+    ``"minor"``, ``"Ebm"`` -> ``"m"``, a bare tonic -> ``""``); ValueError for a name :func:`parse_key` refuses."""
+    parse_key(name)
+    return _KEY_RE.match(name).group(3).lower()
+
+
 def parse_key(name: str) -> tuple[int, str]:
     """``"F# minor"`` -> ``(6, "minor")``: the tonic's pitch class (C = 0) and the mode as "major" or "minor".
 

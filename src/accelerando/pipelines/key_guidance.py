@@ -7,8 +7,9 @@ the unit RMS over the generated frames, ``v' = (x - x0') / t``) and another scor
 1. each frame's log-mel ``m[t]`` becomes a distribution over the mel bands, ``p[t] = softmax(m[t])`` (its magnitude
    spectrum normalised to sum 1, so loud and quiet frames count alike);
 2. a fixed matrix ``C`` [12, D] folds the bands between :data:`PITCH_RANGE_HZ` onto the 12 pitch classes (a Gaussian
-   of :data:`PITCH_SIGMA` semitones around each band's centre frequency, read off the codec's own mel filterbank;
-   above about 700 Hz the built-in codec's bands are narrower than a semitone, below it they blur neighbours);
+   of :data:`PITCH_SIGMA` semitones around each band's centre frequency, read off the codec's own mel filterbank,
+   each pitch class's row normalised to sum 1; the built-in codec's band centres are closer than a semitone above
+   about 570 Hz, and below it a band blurs neighbouring pitch classes);
 3. the clip's chroma is the mean of ``C p[t]`` over its frames, and the score is its correlation with the requested
    key's scale template (:func:`scale_template`: the seven tones of the mode, the tonic counted twice and the fifth
    one and a half times).
@@ -20,12 +21,11 @@ Shapes: ``m``, ``x``, ``v`` [B, T, D]; ``chroma_map`` [12, D]; ``template`` [12]
 """
 
 import math
-import re
 from collections.abc import Callable
 
 import torch
 
-from accelerando.conditioning.controls import parse_key
+from accelerando.conditioning.controls import key_mode_word, parse_key
 from accelerando.pipelines.grid_guidance import in_interval, unit_step
 
 __all__ = [
@@ -69,14 +69,17 @@ def band_frequencies(mel_basis: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 def chroma_map(freqs: torch.Tensor) -> torch.Tensor:
     """Band centre frequencies [D] -> [12, D]: each band in :data:`PITCH_RANGE_HZ` spread over the pitch classes
-    (C = 0) by a Gaussian of :data:`PITCH_SIGMA` semitones in circular pitch-class distance; other bands get 0."""
+    (C = 0) by a Gaussian of :data:`PITCH_SIGMA` semitones in circular pitch-class distance; other bands get 0.
+    Each row is normalised to sum 1, so a flat spectrum gives a flat chroma (no key is favoured by how the bands
+    happen to fall on the pitch classes)."""
     lo, hi = PITCH_RANGE_HZ
     inside = (freqs >= lo) & (freqs <= hi)
     pitch = 69 + 12 * torch.log2(freqs.clamp(min=1.0) / 440.0)  # MIDI number, C = 0 mod 12
     pc = torch.arange(12, dtype=torch.float64)[:, None]
     d = torch.remainder(pitch[None, :] - pc, 12.0)
     d = torch.minimum(d, 12.0 - d)
-    return (torch.exp(-0.5 * (d / PITCH_SIGMA) ** 2) * inside[None, :]).float()
+    w = torch.exp(-0.5 * (d / PITCH_SIGMA) ** 2) * inside[None, :]
+    return (w / w.sum(1, keepdim=True).clamp(min=1e-12)).float()
 
 
 def scale_template(key: str) -> torch.Tensor:
@@ -84,8 +87,7 @@ def scale_template(key: str) -> torch.Tensor:
     tones, 2 on the tonic, 1.5 on the fifth, 0 elsewhere. A bare tonic or an unknown word falls back to
     :func:`~accelerando.conditioning.controls.parse_key`'s major / minor."""
     tonic, mode = parse_key(key)
-    words = re.findall(r"[a-z]+", key.lower())
-    scale = next((SCALES[w] for w in reversed(words) if w in SCALES), SCALES[mode])
+    scale = SCALES.get(key_mode_word(key), SCALES[mode])
     w = torch.zeros(12, dtype=torch.float64)
     for step in scale:
         w[(tonic + step) % 12] = 1.0
@@ -151,7 +153,8 @@ def make_key_guidance(
     if not strength:
         return None
     dev = model.dit.latent_std.device
-    cmap = chroma_map(band_frequencies(codec.mel.mel_basis, codec.sample_rate)).to(dev)
+    mel_basis = codec.mel.mel_basis.detach().cpu()  # the map is built once on the CPU, wherever the codec lives
+    cmap = chroma_map(band_frequencies(mel_basis, codec.sample_rate)).to(dev)
     template = scale_template(key).to(dev)
     std, mean = model.dit.latent_std.float(), model.dit.latent_mean.float()
     if not math.isfinite(float(cmap.sum())):
