@@ -187,8 +187,9 @@ def test_recovery_follows_rhythm_guidance_three_branches(backbone):
 
 
 def test_teacher_and_stft_objective_run_without_latent_guidance():
-    """A model whose defaults add grid and key guidance after the backbone: the teacher records with it off (else its Euler
-    replay of the backbone calls could not reproduce the float latent), and stft calibration with recovery runs."""
+    """A model whose defaults add grid and key guidance after the backbone: the teacher records with them off (else
+    its Euler replay of the backbone calls could not reproduce the float latent), and stft calibration with recovery
+    runs."""
     pipe = tiny_pipeline(latent="mel")
     pipe.model.config.default_grid_guidance = 2.0
     pipe.model.config.default_key_guidance = 2.0
