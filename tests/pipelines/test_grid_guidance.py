@@ -19,14 +19,6 @@ from accelerando.pipelines.grid_guidance import (
 from accelerando.testing.models import tiny_pipeline
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _template(frames=120, frame_rate=20.0, bpm=100.0):
     return pulse_template(frame_phases(frames, frame_rate, bpm, 4))
 

@@ -17,14 +17,6 @@ from accelerando.pipelines.key_guidance import (
 from accelerando.testing.models import tiny_pipeline
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cmap(d=40):
     freqs = 440.0 * 2 ** ((torch.arange(d, dtype=torch.float64) - 12) / 12)  # one band per semitone from A3
     return chroma_map(freqs)

@@ -22,16 +22,6 @@ SR = 24000  # tiny codec sample rate
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny models gain nothing from intra-op threads, and on a busy 2-core machine the spinning threads make this
-    file ~10x slower; restored afterwards so other tests keep torch's default."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def pipe():
     p = tiny_pipeline()

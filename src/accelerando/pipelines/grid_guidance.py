@@ -41,6 +41,8 @@ __all__ = [
     "grid_guided_velocity",
     "grid_score",
     "grid_score_grad",
+    "guided_velocity",
+    "at_guided_times",
     "in_interval",
     "make_grid_guidance",
     "pulse_template",
@@ -120,15 +122,44 @@ def grid_guided_velocity(
     normalisation (the log-mel is ``x * std + mean``); ``free`` [B, T] (1 = generated) limits the move to the frames
     being generated and ``known`` [B, T, D] is the clean latent of the other frames (an edit), both or neither.
     """
+    return guided_velocity(
+        x, t, v, lambda m: grid_score_grad(m, template), strength, latent_std, latent_mean, free, known
+    )
+
+
+def guided_velocity(
+    x: torch.Tensor,
+    t: float,
+    v: torch.Tensor,
+    score_grad: Callable[[torch.Tensor], torch.Tensor],
+    strength: float,
+    latent_std: torch.Tensor,
+    latent_mean: torch.Tensor,
+    free: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Steps 1, 3 and 4 of the module docstring for any score: ``score_grad(m [B, T, D]) -> d score / d m`` on the
+    log-mel of the clean estimate; arguments otherwise as :func:`grid_guided_velocity`."""
     if strength == 0 or t <= 0:
         return v
     x, v = x.float(), v.float()
     x0 = x - t * v
     if known is not None:
         x0 = torch.where(free[..., None] > 0, x0, known.float())
-    m = x0 * latent_std + latent_mean
-    grad = grid_score_grad(m, template) * latent_std  # d score / d x0
+    grad = score_grad(x0 * latent_std + latent_mean) * latent_std  # d score / d x0
     return (x - (x0 + strength * unit_step(grad, free))) / t
+
+
+def at_guided_times(
+    move: Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor], scale: float = 1.0
+) -> Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]:
+    """``(x, t, v) -> v'``: ``move`` at the flow times :func:`in_interval` accepts (``scale``: a remix's strength),
+    ``v`` unchanged at the others."""
+
+    def apply(x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
+        return move(x, t, v) if in_interval(t, scale) else v
+
+    return apply
 
 
 def unit_step(grad: torch.Tensor, free: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,10 +192,6 @@ def make_grid_guidance(
         return None
     template = pulse_template(phases)
     std, mean = model.dit.latent_std.float(), model.dit.latent_mean.float()
-
-    def apply(x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
-        if not in_interval(t, scale):
-            return v
-        return grid_guided_velocity(x, t, v, template, strength, std, mean, free, known)
-
-    return apply
+    return at_guided_times(
+        lambda x, t, v: grid_guided_velocity(x, t, v, template, strength, std, mean, free, known), scale
+    )

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from accelerando.conditioning.controls import key_mode_word, parse_key
-from accelerando.pipelines.grid_guidance import in_interval, unit_step
+from accelerando.pipelines.grid_guidance import at_guided_times, guided_velocity
 
 __all__ = [
     "PITCH_RANGE_HZ",
@@ -135,14 +135,9 @@ def key_guided_velocity(
 ) -> torch.Tensor:
     """The velocity [B, T, D] pointing at the key-guided clean estimate; arguments as
     :func:`~accelerando.pipelines.grid_guidance.grid_guided_velocity`, with ``cmap`` [12, D] and ``template`` [12]."""
-    if strength == 0 or t <= 0:
-        return v
-    x, v = x.float(), v.float()
-    x0 = x - t * v
-    if known is not None:
-        x0 = torch.where(free[..., None] > 0, x0, known.float())
-    grad = key_score_grad(x0 * latent_std + latent_mean, cmap, template) * latent_std
-    return (x - (x0 + strength * unit_step(grad, free))) / t
+    return guided_velocity(
+        x, t, v, lambda m: key_score_grad(m, cmap, template), strength, latent_std, latent_mean, free, known
+    )
 
 
 def make_key_guidance(
@@ -160,9 +155,6 @@ def make_key_guidance(
     if not math.isfinite(float(cmap.sum())):
         raise ValueError("the codec's mel filterbank gave no finite band frequencies")
 
-    def apply(x: torch.Tensor, t: float, v: torch.Tensor) -> torch.Tensor:
-        if not in_interval(t, scale):
-            return v
-        return key_guided_velocity(x, t, v, cmap, template, strength, std, mean, free, known)
-
-    return apply
+    return at_guided_times(
+        lambda x, t, v: key_guided_velocity(x, t, v, cmap, template, strength, std, mean, free, known), scale
+    )
