@@ -20,6 +20,9 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
 - ``w4a8g64-eager`` / ``w4a8g64-fused``: RTN W4A8 with a scale per group of 64 inputs, its group scales folded into
   int8 codes (one GEMM per layer, the default; ``use_group_folding``); ``w4a8g64-exact``: the same layers with one
   GEMM per group (``use_group_folding(False)``);
+- ``w8a8t-eager`` / ``w4a8g64t-eager``: RTN with one activation scale per call (``act_scale="tensor"``), a
+  U-Net's convs then run as oneDNN int8 convolutions (:mod:`accelerando.quant.int8_conv`); ``w8a8t-unfold``: the
+  same layers on the unfold + int8 GEMM reference path (``use_int8_convs(False)``);
 - ``bf16-compiled`` / ``w8a8-compiled``: the whole backbone under ``torch.compile`` (static shapes; bf16, or RTN
   W8A8 on the eager modules traced into the same graph): what fusing everything around the GEMMs can give;
 - ``bf16-unfold`` (U-Net only): bf16 with the quantizable convolutions run as unfold + Linear
@@ -88,7 +91,10 @@ def _variant(name: str, base_dit):
     bits = 8 if name.startswith("w8") else 4
     a_bits = 16 if name.startswith(("w8a16", "w4a16")) else 8  # weight-only: float activations
     group = 64 if name.startswith("w4a8g64") else None
-    quantize_(dit, RTNConfig(bits, a_bits, group), filter_fn=layer_filter)
+    act = "tensor" if name.split("-")[0].endswith("t") else "token"  # w8a8t-..., w4a8g64t-...
+    quantize_(dit, RTNConfig(bits, a_bits, group, act_scale=act), filter_fn=layer_filter)
+    if name.endswith("unfold"):
+        return dit, {"eager": True, "convs": False}, True
     if name.endswith("exact"):
         return dit, {"eager": True, "fold": False}, True
     if name.endswith("eager"):
@@ -104,15 +110,17 @@ def _variant(name: str, base_dit):
 
 def _caller(dit, fused_opts, autocast: bool, inputs):
     from accelerando.quant import use_fused_kernels, use_group_folding
+    from accelerando.quant.switches import use_int8_convs
 
     x, t, cond = inputs
     opts = dict(fused_opts or {})
     fold = opts.pop("fold", True)
+    convs = opts.pop("convs", True)
     fused = fused_opts is not None and not opts.pop("eager", False)
 
     @torch.inference_mode()
     def run():
-        with use_fused_kernels(fused, **opts), use_group_folding(fold):
+        with use_fused_kernels(fused, **opts), use_group_folding(fold), use_int8_convs(convs):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 return dit(x, t, cond)
 

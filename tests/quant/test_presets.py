@@ -244,6 +244,8 @@ def test_cli_quantize_rejects_bad_arguments(tmp_path):
         (["--config", "w2a2"], "unknown quantization preset 'w2a2'"),
         (["--config", "w8a8-rtn", "--calib-prompts", "0"], "--calib-prompts 0"),
         (["--config", "w4a8-rtn", "--group-size", "3"], "--group-size 3"),
+        (["--config", "w8a16-rtn", "--act-scale", "tensor"], "act_scale='tensor' needs a_bits=8"),
+        (["--config", "int8-dynamic", "--act-scale", "tensor"], "'int8-dynamic' has no act_scale"),
     ]:
         args = parser.parse_args(["quantize", *argv, "-o", str(tmp_path / "o.safetensors")])
         with pytest.raises(UserError, match=needle):
@@ -272,6 +274,20 @@ def test_cli_group_size_reaches_the_layers(tmp_path, monkeypatch, capsys):
     )
     assert args.func(args) == 0
     assert {cfg.group_size for cfg in quantized_layers(load_generator(out)).values()} == {None}  # 0: per channel
+
+
+def test_cli_act_scale_reaches_the_layers(tmp_path, monkeypatch):
+    from accelerando.cli import quantize
+    from accelerando.pretrained import load_generator
+
+    monkeypatch.setattr(quantize, "load_pipeline", lambda model: tiny_pipeline(backbone="unet"))
+    out = tmp_path / "t.safetensors"
+    args = _parser().parse_args(
+        ["quantize", "--config", "w4a8-svd", "--act-scale", "tensor", "--calib-prompts", "2", "-o", str(out)]
+    )
+    assert args.func(args) == 0
+    layers = quantized_layers(load_generator(out))
+    assert layers and {cfg.act_scale for cfg in layers.values()} == {"tensor"}
 
 
 def test_4bit_presets_default_to_group_64_and_8bit_to_per_channel():

@@ -1,7 +1,7 @@
 """`accelerando quantize`: post-training quantization of the generator backbone with a named preset.
 
     accelerando quantize --model builtin|PATH --config PRESET [--calib-prompts N] [--rank R] [--recover-steps N]
-        [--other-linears float|w8a16] -o OUT.safetensors [--json]
+        [--other-linears float|w8a16] [--act-scale token|tensor] -o OUT.safetensors [--json]
 
 The output is a safetensors file (written next to its final name, then renamed) that ``accelerando generate
 --model OUT.safetensors`` loads. Presets, calibration and the report are described in ``docs/quantization.md``.
@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="float",
         help="the backbone's Linears outside the DiT blocks: keep float32 (default) or weight-only int8",
     )
+    q.add_argument(
+        "--act-scale",
+        choices=("token", "tensor"),
+        default="token",
+        help="activation scales of the A8 presets: one per token (default) or one per call, which runs a U-Net's "
+        "quantized convolutions as oneDNN int8 convolutions on the CPU",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors file")
     q.add_argument("--json", action="store_true", help="print one JSON report on stdout")
@@ -65,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.config not in PRESETS:
         preset_config(args.config)  # raises the UserError naming it and listing the valid presets
+    preset_config(args.config, act_scale=args.act_scale)  # a UserError for --act-scale tensor on an A16 / A4 preset
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: use a .safetensors file name")
     if args.calib_prompts < 1 or args.calib_prompts > 62:
@@ -96,7 +104,12 @@ def _run(args: argparse.Namespace) -> int:
         bar.total = max(bar.total or 0, total)
         bar.update(done - bar.n)
 
-    options = {"seed": args.seed, "callback": progress, "other_linears": args.other_linears}
+    options = {
+        "seed": args.seed,
+        "callback": progress,
+        "other_linears": args.other_linears,
+        "act_scale": args.act_scale,
+    }
     if args.recover_steps is not None:
         options["recover_steps"] = args.recover_steps
     if args.rank is not None:

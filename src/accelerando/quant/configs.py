@@ -18,6 +18,7 @@ __all__ = [
 ]
 
 QUANT_CONFIG_VERSION = 1
+ACT_SCALES = ("token", "tensor")  # activation scale granularity of the A8 layers
 
 _CONFIG_TYPES: dict[str, type["QuantConfig"]] = {}
 
@@ -64,11 +65,17 @@ class RTNConfig(QuantConfig):
     Weights: per output channel (``group_size=None``) or per group of ``group_size`` input features, integer range
     ``[-(2^(b-1)-1), 2^(b-1)-1]`` (int4 packed two per byte). Activations: per-token dynamic int8 (``a_bits=8``)
     or left in floating point (``a_bits=16``: weight-only, the weights are dequantized before the matmul).
+
+    ``act_scale``: ``"token"`` (one symmetric int8 scale per row, the default) or ``"tensor"`` (one asymmetric
+    uint8 scale and zero point per call for the whole input, ``a_bits=8`` only). Per-tensor scales let a
+    quantized convolution sum its taps in int32, so it runs as oneDNN's int8 convolution on the CPU
+    (:mod:`accelerando.quant.int8_conv`).
     """
 
     w_bits: int = 8  # 8 or 4
     a_bits: int = 8  # 8 (dynamic per-token int8) or 16 (weight-only)
     group_size: int | None = None  # None: one scale per output channel; else input features per scale
+    act_scale: str = "token"  # "token" or "tensor" (a_bits=8)
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -80,6 +87,7 @@ class RTNConfig(QuantConfig):
                 raise ValueError(f"RTNConfig.group_size={self.group_size!r}; use None or an int >= 2")
             if self.w_bits == 4 and self.group_size % 2:
                 raise ValueError(f"RTNConfig.group_size={self.group_size!r} must be even for 4-bit packing")
+        _check_act_scale("RTNConfig", self.act_scale, self.a_bits)
 
 
 @dataclass
@@ -115,6 +123,13 @@ def _check_group_size(name: str, group_size, w_bits: int) -> None:
             raise ValueError(f"{name}.group_size={group_size!r} must be even for 4-bit packing")
 
 
+def _check_act_scale(name: str, act_scale, a_bits: int) -> None:
+    if act_scale not in ACT_SCALES:
+        raise ValueError(f"{name}.act_scale={act_scale!r}; use 'token' or 'tensor'")
+    if act_scale == "tensor" and a_bits != 8:
+        raise ValueError(f"{name}.act_scale='tensor' needs a_bits=8, got a_bits={a_bits!r}")
+
+
 def _check_alpha(name: str, field: str, alpha) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"{name}.{field}={alpha!r}; use a float in [0, 1]")
@@ -135,6 +150,7 @@ class SmoothQuantConfig(QuantConfig):
     a_bits: int = 8  # 4 or 8 (dynamic per-token) or 16 (weight-only)
     alpha: float = 0.5  # migration strength: 0 keeps the activations, 1 moves all of their range into the weights
     group_size: int | None = None
+    act_scale: str = "token"  # "token" or "tensor" (a_bits=8), as in RTNConfig
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -143,6 +159,7 @@ class SmoothQuantConfig(QuantConfig):
             raise ValueError(f"SmoothQuantConfig.a_bits={self.a_bits!r}; use 4, 8 or 16")
         _check_alpha("SmoothQuantConfig", "alpha", self.alpha)
         _check_group_size("SmoothQuantConfig", self.group_size, self.w_bits)
+        _check_act_scale("SmoothQuantConfig", self.act_scale, self.a_bits)
 
 
 SVD_CALIBRATIONS = ("mse", "stft", None)
@@ -165,6 +182,10 @@ class SVDQuantConfig(QuantConfig):
     and rank greedily to minimise an end-to-end objective, the complex-STFT error of the decoded audio against the
     float model's (``calibrate_(..., objective=...)``; :mod:`accelerando.quant.stft_search`).
 
+    ``act_scale="tensor"``: the residual's activations get one uint8 scale per call (see :class:`RTNConfig`); on
+    an unfolded convolution the smoothing factors are then shared by the taps of each input channel, so the
+    smoothed input is still a signal a native int8 convolution can take.
+
     ``w_clip``: the residual's weight scale is ``w_clip * absmax / qmax`` (values beyond are clamped); ``1.0`` is
     plain round-to-nearest. ``"stft"`` calibration searches it per layer and records the choice here.
     """
@@ -178,6 +199,7 @@ class SVDQuantConfig(QuantConfig):
     smooth_alpha: float = 0.5
     calibration: str | None = "mse"
     w_clip: float = 1.0
+    act_scale: str = "token"  # "token" or "tensor" (a_bits=8), as in RTNConfig
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -192,3 +214,4 @@ class SVDQuantConfig(QuantConfig):
             raise ValueError(f"SVDQuantConfig.calibration={self.calibration!r}; use 'mse', 'stft' or None")
         if isinstance(self.w_clip, bool) or not isinstance(self.w_clip, int | float) or not 0.5 <= self.w_clip <= 1:
             raise ValueError(f"SVDQuantConfig.w_clip={self.w_clip!r}; use a float in [0.5, 1]")
+        _check_act_scale("SVDQuantConfig", self.act_scale, self.a_bits)

@@ -10,6 +10,9 @@ is the SVD of the ``[C_out, C_in*k]`` weight matrix.
 
 No library does this for us: torchao and nunchaku quantize Linears only, and PyTorch's quantized ``Conv1d``
 (``torch.ao``) is an FBGEMM/QNNPACK module with static activation scales, no low-rank branch and no 4-bit weights.
+The unfolded form is the reference and the calibration view. At run time, layers with per-tensor activation scales
+(``act_scale="tensor"``) run as oneDNN's own int8 convolution on the CPU (:mod:`accelerando.quant.int8_conv`), and
+weight-only layers as native convolutions on the dequantized weight (below).
 
 :func:`unfold_convs_` converts a model's convolutions in place and returns their names; quantized files record those
 names (``accelerando.quant.io``), so loading converts the same convolutions before it rebuilds the quantized layers.
@@ -35,6 +38,7 @@ class UnfoldConv1d(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self.linear = nn.Linear(in_channels * kernel_size, out_channels)
+        self.linear.conv_taps = kernel_size  # read by quant.svd.layer_smoothing (per-channel smoothing)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv1d) -> "UnfoldConv1d":
@@ -94,8 +98,14 @@ class UnfoldConv1d(nn.Module):
         """``x`` [B, C_in, T] -> [B, C_out, T_out].
 
         A weight-only quantized ``linear`` (activations in float: ``a_bits=16``) runs as a native convolution with
-        its dequantized weight instead: no unfold copy, the backend's own conv kernel, the same math.
+        its dequantized weight instead: no unfold copy, the backend's own conv kernel, the same math. An A8 layer
+        with per-tensor activation scales runs as oneDNN's int8 convolution where it applies (``int8_conv``).
         """
+        from accelerando.quant import int8_conv
+        from accelerando.quant.linear import autocast_output_dtype
+
+        if int8_conv.applies(self, x):
+            return int8_conv.int8_conv1d(self, x, autocast_output_dtype(x))
         y = _weight_only_conv(self, x)
         if y is not None:
             return y

@@ -15,6 +15,12 @@ Execution paths (``x`` [..., K] -> [..., N]):
   :class:`use_group_folding` off (or ``ACCELERANDO_QUANT_GROUPS=exact``, or 8-bit grouped weights) the K axis is split
   and each group gets its own GEMM and scale.
 - ``a_bits=4``: as ``a_bits=8`` with 4-bit per-token activation codes (held in int8 for the same GEMM).
+- ``act_scale="tensor"`` (``a_bits=8``): one asymmetric uint8 scale and zero point for the whole input
+  (:func:`~accelerando.quant.primitives.quantize_per_tensor_u8`); the codes minus 128 go through the same int8 GEMM
+  and the zero point comes back as an exact int32 correction (``u8_offset``). This is the math of oneDNN's int8
+  convolution, which runs a quantized :class:`~accelerando.quant.conv.UnfoldConv1d` with these layers on the CPU
+  (:mod:`accelerando.quant.int8_conv`); the Linear path here is its reference and runs eagerly (no Triton, no
+  fused kernel).
 - ``a_bits=16``: weights dequantized to the input's dtype, then a float matmul (bf16 under autocast / bf16 input).
 
 :meth:`QuantLinear.reference_forward` runs the same math with int32 ``@`` instead of ``torch._int_mm``. With
@@ -35,8 +41,10 @@ from accelerando.quant.primitives import (
     int8_mm,
     int8_mm_reference,
     pack_int4,
+    quantize_per_tensor_u8,
     quantize_per_token,
     quantize_weight,
+    u8_offset,
     unpack_int4,
 )
 from accelerando.quant.switches import group_folding_enabled, use_group_folding
@@ -56,6 +64,7 @@ class QuantLinear(nn.Module):
 
     Buffers: ``qweight`` int8 [N, K] (8-bit) or uint8 [N, K/2] (4-bit, two codes per byte), ``weight_scale``
     float32 [N, G] (``G = K / group_size`` or 1), ``bias`` float32 [N] when the source layer had one.
+    ``act_scale``: ``"token"`` or ``"tensor"`` (see the module docstring).
     """
 
     def __init__(
@@ -67,8 +76,12 @@ class QuantLinear(nn.Module):
         a_bits: int = 8,
         group_size: int | None = None,
         full_range: bool = False,
+        act_scale: str = "token",
     ):
         super().__init__()
+        if act_scale not in ("token", "tensor") or (act_scale == "tensor" and a_bits != 8):
+            raise ValueError(f"act_scale={act_scale!r} with a_bits={a_bits}; use 'token', or 'tensor' with a_bits=8")
+        self.act_scale = act_scale
         if group_size is not None and in_features % group_size:
             raise ValueError(f"group_size={group_size} does not divide in_features={in_features}")
         if w_bits == 4 and in_features % 2:
@@ -85,11 +98,24 @@ class QuantLinear(nn.Module):
 
     @classmethod
     def from_float(
-        cls, linear: nn.Linear, w_bits: int, a_bits: int, group_size: int | None = None, full_range: bool = False
+        cls,
+        linear: nn.Linear,
+        w_bits: int,
+        a_bits: int,
+        group_size: int | None = None,
+        full_range: bool = False,
+        act_scale: str = "token",
     ) -> "QuantLinear":
         """Quantize ``linear``'s weight [N, K] (round to nearest) into a new module on the same device."""
         q = cls(
-            linear.in_features, linear.out_features, linear.bias is not None, w_bits, a_bits, group_size, full_range
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            w_bits,
+            a_bits,
+            group_size,
+            full_range,
+            act_scale,
         )
         qw, scale = quantize_weight(linear.weight, w_bits, group_size, full_range)
         q.qweight = pack_int4(qw) if w_bits == 4 else qw
@@ -102,6 +128,7 @@ class QuantLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"w_bits={self.w_bits}, a_bits={self.a_bits}, group_size={self.group_size}"
+            + (", act_scale=tensor" if self.act_scale == "tensor" else "")
         )
 
     def int_weight(self) -> torch.Tensor:
@@ -129,21 +156,32 @@ class QuantLinear(nn.Module):
         q8, c = fold_group_scales(qw, self.weight_scale)
         return q8, c, None
 
-    def _int_groups(self, x: torch.Tensor, mm):
+    def _int_groups(self, x: torch.Tensor, mm, offset: torch.Tensor | None = None):
         """Yield ``(int32 accumulator [M, N], scale [N])`` per GEMM (one, or one per weight group); ``x`` is int8
-        [M, K]."""
+        [M, K]. ``offset`` (int32 [], per-tensor uint8 inputs: ``u8_offset``) adds ``offset * colsum(W)``."""
         qw, scale, gs = self.gemm_weight()
-        if gs is None:
-            yield mm(x, qw.t()), scale[:, 0]
-            return
-        for g, i in enumerate(range(0, self.in_features, gs)):
-            yield mm(x[:, i : i + gs].contiguous(), qw[:, i : i + gs].t()), scale[:, g]
+        spans = [(0, self.in_features)] if gs is None else [(i, i + gs) for i in range(0, self.in_features, gs)]
+        for g, (i, j) in enumerate(spans):
+            w = qw[:, i:j]  # [N, K_g]
+            acc = mm(x if gs is None else x[:, i:j].contiguous(), w.t())
+            if offset is not None:
+                acc = acc + offset * w.sum(dim=1, dtype=torch.int32)
+            yield acc, scale[:, g]
+
+    def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``x`` [M, K] -> (int8 codes [M, K], activation scale [M, 1] or [], int32 offset [] or None)."""
+        if self.act_scale == "tensor":
+            q, sa, zp = quantize_per_tensor_u8(x)
+            q8, off = u8_offset(q, zp)
+            return q8, sa, off
+        qa, sa = quantize_per_token(x, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
+        return qa, sa, None
 
     def int_accumulate(self, x: torch.Tensor, mm=int8_mm) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer part of the A8 path: ``x`` [M, K] -> (int32 accumulators [G', M, N], activation scale [M, 1]);
-        ``G'`` GEMMs, one per weight group, or 1 (per-channel scales, or folded groups)."""
-        qa, sa = quantize_per_token(x, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
-        return torch.stack([acc for acc, _ in self._int_groups(qa, mm)]), sa
+        """Integer part of the A8 path: ``x`` [M, K] -> (int32 accumulators [G', M, N], activation scale [M, 1] or
+        []); ``G'`` GEMMs, one per weight group, or 1 (per-channel scales, or folded groups)."""
+        qa, sa, off = self.quantize_input(x)
+        return torch.stack([acc for acc, _ in self._int_groups(qa, mm, off)]), sa
 
     def output_dtype(self, x: torch.Tensor) -> torch.dtype:
         """The dtype :meth:`forward` returns for input ``x``: see :func:`autocast_output_dtype`."""
@@ -159,7 +197,9 @@ class QuantLinear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         if x2.shape[0] == 0:
             return x.new_zeros(*lead, self.out_features, dtype=out_dtype)
-        if (
+        if self.act_scale == "tensor":  # the reference of accelerando.quant.int8_conv; eager everywhere
+            y = self._a8_eager(x2, mm, out_dtype)
+        elif (
             mm is int8_mm and triton_kernels.applies(x2) and triton_kernels.supports(self, x2.shape[0])
         ):  # CUDA: two kernels
             y = triton_kernels.a8_linear(self, x2, out_dtype)
@@ -171,12 +211,12 @@ class QuantLinear(nn.Module):
 
     def _a8_eager(self, x2: torch.Tensor, mm, out_dtype: torch.dtype) -> torch.Tensor:
         """A8 math on ``x2`` [M, K] -> [M, N] in ``out_dtype`` (mirrored by ``fused._a8_math``)."""
-        qa, sa = quantize_per_token(x2, self.full_range, self.a_bits)  # [M, K] int8, [M, 1]
+        qa, sa, off = self.quantize_input(x2)  # [M, K] int8, [M, 1] (or [] per tensor)
         y = None
-        for acc, scale in self._int_groups(qa, mm):  # acc [M, N] int32; scale by its weight scale [N]
+        for acc, scale in self._int_groups(qa, mm, off):  # acc [M, N] int32; scale by its weight scale [N]
             part = acc.float().mul_(scale)
             y = part if y is None else y.add_(part)
-        y.mul_(sa)  # [M, N] * [M, 1]
+        y.mul_(sa)  # [M, N] * [M, 1] (or [])
         if self.bias is not None:
             y.add_(self.bias)
         return y.to(out_dtype)

@@ -117,6 +117,7 @@ PRESET_OPTIONS: dict[str, object] = {
     "rank": 32,
     "group_size": DEFAULT_GROUP_SIZE,
     "alpha": 0.5,
+    "act_scale": "token",
     "steps": 8,
     "cfg": 3.0,
     "seconds": 5.0,
@@ -213,9 +214,29 @@ def _block_of(name: str) -> str:
 
 
 def preset_config(
-    preset: str, rank: int = 32, group_size: int | None = DEFAULT_GROUP_SIZE, alpha: float = 0.5
+    preset: str,
+    rank: int = 32,
+    group_size: int | None = DEFAULT_GROUP_SIZE,
+    alpha: float = 0.5,
+    act_scale: str = "token",
 ) -> QuantConfig:
-    """The config a preset applies; ``UserError`` naming an unknown preset and listing the valid ones."""
+    """The config a preset applies; ``UserError`` naming an unknown preset and listing the valid ones, or a bad option.
+
+    ``act_scale="tensor"``: the A8 presets with one activation scale per call, which runs a U-Net's quantized
+    convolutions as oneDNN int8 convolutions on the CPU (``accelerando.quant.int8_conv``).
+    """
+    cfg = _preset_config(preset, rank, group_size, alpha)
+    if act_scale == "token":
+        return cfg
+    if not hasattr(cfg, "act_scale"):
+        raise UserError(f"preset {preset!r} has no act_scale option (it is fixed per token)")
+    try:
+        return replace(cfg, act_scale=act_scale)
+    except ValueError as err:
+        raise UserError(f"preset {preset!r}: {err}") from None
+
+
+def _preset_config(preset: str, rank: int, group_size: int | None, alpha: float) -> QuantConfig:
     try:
         if preset == "int8-dynamic":
             return Int8DynamicConfig()
@@ -304,7 +325,9 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         calib_prompts: how many shipped train-split calibration prompts to generate (1-64) for calibrated presets
             (``w4a8-smooth``, the SVD ones); RTN / int8-dynamic presets run no calibration.
         **options: ``rank`` (32), ``group_size`` (64 for the 4-bit presets; None: per output channel; layers it does not
-            divide stay per channel), ``alpha`` (0.5, SmoothQuant), ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0:
+            divide stay per channel), ``alpha`` (0.5, SmoothQuant), ``act_scale`` ("token", or "tensor" for A8
+            presets: one uint8 activation scale per call, a U-Net's convs then run as oneDNN int8 convolutions),
+            ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0:
             calibration clip length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer),
             ``stft_prompts`` (2), ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"),
             ``prompts`` (a list of prompt dicts like the shipped ones, replacing them; train-split only),
@@ -326,7 +349,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     if unknown:
         raise UserError(f"unknown quantize_pipeline option(s) {unknown}; valid: {', '.join(PRESET_OPTIONS)}")
     o = {**PRESET_OPTIONS, **options}
-    cfg = preset_config(preset, o["rank"], o["group_size"], o["alpha"])
+    cfg = preset_config(preset, o["rank"], o["group_size"], o["alpha"], o["act_scale"])
     if o["stft_unit"] not in ("block", "layer"):
         raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
     if o["cfg"] == 1.0:

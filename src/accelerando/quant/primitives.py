@@ -14,6 +14,8 @@ __all__ = [
     "pack_int4",
     "unpack_int4",
     "quantize_per_token",
+    "quantize_per_tensor_u8",
+    "u8_offset",
     "int8_mm",
     "int8_mm_reference",
     "int_mm_supported",
@@ -105,6 +107,29 @@ def quantize_per_token(x: torch.Tensor, full_range: bool = False, bits: int = 8)
     scale = _scale(x.abs().amax(dim=-1, keepdim=True), qmin, qmax)  # [M, 1]
     q = torch.clamp(torch.round(x / scale), qmin, qmax).to(torch.int8)
     return q, scale
+
+
+def quantize_per_tensor_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dynamic asymmetric uint8 quantization of the whole of ``x`` (any shape, not empty): one scale, one zero point.
+
+    The range ``[min(x, 0), max(x, 0)]`` maps onto ``[0, 255]`` (zero is exact, as in oneDNN / PyTorch's x86
+    quantization). Returns (``q`` uint8 like ``x``, ``scale`` fp32 [], ``zero_point`` int64 [] in ``[0, 255]``);
+    ``x ~ (q - zero_point) * scale``.
+    """
+    xf = x.float()
+    lo, hi = xf.amin().clamp(max=0), xf.amax().clamp(min=0)
+    scale = ((hi - lo) / 255).clamp(min=_EPS)
+    zp = torch.round(-lo / scale).clamp(0, 255)
+    q = torch.clamp(torch.round(xf / scale) + zp, 0, 255).to(torch.uint8)
+    return q, scale, zp.to(torch.int64)
+
+
+def u8_offset(q: torch.Tensor, zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 codes -> (``q - 128`` as int8, ``128 - zero_point`` int32 []), so an int8 GEMM serves uint8 inputs.
+
+    ``(q - zp) @ W = (q - 128) @ W + (128 - zp) * colsum(W)``, exact in int32.
+    """
+    return (q.to(torch.int16) - 128).to(torch.int8), (128 - zero_point).to(torch.int32)
 
 
 def int8_mm_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

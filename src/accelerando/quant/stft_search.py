@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from accelerando.quant.configs import STFT_ALPHA_GRID, STFT_CLIP_GRID, SVDQuantConfig
-from accelerando.quant.svd import SVDQuantLinear, lowrank_split, smoothing_factors
+from accelerando.quant.svd import SVDQuantLinear, layer_smoothing, lowrank_split
 
 __all__ = ["stft_refine_"]
 
@@ -72,7 +72,7 @@ def stft_refine_(
         lin, cfg = floats[n], current[n].quant_config
         key = (n, st["alpha"], st["rank"])
         if key not in splits:
-            s = smoothing_factors(stats[n]["absmax"].to(lin.weight.device), lin.weight, st["alpha"])
+            s = layer_smoothing(lin, stats[n]["absmax"], st["alpha"], cfg.act_scale)
             splits[key] = lowrank_split(lin.weight.detach().float() * s, st["rank"])
         q = SVDQuantLinear.from_float(
             lin,
@@ -84,6 +84,7 @@ def stft_refine_(
             st["rank"],
             st["w_clip"],
             split=splits[key],
+            act_scale=cfg.act_scale,
         )
         q.quant_config = replace(cfg, smooth_alpha=st["alpha"], w_clip=st["w_clip"], rank=st["rank"])
         return q

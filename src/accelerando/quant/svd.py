@@ -30,7 +30,7 @@ from accelerando.quant.configs import MSE_ALPHA_GRID, SmoothQuantConfig, SVDQuan
 from accelerando.quant.linear import QuantLinear
 from accelerando.quant.primitives import pack_int4, quantize_weight
 
-__all__ = ["SVDQuantLinear", "smoothing_factors", "lowrank_split"]
+__all__ = ["SVDQuantLinear", "smoothing_factors", "layer_smoothing", "lowrank_split"]
 
 _EPS = 1e-8
 
@@ -41,6 +41,22 @@ def smoothing_factors(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: flo
     w = weight.detach().float().abs().amax(dim=0)  # [K]
     s = a.clamp(min=_EPS).pow(alpha) / w.clamp(min=_EPS).pow(1 - alpha)
     return torch.where((a > 0) & (w > 0), s, torch.ones_like(s))
+
+
+def layer_smoothing(
+    linear: nn.Linear, act_absmax: torch.Tensor, alpha: float, act_scale: str = "token"
+) -> torch.Tensor:
+    """:func:`smoothing_factors` for ``linear``; with per-tensor activations (``act_scale="tensor"``) the Linear of an
+    unfolded convolution (``linear.conv_taps = k``, set by :class:`~accelerando.quant.conv.UnfoldConv1d`) gets one
+    factor per input channel, shared by its ``k`` taps (activation and weight maxima taken over the taps), so
+    ``x / s`` is a per-channel signal a native int8 convolution can take."""
+    taps = getattr(linear, "conv_taps", 1) if act_scale == "tensor" else 1
+    if taps == 1:
+        return smoothing_factors(act_absmax.to(linear.weight.device), linear.weight, alpha)
+    n, k = linear.weight.shape
+    a = act_absmax.to(linear.weight.device).float().reshape(k // taps, taps).amax(dim=1)  # [C_in]
+    w = linear.weight.detach().float().abs().reshape(n, k // taps, taps).amax(dim=2)  # [N, C_in]
+    return smoothing_factors(a, w, alpha).repeat_interleave(taps)  # [K], taps fastest (the unfold layout)
 
 
 def lowrank_split(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -72,10 +88,11 @@ class SVDQuantLinear(nn.Module):
         a_bits: int = 8,
         group_size: int | None = None,
         rank: int = 0,
+        act_scale: str = "token",
     ):
         super().__init__()
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.residual = QuantLinear(in_features, out_features, bias, w_bits, a_bits, group_size)
+        self.residual = QuantLinear(in_features, out_features, bias, w_bits, a_bits, group_size, act_scale=act_scale)
         self.register_buffer("inv_smooth", torch.ones(in_features))
         self.register_buffer("lora_up", torch.zeros(out_features, rank, dtype=torch.bfloat16))
         self.register_buffer("lora_down", torch.zeros(rank, in_features, dtype=torch.bfloat16))
@@ -93,16 +110,18 @@ class SVDQuantLinear(nn.Module):
         rank: int = 0,
         w_clip: float = 1.0,
         split: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        act_scale: str = "token",
     ) -> "SVDQuantLinear":
         """Smooth ``linear`` with calibration ``act_absmax`` [K], split off the rank-``rank`` branch, quantize.
 
         ``w_clip``: residual weight clipping ratio (see ``quantize_weight``). ``split``: a precomputed
         ``lowrank_split`` of the smoothed weight at this ``alpha`` and ``rank`` (the stft search caches them).
+        ``act_scale``: the residual's activation scales (:func:`layer_smoothing` ties a conv's taps for "tensor").
         """
         k, n = linear.in_features, linear.out_features
         rank = min(rank, k, n)
-        q = cls(k, n, linear.bias is not None, w_bits, a_bits, group_size, rank)
-        s = smoothing_factors(act_absmax.to(linear.weight.device), linear.weight, alpha)
+        q = cls(k, n, linear.bias is not None, w_bits, a_bits, group_size, rank, act_scale)
+        s = layer_smoothing(linear, act_absmax, alpha, act_scale)
         l1, l2, r = split if split is not None else lowrank_split(linear.weight.detach().float() * s, rank)
         qw, scale = quantize_weight(r, w_bits, group_size, clip=w_clip)
         q.residual.qweight = pack_int4(qw) if w_bits == 4 else qw
@@ -126,15 +145,16 @@ class SVDQuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [..., K] -> [..., N]; ``1/s`` applied right before the residual's activation quantization."""
+        per_token = self.residual.a_bits != 16 and self.residual.act_scale == "token"
         if (
-            self.residual.a_bits != 16
+            per_token
             and triton_kernels.applies(x)
             and triton_kernels.supports(self.residual, x.numel() // self.in_features)
         ):
             x2 = x.reshape(-1, self.in_features)  # [M, K]; CUDA: smoothing + down-projection fused into the
             y = triton_kernels.svd_linear(self, x2, self.residual.output_dtype(x))  # quantizer, up into the GEMM
             return y.reshape(*x.shape[:-1], self.out_features)
-        if self.residual.a_bits != 16 and fused.applies(x):  # opt-in compiled path (accelerando.quant.fused)
+        if per_token and fused.applies(x):  # opt-in compiled path (accelerando.quant.fused)
             x2 = x.reshape(-1, self.in_features)  # [M, K]
             y = fused.svd_linear_fused(self, x2, self.residual.output_dtype(x), lambda: self._eager(x))
             return y.reshape(*x.shape[:-1], self.out_features)
@@ -173,12 +193,20 @@ def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...], w_cl
     if is_building_skeleton():
         k, n = linear.in_features, linear.out_features
         return SVDQuantLinear(
-            k, n, linear.bias is not None, config.w_bits, config.a_bits, config.group_size, min(rank, k, n)
+            k,
+            n,
+            linear.bias is not None,
+            config.w_bits,
+            config.a_bits,
+            config.group_size,
+            min(rank, k, n),
+            config.act_scale,
         ).to(linear.weight.device)
     calib = _calibration(module, config)
     args = (config.w_bits, config.a_bits, config.group_size, rank, w_clip)
+    kw = {"act_scale": config.act_scale}
     if len(alphas) == 1:
-        return SVDQuantLinear.from_float(linear, calib["absmax"], alphas[0], *args)
+        return SVDQuantLinear.from_float(linear, calib["absmax"], alphas[0], *args, **kw)
     sample = calib.get("sample")
     if sample is None or not len(sample):
         raise ValueError(f"calibration={config.calibration!r} needs recorded activation rows (calibrate_ records them)")
@@ -186,7 +214,7 @@ def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...], w_cl
     with torch.no_grad():
         ref = linear(sample)
         for a in alphas:
-            cand = SVDQuantLinear.from_float(linear, calib["absmax"], a, *args)
+            cand = SVDQuantLinear.from_float(linear, calib["absmax"], a, *args, **kw)
             err = float((cand(sample) - ref).pow(2).mean())
             if err < best_err:
                 best, best_err = cand, err

@@ -7,7 +7,7 @@ once, and leaving a ``with`` block restores the previous one. ``use_group_foldin
 
 import os
 
-__all__ = ["StateSwitch", "group_folding_enabled", "use_group_folding"]
+__all__ = ["StateSwitch", "group_folding_enabled", "int8_convs_enabled", "use_group_folding", "use_int8_convs"]
 
 
 class StateSwitch:
@@ -46,3 +46,19 @@ class use_group_folding(StateSwitch):
 def group_folding_enabled() -> bool:
     """Whether 4-bit grouped A8 layers currently run as one folded int8 GEMM."""
     return _GROUPS["fold"]
+
+
+_CONVS = {"onednn": os.environ.get("ACCELERANDO_QUANT_CONVS", "onednn").strip().lower() != "unfold"}
+
+
+class use_int8_convs(StateSwitch):
+    """Run convolutions whose quantized layer has per-tensor activation scales (``act_scale="tensor"``) as oneDNN
+    int8 convolutions on the CPU (the default) or as unfold + int8 GEMM (off; ``ACCELERANDO_QUANT_CONVS=unfold``
+    starts with it off). See :mod:`accelerando.quant.int8_conv`."""
+
+    _state, _key = _CONVS, "onednn"
+
+
+def int8_convs_enabled() -> bool:
+    """Whether per-tensor A8 convolutions currently run through oneDNN's int8 convolution where it applies."""
+    return _CONVS["onednn"]

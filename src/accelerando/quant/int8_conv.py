@@ -1,0 +1,183 @@
+"""Quantized convolutions as oneDNN int8 convolutions on the CPU (per-tensor uint8 activations, int8 weights).
+
+Why: a quantized :class:`~accelerando.quant.conv.UnfoldConv1d` otherwise runs as unfold + int8 GEMM, which pays a
+``k``-fold copy of its input and was slower than oneDNN's bf16 convolution on the dev CPU; with one activation
+scale per frame the ``k`` taps cannot be summed in int32 at all (BENCHMARKS.md, "Int8 convolutions without the
+unfold copy"). With one scale and zero point for the whole input (``act_scale="tensor"`` in the configs), the
+convolution is exactly what PyTorch's own x86 int8 path lowers to: ``torch.ops.onednn.qconv_pointwise`` (uint8
+activations with a zero point, int8 weights with one scale per output channel, AVX512-VNNI, bias and the output
+cast in its epilogue). No hand-written kernel: this module only feeds that library op.
+
+Per call, ``x`` [B, C_in, T] -> [B, C_out, T_out]:
+
+1. ``q, scale, zp = quantize_per_tensor_u8(x * inv_smooth)`` (the smoothing only for SmoothQuant / SVD layers),
+   the codes written channels-last, the layout oneDNN reads without a reorder;
+2. the oneDNN convolution of the codes with the layer's int8 weight, prepacked once per layer;
+3. for :class:`~accelerando.quant.svd.SVDQuantLinear`, the 16-bit low-rank branch as a rank-``r`` convolution of
+   the input with ``L2 / s`` followed by a 1x1 convolution with ``L1`` (``L1 L2`` is never formed);
+4. oneDNN's channels-last output (plus the low-rank branch) back to the channels-first layout the backbone reads.
+
+Steps 1 and 4 are compiled by inductor where ``torch.compile`` works (a min/max reduction, the rounding, and a tiled
+transpose, several times faster than ``Tensor.contiguous`` on the dev CPU), else they run eagerly with the same math
+(tests check that both give the same codes).
+
+Weights: the layer's codes as :meth:`~accelerando.quant.linear.QuantLinear.gemm_weight` gives them (4-bit codes
+unpacked; grouped 4-bit folded to one scale per row), reshaped to ``[C_out, C_in, k]``. The prepacked copy lives in
+a cache keyed by the layer object and is rebuilt when the layer's codes, scales or smoothing are replaced or changed
+in place (low-rank recovery assigns new scales). It holds int8 bytes, so a W4A8 layer's resident weight is 8-bit
+on this path, as with ``use_fused_kernels(cache_int4=True)``.
+
+Used when all of these hold, else the unfold path runs (the reference, same integer math):
+
+- :func:`~accelerando.quant.switches.use_int8_convs` is on (the default; ``ACCELERANDO_QUANT_CONVS=unfold``);
+- CPU tensors, ``torch.ops.onednn.qconv_pointwise`` present (oneDNN builds of PyTorch), float input;
+- the layer is A8 with ``act_scale="tensor"``, and its groups are folded (``use_group_folding``, the default);
+- SmoothQuant / SVD: one smoothing factor per input channel (``layer_smoothing`` ties the taps for these configs);
+- no autograd through the input and the layer's ``forward`` not replaced (low-rank recovery trains through unfold).
+
+Numerics: the integer codes and int32 sums are those of the unfold reference (zero padding is a zero code offset,
+and the per-tensor range includes zero in both), so only the float epilogue's rounding differs (tests: SQNR of this
+path against the reference). Per-tensor scales are coarser than per-token ones; what that costs in audio is
+measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN").
+"""
+
+import warnings
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+from accelerando.quant.primitives import quantize_per_tensor_u8
+from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
+
+__all__ = ["available", "applies", "int8_conv1d", "status"]
+
+_state: dict = {"compile": True, "broken": None, "fns": {}}
+_packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
+
+
+def available() -> bool:
+    """Whether this PyTorch build has oneDNN's int8 convolution op."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv_pointwise")
+
+
+def status() -> dict:
+    """Switch, availability and the compile failure text (``broken``) of the two small kernels, for reports."""
+    return {"enabled": int8_convs_enabled(), "available": available(), "compile_broken": _state["broken"]}
+
+
+def _quantize(x: torch.Tensor, inv: torch.Tensor | None):
+    """``x`` [B, C, T] (times ``inv`` [C] per channel) -> ``quantize_per_tensor_u8``'s (codes, scale, zero point),
+    the codes laid out channels-last (strides ``[T C, 1, C]``), the layout oneDNN's kernel reads without a reorder."""
+    if inv is not None:
+        x = x * inv.to(x.dtype)[:, None]  # the dtype the reference path smooths in
+    q, scale, zp = quantize_per_tensor_u8(x)
+    return q.transpose(1, 2).contiguous().transpose(1, 2), scale, zp
+
+
+def _finish(y: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's channels-last output [B, C_out, T] (plus the low-rank branch) -> a channels-first tensor."""
+    if low is not None:
+        y = y + low.to(y.dtype)
+    return y.contiguous()
+
+
+def _run(fn, *args):
+    """``fn(*args)`` compiled by inductor (a tiled transpose runs several times faster than ``Tensor.contiguous``
+    here), or eagerly when compiling is off or has failed in this process (warned once)."""
+    if not _state["compile"] or _state["broken"] is not None:
+        return fn(*args)
+    compiled = _state["fns"].get(fn)
+    if compiled is None:
+        compiled = _state["fns"][fn] = torch.compile(fn, dynamic=True, options={"emulate_precision_casts": True})
+    try:
+        return compiled(*args)
+    except Exception as err:  # no C++ compiler, unsupported platform, ...
+        _state["broken"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        warnings.warn(f"int8 conv kernels could not compile ({_state['broken']}); running them eagerly", stacklevel=3)
+        return fn(*args)
+
+
+def _layers(conv):
+    """(the A8 QuantLinear holding the residual codes, the SVD / SmoothQuant layer or None) of ``conv.linear``."""
+    from accelerando.quant.linear import QuantLinear
+    from accelerando.quant.svd import SVDQuantLinear
+
+    lin = conv.linear
+    if isinstance(lin, SVDQuantLinear):
+        return lin.residual, lin
+    if isinstance(lin, QuantLinear):
+        return lin, None
+    return None, None
+
+
+def applies(conv, x: torch.Tensor) -> bool:
+    """Whether ``conv`` (an :class:`~accelerando.quant.conv.UnfoldConv1d`) runs through oneDNN for input ``x``."""
+    if not int8_convs_enabled() or x.device.type != "cpu" or not x.is_floating_point() or x.numel() == 0:
+        return False
+    res, svd = _layers(conv)
+    if res is None or res.a_bits != 8 or res.act_scale != "tensor" or "forward" in vars(conv.linear):
+        return False
+    if res.group_size is not None and not (res.w_bits == 4 and group_folding_enabled()):
+        return False  # exact per-group scales: one GEMM per group, unfold only
+    if torch.is_grad_enabled() and x.requires_grad:
+        return False
+    return available() and _entry(conv, res, svd) is not None
+
+
+def _sources(res, svd) -> tuple:
+    """The tensors a packed weight is built from, with their in-place version counters."""
+    ts = (res.qweight, res.weight_scale) + (() if svd is None else (svd.inv_smooth, svd.lora_down, svd.lora_up))
+    return tuple((t, t._version) for t in ts)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(t1 is t2 and v1 == v2 for (t1, v1), (t2, v2) in zip(a, b, strict=True))
+
+
+def _entry(conv, res, svd):
+    """The cached (packed weight, weight scales [C_out], zero points, per-channel 1/s or None, low-rank conv weights
+    or None), rebuilt when a source changed; None when the smoothing differs between the taps of a channel (no
+    native conv exists)."""
+    src = _sources(res, svd)
+    hit = _packed.get(res)
+    if hit is not None and _same(hit[0], src):
+        return hit[1]
+    k, c_in = conv.kernel_size, conv.in_channels
+    inv = None
+    if svd is not None:
+        taps = svd.inv_smooth.detach().float().reshape(c_in, k)
+        if not torch.equal(taps, taps[:, :1].expand(-1, k)):
+            _packed[res] = (src, None)
+            return None
+        inv = taps[:, 0].contiguous()
+    low = None
+    if svd is not None and svd.rank:  # L2 / s as a rank-r conv [r, C_in, k] (1/s folded in), L1 as a 1x1 conv
+        down = svd.lora_down.detach().float().reshape(svd.rank, c_in, k) * inv[None, :, None]
+        low = (down, svd.lora_up.detach().float()[:, :, None])
+    qw, scale, _ = res.gemm_weight()  # int8 [C_out, C_in * k], fp32 [C_out, 1]
+    w_scale = scale[:, 0].float().contiguous()
+    weight = qw.reshape(conv.out_channels, c_in, k).contiguous()
+    args = ([conv.stride], [conv.padding], [conv.dilation])
+    packed = torch.ops.onednn.qconv_prepack(weight, w_scale, 1.0, 0, *args, 1, None)
+    zeros = torch.zeros(conv.out_channels, dtype=torch.int64)
+    entry = (packed, w_scale, zeros, inv, low)
+    _packed[res] = (src, entry)
+    return entry
+
+
+def int8_conv1d(conv, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """``conv(x)`` through oneDNN, ``x`` [B, C_in, T] -> [B, C_out, T_out] in ``out_dtype`` (check :func:`applies`)."""
+    res, svd = _layers(conv)
+    packed, w_scale, zeros, inv, lowrank = _entry(conv, res, svd)
+    q, scale, zp = _run(_quantize, x, inv)
+    args = ([conv.stride], [conv.padding], [conv.dilation], 1)
+    y = torch.ops.onednn.qconv_pointwise.tensor(
+        q, scale, zp, packed, w_scale, zeros, res.bias, *args, 1.0, 0, out_dtype, "none", [], ""
+    )  # channels-last
+    low = None
+    if lowrank is not None:
+        down, up = lowrank
+        z = F.conv1d(x, down.to(x.dtype), None, conv.stride, conv.padding, conv.dilation)  # [B, r, T_out]
+        low = F.conv1d(z, up.to(z.dtype))  # [B, C_out, T_out]
+    return _run(_finish, y, low)

@@ -1,0 +1,186 @@
+"""Per-tensor uint8 activations and the oneDNN int8 convolution path: codes, the int32 reference, the oneDNN path
+against the unfold reference, SVD smoothing shared by a conv's taps, cache invalidation, and save / load."""
+
+import pytest
+import torch
+from torch import nn
+
+from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, int8_conv, quantize_
+from accelerando.quant.conv import UnfoldConv1d
+from accelerando.quant.linear import QuantLinear
+from accelerando.quant.primitives import quantize_per_tensor_u8
+from accelerando.quant.switches import use_group_folding, use_int8_convs
+from accelerando.testing.sqnr import sqnr
+
+needs_onednn = pytest.mark.skipif(not int8_conv.available(), reason="PyTorch build without oneDNN int8 convolutions")
+LINEAR = {"filter_fn": lambda m, n: n.endswith("linear")}
+
+
+def test_per_tensor_u8_codes_cover_the_range_and_keep_zero_exact():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, generator=g) * 2 + 0.5
+    q, scale, zp = quantize_per_tensor_u8(x)
+    assert q.dtype == torch.uint8 and q.shape == x.shape and scale.shape == () and zp.dtype == torch.int64
+    assert int(q.min()) == 0 and int(q.max()) == 255  # the extremes land on the ends of the range
+    err = ((q.float() - zp) * scale - x).abs().max()
+    assert err <= scale / 2 + 1e-6
+    zq, zs, zz = quantize_per_tensor_u8(torch.tensor([0.0, 1.0, 2.0]))  # non-negative: zero point 0, 0 exact
+    assert int(zz) == 0 and int(zq[0]) == 0
+    nq, _, nz = quantize_per_tensor_u8(torch.zeros(5))  # all zero: a tiny scale, no division by zero
+    assert torch.equal(nq.long(), nz.expand(5))
+
+
+@pytest.mark.parametrize("w_bits,group", [(8, None), (4, 16)])
+def test_per_tensor_linear_int_mm_equals_the_int32_reference(w_bits, group):
+    g = torch.Generator().manual_seed(1)
+    lin = nn.Linear(64, 24)
+    x = torch.randn(30, 64, generator=g).relu() - 0.2  # asymmetric, like a SiLU output
+    q = QuantLinear.from_float(lin, w_bits, 8, group, act_scale="tensor")
+    with use_group_folding(False):  # one GEMM per group: the offset correction per group
+        torch.testing.assert_close(q(x), q.reference_forward(x), rtol=0, atol=0)
+    torch.testing.assert_close(q(x), q.reference_forward(x), rtol=0, atol=0)
+    assert sqnr(lin(x), q(x)) > (38 if w_bits == 8 else 18)
+    assert "act_scale=tensor" in repr(q)
+
+
+def test_act_scale_is_validated_naming_the_value():
+    with pytest.raises(ValueError, match="act_scale='tensor' needs a_bits=8"):
+        RTNConfig(8, 16, act_scale="tensor")
+    with pytest.raises(ValueError, match="act_scale='row'"):
+        SVDQuantConfig(act_scale="row")
+
+
+def _conv(c_in, c_out, k, stride=1, padding=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv1d(c_in, c_out, k, stride=stride, padding=padding)
+    with torch.no_grad():
+        conv.weight.copy_((torch.rand(conv.weight.shape, generator=g) * 2 - 1) / (c_in * k) ** 0.5)
+        conv.bias.copy_(torch.randn(c_out, generator=g) * 0.1)
+    x = torch.nn.functional.silu(torch.randn(2, c_in, 50, generator=g) * 2)
+    return conv, x
+
+
+def _both_paths(model, x):
+    """(oneDNN output, unfold reference output) of ``model`` on ``x``, with the path checked."""
+    with torch.no_grad():
+        assert int8_conv.applies(model[0], x)
+        fast = model(x)
+        with use_int8_convs(False):
+            assert not int8_conv.applies(model[0], x)
+            ref = model(x)
+    return fast, ref
+
+
+# the unfold reference runs the same integer codes and int32 sums; only the fp32 epilogue's rounding differs
+@needs_onednn
+@pytest.mark.parametrize(
+    "k,stride,padding,cfg",
+    [
+        (3, 1, 1, RTNConfig(8, 8, act_scale="tensor")),
+        (4, 2, 1, RTNConfig(8, 8, act_scale="tensor")),  # the U-Net's downsampling
+        (1, 1, 0, RTNConfig(8, 8, act_scale="tensor")),  # skip
+        (3, 1, 1, RTNConfig(4, 8, 32, act_scale="tensor")),  # W4A8, group scales folded
+    ],
+)
+def test_onednn_conv_matches_the_unfold_reference(k, stride, padding, cfg):
+    conv, x = _conv(32, 48, k, stride, padding)
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, cfg, **LINEAR)
+    fast, ref = _both_paths(model, x)
+    assert fast.shape == conv(x).shape and fast.is_contiguous()
+    assert sqnr(ref, fast) > 100
+    assert sqnr(conv(x), fast) > (33 if cfg.w_bits == 8 else 18)
+
+
+@needs_onednn
+def test_onednn_conv_under_bf16_autocast_returns_bf16():
+    conv, x = _conv(32, 48, 3, padding=1)
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, ref = _both_paths(model, x)
+    assert fast.dtype == ref.dtype == torch.bfloat16
+    assert sqnr(ref.float(), fast.float()) > 40  # bf16 outputs: one rounding apart
+
+
+@needs_onednn
+def test_compiled_quantize_kernel_gives_the_eager_codes():
+    _, x = _conv(32, 48, 3)
+    inv = torch.rand(32) + 0.5
+    for xx in (x, x.bfloat16()):
+        want = int8_conv._quantize(xx, inv)
+        got = int8_conv._run(int8_conv._quantize, xx, inv)
+        assert int8_conv.status()["compile_broken"] is None
+        assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+        assert got[0].stride() == want[0].stride() == (xx.shape[1] * xx.shape[2], 1, xx.shape[1])
+
+
+@needs_onednn
+def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onednn():
+    conv, x = _conv(32, 48, 3, padding=1)
+    x[:, [3, 20]] *= 15  # outlier channels
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    calibrate_(model, SVDQuantConfig(4, 8, rank=8, group_size=32, act_scale="tensor"), [x], **LINEAR)
+    inv = model[0].linear.inv_smooth.reshape(32, 3)
+    assert torch.equal(inv, inv[:, :1].expand(-1, 3)) and not torch.equal(inv[:, 0], inv[0, 0].expand(32))
+    fast, ref = _both_paths(model, x)
+    assert sqnr(ref, fast) > 60  # the low-rank branch runs as convs here, as a Linear there
+    rtn = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(rtn, RTNConfig(4, 8, 32, act_scale="tensor"), **LINEAR)
+    with torch.no_grad():
+        assert sqnr(conv(x), fast) > sqnr(conv(x), rtn(x)) + 3  # the outliers cost SVD less than RTN
+
+
+@needs_onednn
+def test_per_tap_smoothing_falls_back_to_unfold():
+    """A per-token SVD layer switched to per-tensor scales keeps per-tap smoothing: no native conv exists for it."""
+    conv, x = _conv(32, 48, 3, padding=1)
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    calibrate_(model, SVDQuantConfig(8, 8, rank=4), [x * torch.linspace(0.1, 3, 50)], **LINEAR)
+    model[0].linear.residual.act_scale = "tensor"
+    assert not int8_conv.applies(model[0], x)
+    with torch.no_grad():
+        assert sqnr(conv(x), model(x)) > 25
+
+
+@needs_onednn
+def test_packed_weight_is_rebuilt_when_scales_change_and_autograd_takes_unfold():
+    conv, x = _conv(32, 48, 3, padding=1)
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
+    lin = model[0].linear
+    with torch.no_grad():
+        before = model(x)
+        lin.weight_scale = lin.weight_scale * 2  # a new tensor (as recovery assigns)
+        fast, ref = _both_paths(model, x)
+        assert sqnr(ref, fast) > 100 and sqnr(2 * (before - lin.bias[:, None]), fast - lin.bias[:, None]) > 100
+        lin.weight_scale.mul_(0.5)  # in place
+        torch.testing.assert_close(model(x), before)
+    xg = x.clone().requires_grad_(True)
+    assert not int8_conv.applies(model[0], xg)
+    model(xg).sum().backward()  # the unfold path: the input gets its gradient
+    assert xg.grad is not None
+
+
+@needs_onednn
+def test_per_tensor_unet_round_trips_and_runs_its_convs_through_onednn(tmp_path, monkeypatch):
+    from accelerando.pretrained import load_generator
+    from accelerando.quant.presets import quantize_pipeline, save_quantized_generator
+    from accelerando.testing.models import backbone_inputs, tiny_pipeline
+
+    pipe = tiny_pipeline(backbone="unet")
+    quantize_pipeline(pipe, "w8a8-rtn", calib_prompts=1, act_scale="tensor", seconds=1.0, steps=2)
+    path = save_quantized_generator(pipe.model, tmp_path / "t.safetensors", {"preset": "w8a8-rtn"})
+    loaded = load_generator(path)
+    layers = [m for m in loaded.dit.modules() if isinstance(m, UnfoldConv1d)]
+    assert layers and all(m.linear.act_scale == "tensor" for m in layers)
+    calls = []
+    real = int8_conv.int8_conv1d
+    monkeypatch.setattr(int8_conv, "int8_conv1d", lambda *a: calls.append(1) or real(*a))
+    x, t, cond = backbone_inputs(loaded.config, 1.0)
+    with torch.no_grad():
+        fast = loaded.dit(x, t, cond)
+        assert len(calls) == len(layers)
+        with use_int8_convs(False):
+            ref = loaded.dit(x, t, cond)
+    assert sqnr(ref, fast) > 60
