@@ -23,6 +23,11 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
 - ``w8a8t-eager`` / ``w4a8g64t-eager``: RTN with one activation scale per call (``act_scale="tensor"``), a
   U-Net's convs then run as oneDNN int8 convolutions (:mod:`accelerando.quant.int8_conv`); ``w8a8t-unfold``: the
   same layers on the unfold + int8 GEMM reference path (``use_int8_convs(False)``);
+- ``w4a8svd-eager`` / ``w4a8svdt-eager``: SVDQuant W4A8, rank 32, group 64, smoothing alpha 0.5, calibrated on
+  one backbone call of the timed inputs (speed only: the quality figures come from ``quant_generator.py``), per-token
+  or per-tensor activations (the latter through oneDNN, its low-rank branch as convolutions);
+- ``NAME+cnorm`` (any variant above): the same with the U-Net's per-frame norms compiled
+  (:func:`accelerando.kernels.compile_frame_norms`, bit-identical output), e.g. ``bf16+cnorm``, ``w8a8t-eager+cnorm``;
 - ``bf16-compiled`` / ``w8a8-compiled``: the whole backbone under ``torch.compile`` (static shapes; bf16, or RTN
   W8A8 on the eager modules traced into the same graph): what fusing everything around the GEMMs can give;
 - ``bf16-unfold`` (U-Net only): bf16 with the quantizable convolutions run as unfold + Linear
@@ -66,9 +71,16 @@ class _ZeroLinear(nn.Module):
         return x.new_zeros(*x.shape[:-1], self.n, dtype=dt)
 
 
-def _variant(name: str, base_dit):
+def _variant(name: str, base_dit, inputs=None):
     """(backbone module, fused-kernel settings or None, autocast on)."""
-    from accelerando.quant import RTNConfig, quantize_
+    if name.endswith("+cnorm"):
+        from accelerando.kernels import compile_frame_norms
+
+        mod, opts, ac = _variant(name[: -len("+cnorm")], copy.deepcopy(base_dit), inputs)
+        if not compile_frame_norms(mod):
+            raise SystemExit(f"{name}: this backbone has no per-frame norms to compile")
+        return mod, opts, ac
+    from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, quantize_
     from accelerando.quant.presets import prepare_backbone
 
     if name == "fp32":
@@ -87,6 +99,13 @@ def _variant(name: str, base_dit):
                 full = f"{n}.{cn}" if n else cn
                 if layer_filter(c, full):
                     setattr(m, cn, _ZeroLinear(c.out_features))
+        return dit, None, True
+    if name.startswith("w4a8svd"):
+        act = "tensor" if name.startswith("w4a8svdt") else "token"
+        cfg = SVDQuantConfig(4, 8, rank=32, group_size=64, calibration=None, act_scale=act)
+        x, t, cond = inputs
+        with torch.no_grad():
+            calibrate_(dit, cfg, [lambda m: m(x, t, cond)], filter_fn=layer_filter)
         return dit, None, True
     bits = 8 if name.startswith("w8") else 4
     a_bits = 16 if name.startswith(("w8a16", "w4a16")) else 8  # weight-only: float activations
@@ -151,7 +170,7 @@ def main() -> None:
     names = args.variants.split(",")
     calls, first, outs = {}, {}, {}
     for name in names:
-        mod, opts, ac = _variant(name, dit)
+        mod, opts, ac = _variant(name, dit, inputs)
         calls[name] = _caller(mod, opts, ac, inputs)
         t = time.perf_counter()
         outs[name] = calls[name]().float()  # warm-up; for the fused variants this call compiles
@@ -170,7 +189,7 @@ def main() -> None:
     # a new clip length: what a fused variant pays the first time it sees another M
     other = backbone_inputs(dit.config, args.seconds2)
     for k in [n for n in names if "fused" in n]:
-        mod, opts, ac = _variant(k, dit)
+        mod, opts, ac = _variant(k, dit, other)
         fn = _caller(mod, opts, ac, other)
         t = time.perf_counter()
         fn()
