@@ -184,3 +184,19 @@ def test_per_tensor_unet_round_trips_and_runs_its_convs_through_onednn(tmp_path,
         with use_int8_convs(False):
             ref = loaded.dit(x, t, cond)
     assert sqnr(ref, fast) > 60
+
+
+def test_edit_backend_treats_per_tensor_windows_as_approximate():
+    """Per-tensor scales come from what a call sees, so a frame-norm U-Net's windowed calls stop being exact: the
+    sparse-edit backend then recomputes a halo around the edit, as for clip-statistics U-Nets."""
+    from dataclasses import replace
+
+    from accelerando.cache.edit_backends import backend_for
+    from accelerando.models.unet import MusicUNet, MusicUNetConfig
+    from accelerando.quant.presets import prepare_backbone
+
+    for act, exact, halo in (("token", True, 0.0), ("tensor", False, 0.5)):
+        unet = MusicUNet(replace(MusicUNetConfig.tiny(), norm="frame"))
+        quantize_(unet, RTNConfig(8, 8, act_scale=act), filter_fn=prepare_backbone(unet))
+        backend = backend_for(unet)
+        assert backend.exact is exact and backend.default_halo_s == halo

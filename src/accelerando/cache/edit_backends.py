@@ -162,13 +162,24 @@ class GroupNormStats(_UNetWindows):
 class LocalWindows(_UNetWindows):
     """MusicUNet with per-frame normalisation (``norm="frame"``): nothing mixes the clip, so a windowed call is
     exact and there is nothing to cache. No halo by default: the windows already reach the receptive radius of every
-    regenerated frame, and the velocity of the known frames around them is never used."""
+    regenerated frame, and the velocity of the known frames around them is never used. Exception: a U-Net quantized
+    with per-tensor activation scales (``act_scale="tensor"``) mixes the clip through those scales, so its windowed
+    calls approximate (``exact`` False) and the default halo is 0.5 s."""
 
     kind = "none"
     default_halo_s = 0.0
     families = ()
     default_update = "reuse"  # nothing to update
     records_during_edit = True  # (nothing is recorded)
+
+    def __init__(self, unet: MusicUNet):
+        super().__init__(unet)
+        # quantized layers with one activation scale per call (act_scale="tensor") take that scale from whatever the
+        # call sees, the window or the whole clip: windowed calls are then close to a full call, not equal to it, so
+        # the frames around an edit are recomputed as with the clip-statistics U-Net
+        self.exact = not any(getattr(m, "act_scale", None) == "tensor" for m in unet.modules())
+        if not self.exact:
+            self.default_halo_s = 0.5
 
     def manifest_fields(self) -> dict:
         return {"patch": 1, "cache_dtype": None}
@@ -180,7 +191,7 @@ class LocalWindows(_UNetWindows):
         return {}  # every evaluation can run windowed
 
     def forward(self, x, t, cond, idx: torch.Tensor, entry: dict | None, record: bool):
-        """Velocity [B, T, D] on frames ``idx`` (zeros elsewhere), exact; nothing recorded."""
+        """Velocity [B, T, D] on frames ``idx`` (zeros elsewhere), exact (see ``exact``); nothing recorded."""
         if len(idx) == x.shape[1]:
             return unet_forward(self.unet, x, t, cond)[0], None
         return unet_forward(self.unet, x, t, cond, windows=runs(idx))[0], None
