@@ -161,3 +161,21 @@ def test_fingerprint_tracks_model_bytes(tmp_path):
     f.write_bytes(b"two!")
     b = Variant("a", str(f)).fingerprint()
     assert a["model"]["sha256"] != b["model"]["sha256"]
+
+
+def test_compile_norms_technique_compiles_frame_norms_and_refuses_other_backbones():
+    from dataclasses import replace
+
+    from accelerando.kernels import frame_norms_compiled
+    from accelerando.models.unet import MusicUNet
+    from accelerando.testing.models import tiny_pipeline
+
+    v = parse_variant("c=builtin+compile-norms")
+    check_variant(v)
+    with pytest.raises(UserError, match="takes no options"):
+        check_variant(parse_variant("builtin+compile-norms:fast=true"))
+    pipe = tiny_pipeline(backbone="unet")
+    with pytest.raises(UserError, match="per-frame norms"):  # the tiny U-Net normalises over the clip
+        apply_techniques(pipe, v.techniques, v.name)
+    pipe.model.dit = MusicUNet(replace(pipe.model.dit.config, norm="frame"))
+    assert apply_techniques(pipe, v.techniques, v.name) is pipe and frame_norms_compiled(pipe.model.dit)

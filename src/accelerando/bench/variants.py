@@ -18,8 +18,9 @@ pipeline``. Packages can also register through the entry-point group ``acceleran
 point is a callable taking no arguments that calls :func:`register_technique`), or a module passed to
 ``accelerando bench run --plugin MODULE``. The runner never needs to change for a new technique.
 
-Built in: ``quantize:PRESET`` and ``sparse-edit:FRACTION`` (each clip becomes an edit, sparse against full
-regeneration; it must come last: :mod:`accelerando.bench.edit`).
+Built in: ``quantize:PRESET``, ``compile-norms`` (a per-frame-norm U-Net's norms compiled, bit-identical) and
+``sparse-edit:FRACTION`` (each clip becomes an edit, sparse against full regeneration; it must come last:
+:mod:`accelerando.bench.edit`).
 """
 
 import hashlib
@@ -365,4 +366,26 @@ register_technique(
     description="each clip becomes an edit: a centred FRACTION (0-1) of it inpainted token-sparse from an edit "
     "session and by full regeneration, same seed; wall and MACs ratios, sparse-vs-full paired metrics, seams, "
     "outside-region identity (options halo=S, cache_update=auto|refresh|reuse, macs=true|false)",
+)
+
+
+def _check_compile_norms(options: dict) -> None:
+    if options:
+        raise UserError(f"technique 'compile-norms' takes no options, got {sorted(options)}")
+
+
+def _compile_norms(pipeline, options: dict):
+    from accelerando.kernels import compile_frame_norms
+
+    if not compile_frame_norms(pipeline.model.dit):
+        raise UserError("technique 'compile-norms' needs a U-Net with per-frame norms (norm='frame'), as the built-in")
+    return pipeline
+
+
+register_technique(
+    "compile-norms",
+    _compile_norms,
+    check=_check_compile_norms,
+    description="the U-Net's per-frame GroupNorms compiled by inductor (accelerando.kernels.compile_frame_norms): "
+    "bit-identical output; the variant's warm-up generation pays the compile",
 )
