@@ -202,6 +202,29 @@ def test_save_load_round_trip_is_exact(tmp_path):
         assert torch.equal(fresh(x), model(x))
 
 
+def test_group_scales_are_float16_and_exact_and_old_float32_files_still_load(tmp_path):
+    from accelerando.quant import save_quantized
+
+    lin, x = _linear_and_input()
+    q4, q8 = _quantized(lin, RTNConfig(4, 8, 32)), _quantized(lin, RTNConfig(8, 8))
+    assert q4.weight_scale.dtype == torch.float16 and q8.weight_scale.dtype == torch.float32
+    # the codes were rounded against the stored scale: the float16 dequantized weight is as close as float32's was
+    q32, s32 = quantize_weight(lin.weight, 4, 32)
+    assert torch.equal(q4.int_weight(), q32) and s32.dtype == torch.float16
+    assert sqnr(lin.weight, q4.dequantize()) > 19
+    torch.manual_seed(0)
+    model = quantize_(_Toy(), RTNConfig(4, 8, 16))
+    for name in ("a", "b.0"):  # a file written before float16 group scales
+        layer = model.get_submodule(name)
+        layer.weight_scale = layer.weight_scale.float()
+    path = save_quantized(model, tmp_path / "old.safetensors")
+    fresh = load_quantized(_Toy(), path)
+    assert fresh.a.weight_scale.dtype == torch.float32
+    with torch.no_grad():
+        x = torch.randn(5, 32)
+        assert torch.equal(fresh(x), model(x))
+
+
 def test_tiny_codec_decodes_after_quantize():
     from accelerando.testing.models import tiny_codec
 

@@ -8,8 +8,8 @@ Inductor turns the same code into one loop per frame with the adds in the same o
 (tests compare against the eager module, in float32 and under bf16 autocast, at several lengths).
 
 :func:`compile_frame_norms` points every ``FrameGroupNorm`` of a model at one compiled function of its tensors (the
-module's own ``forward`` traced with a stand-in for ``self``, so there is one compile per dtype, not one per norm,
-and lengths are dynamic). It is opt-in: the first call of a process compiles for a few seconds (inductor caches the
+module's own ``forward`` traced with a stand-in for ``self``, so there is one compile per channel count and dtype,
+not one per norm; lengths and batch sizes are dynamic). It is opt-in: the first call of a process compiles for a few seconds (inductor caches the
 result on disk), which a single short generation would not win back. :func:`uncompile_frame_norms` undoes it. If
 ``torch.compile`` cannot run here, the first call warns once and the norms run eagerly.
 
@@ -22,16 +22,23 @@ import warnings
 import torch
 from torch import nn
 
+from accelerando.models.unet import FrameGroupNorm
+
 __all__ = ["compile_frame_norms", "uncompile_frame_norms", "frame_norms_compiled"]
 
 _state: dict = {"fn": None, "broken": None}
 
 
+class _Norm:
+    """What ``FrameGroupNorm.forward`` reads from ``self`` (a plain class: dynamo traces its construction)."""
+
+    def __init__(self, num_groups: int, eps: float, weight: torch.Tensor, bias: torch.Tensor):
+        self.num_groups, self.eps, self.weight, self.bias = num_groups, eps, weight, bias
+
+
 def _frame_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, num_groups: int, eps: float):
     """``FrameGroupNorm.forward`` on ``x`` [B, C, T] with the given parameters (the model's code, unchanged)."""
-    from accelerando.models.unet import FrameGroupNorm
-
-    return FrameGroupNorm.forward(types.SimpleNamespace(num_groups=num_groups, eps=eps, weight=weight, bias=bias), x)
+    return FrameGroupNorm.forward(_Norm(num_groups, eps, weight, bias), x)
 
 
 def _compiled():
@@ -55,14 +62,22 @@ def _forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def _norms(model: nn.Module) -> list[nn.Module]:
-    from accelerando.models.unet import FrameGroupNorm
-
     return [m for m in model.modules() if isinstance(m, FrameGroupNorm)]
 
 
+# one graph per channel count and dtype (the channel loop unrolls): the built-in U-Net has 5 channel counts, so float32
+# and bf16 calls together need 10, above dynamo's default limit of 8 per function
+_RECOMPILE_LIMIT = 32
+
+
 def compile_frame_norms(model: nn.Module) -> int:
-    """Run every ``FrameGroupNorm`` in ``model`` through the compiled kernel (in place); returns how many."""
+    """Run every ``FrameGroupNorm`` in ``model`` through the compiled kernel (in place); returns how many.
+
+    Raises dynamo's per-function recompile limit to at least 32 (process-wide), since the kernel compiles once per
+    channel count and dtype; clip length and batch size are dynamic and never recompile."""
     norms = _norms(model)
+    if norms and torch._dynamo.config.recompile_limit < _RECOMPILE_LIMIT:
+        torch._dynamo.config.recompile_limit = _RECOMPILE_LIMIT
     for m in norms:
         m.forward = types.MethodType(_forward, m)
     return len(norms)

@@ -82,5 +82,12 @@ def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
     with building_skeleton():  # calibrated layers (SmoothQuant / SVDQuant) are built empty, then filled below
         quantize_(model, None, overrides=layers)
     device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
-    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    state = load_file(str(path), device=str(device))
+    for key, t in state.items():  # files from before 2026-11-26 hold float32 group scales: keep them as stored
+        if key.endswith(".weight_scale"):
+            owner, _, name = key.rpartition(".")
+            module = model.get_submodule(owner)
+            if getattr(module, name).dtype != t.dtype:
+                setattr(module, name, torch.empty_like(t))
+    model.load_state_dict(state, strict=True)
     return model

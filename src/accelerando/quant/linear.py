@@ -44,6 +44,7 @@ from accelerando.quant.primitives import (
     quantize_per_tensor_u8,
     quantize_per_token,
     quantize_weight,
+    scale_dtype,
     u8_offset,
     unpack_int4,
 )
@@ -63,7 +64,8 @@ class QuantLinear(nn.Module):
     """Quantized replacement for ``nn.Linear(in_features=K, out_features=N)``.
 
     Buffers: ``qweight`` int8 [N, K] (8-bit) or uint8 [N, K/2] (4-bit, two codes per byte), ``weight_scale``
-    float32 [N, G] (``G = K / group_size`` or 1), ``bias`` float32 [N] when the source layer had one.
+    [N, G] (``G = K / group_size`` or 1; float16 per group, float32 per channel: ``scale_dtype``), ``bias`` float32
+    [N] when the source layer had one.
     ``act_scale``: ``"token"`` or ``"tensor"`` (see the module docstring).
     """
 
@@ -93,7 +95,7 @@ class QuantLinear(nn.Module):
             self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
         else:
             self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(out_features, n_groups, dtype=torch.float32))
+        self.register_buffer("weight_scale", torch.ones(out_features, n_groups, dtype=scale_dtype(group_size)))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
 
     @classmethod

@@ -9,6 +9,7 @@ import torch
 __all__ = [
     "qrange",
     "quantize_weight",
+    "scale_dtype",
     "dequantize_weight",
     "fold_group_scales",
     "pack_int4",
@@ -35,13 +36,21 @@ def _scale(amax: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
     return (amax / ((qmax - qmin) / 2)).clamp(min=_EPS)
 
 
+def scale_dtype(group_size: int | None) -> torch.dtype:
+    """The dtype weight scales are stored in: float16 per group (one scale per ``group_size`` weights, where fp32
+    would add 4 bytes per 32 bytes of 4-bit codes at group 64; float16's 11-bit significand keeps the scales
+    low-rank recovery trains finer than bfloat16 would), float32 per output channel (4 bytes a row)."""
+    return torch.float16 if group_size else torch.float32
+
+
 def quantize_weight(
     w: torch.Tensor, bits: int, group_size: int | None = None, full_range: bool = False, clip: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric round-to-nearest of ``w`` [N, K] -> (``q`` int8 [N, K], ``scale`` float32 [N, G]).
+    """Symmetric round-to-nearest of ``w`` [N, K] -> (``q`` int8 [N, K], ``scale`` [N, G] in :func:`scale_dtype`).
 
     ``q`` holds ``bits``-bit values in int8 (pack 4-bit codes with :func:`pack_int4`). ``clip`` < 1 shrinks each
-    group's range to ``clip * absmax`` (finer steps; the largest values are clamped).
+    group's range to ``clip * absmax`` (finer steps; the largest values are clamped). The codes are rounded against
+    the stored (float16 for groups) scale, so ``q * scale`` is exactly the weight the layer stands for.
     """
     n, k = w.shape
     g = group_size or k
@@ -49,9 +58,13 @@ def quantize_weight(
         raise ValueError(f"group_size={group_size} does not divide in_features={k}")
     qmin, qmax = qrange(bits, full_range)
     wg = w.detach().float().reshape(n, k // g, g)  # [N, G, g]
+    dtype = scale_dtype(group_size)
     scale = _scale(wg.abs().amax(dim=-1, keepdim=True) * clip, qmin, qmax)  # [N, G, 1]
+    if dtype == torch.float16:  # never round a scale to zero: at least float16's smallest subnormal
+        scale = scale.clamp(min=2.0**-24)
+    scale = scale.to(dtype).float()
     q = torch.clamp(torch.round(wg / scale), qmin, qmax).to(torch.int8).reshape(n, k)
-    return q, scale.squeeze(-1)
+    return q, scale.squeeze(-1).to(dtype)
 
 
 def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -207,7 +207,7 @@ class _Trainable:
         self.m = m
         self.up = m.lora_up.detach().float().clone().requires_grad_(train_lowrank and m.rank > 0)
         self.down = m.lora_down.detach().float().clone().requires_grad_(train_lowrank and m.rank > 0)
-        self.scale0 = m.residual.weight_scale.detach().clone()
+        self.scale0 = m.residual.weight_scale.detach().float().clone()  # fp32 master (stored float16 when grouped)
         self.log_gain = torch.zeros_like(self.scale0).requires_grad_(train_scales)
         self.wint = m.residual.int_weight().float()  # [N, K], frozen codes
         self.saved = (m.lora_up.clone(), m.lora_down.clone(), m.residual.weight_scale.clone())
@@ -223,7 +223,7 @@ class _Trainable:
         xs = x * m.inv_smooth.to(x.dtype)
         ws = self.scale()  # [N, G]
         with torch.no_grad():  # the exact quantized residual (int8 activations, integer GEMM)
-            m.residual.weight_scale = ws.detach()
+            m.residual.weight_scale = ws.detach().to(self.saved[2].dtype)  # as write_back will store it
             exact = m.residual(xs)
         gs = m.residual.group_size
         w = self.wint * (ws.repeat_interleave(gs, dim=1) if gs else ws)  # [N, K] dequantized residual
@@ -238,7 +238,7 @@ class _Trainable:
         with torch.no_grad():
             self.m.lora_up = self.up.detach().bfloat16()
             self.m.lora_down = self.down.detach().bfloat16()
-            self.m.residual.weight_scale = self.scale().detach().float()
+            self.m.residual.weight_scale = self.scale().detach().to(self.saved[2].dtype)
 
     def restore(self) -> None:
         self.m.lora_up, self.m.lora_down, self.m.residual.weight_scale = (t.clone() for t in self.saved)
