@@ -35,6 +35,38 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _row(c_in: int, c_out: int, frames: int, repeats: int) -> dict:
+    from accelerando.quant import int8_conv
+
+    g = torch.Generator().manual_seed(0)
+    x = F.silu(torch.randn(2, c_in, frames, generator=g)).bfloat16()
+    w = torch.randn(c_out, c_in, 3, generator=g) / (3 * c_in) ** 0.5
+    b = torch.randn(c_out, generator=g) * 0.1
+    ws = w.abs().amax(dim=(1, 2)) / 127
+    wq = torch.round(w / ws[:, None, None]).to(torch.int8)
+    packed = torch.ops.onednn.qconv_prepack(wq, ws, 1.0, 0, [1], [1], [1], 1, None)
+    zeros = torch.zeros(c_out, dtype=torch.int64)
+    q_nwc, scale, zp = int8_conv._run(int8_conv._quantize, x, None)
+    q_ncw = q_nwc.contiguous()
+
+    def qconv(q):
+        return torch.ops.onednn.qconv_pointwise.tensor(
+            q, scale, zp, packed, ws, zeros, b, [1], [1], [1], 1, 1.0, 0, torch.bfloat16, "none", [], ""
+        )
+
+    y = qconv(q_nwc)
+    wb, bb = w.bfloat16(), b.bfloat16()
+    return {
+        "shape": [c_in, c_out, frames],
+        "bf16_conv_ms": _median_ms(lambda: F.conv1d(x, wb, bb, padding=1), repeats),
+        "int8_conv_ncw_ms": _median_ms(lambda: qconv(q_ncw), repeats),
+        "int8_conv_nwc_ms": _median_ms(lambda: qconv(q_nwc), repeats),
+        "quantize_ms": _median_ms(lambda: int8_conv._run(int8_conv._quantize, x, None), repeats),
+        "relayout_contiguous_ms": _median_ms(lambda: y.contiguous(), repeats),
+        "relayout_compiled_ms": _median_ms(lambda: int8_conv._run(int8_conv._finish, y, None), repeats),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
@@ -46,33 +78,7 @@ def main() -> None:
         raise SystemExit("this PyTorch build has no oneDNN int8 convolution")
     rows = []
     for c_in, c_out, frames in SHAPES:
-        g = torch.Generator().manual_seed(0)
-        x = F.silu(torch.randn(2, c_in, frames, generator=g)).bfloat16()
-        w = torch.randn(c_out, c_in, 3, generator=g) / (3 * c_in) ** 0.5
-        b = torch.randn(c_out, generator=g) * 0.1
-        ws = w.abs().amax(dim=(1, 2)) / 127
-        wq = torch.round(w / ws[:, None, None]).to(torch.int8)
-        packed = torch.ops.onednn.qconv_prepack(wq, ws, 1.0, 0, [1], [1], [1], 1, None)
-        zeros = torch.zeros(c_out, dtype=torch.int64)
-        q_nwc, scale, zp = int8_conv._run(int8_conv._quantize, x, None)
-        q_ncw = q_nwc.contiguous()
-
-        def qconv(q):
-            return torch.ops.onednn.qconv_pointwise.tensor(
-                q, scale, zp, packed, ws, zeros, b, [1], [1], [1], 1, 1.0, 0, torch.bfloat16, "none", [], ""
-            )
-
-        y = qconv(q_nwc)
-        wb, bb = w.bfloat16(), b.bfloat16()
-        row = {
-            "shape": [c_in, c_out, frames],
-            "bf16_conv_ms": _median_ms(lambda: F.conv1d(x, wb, bb, padding=1), args.repeats),
-            "int8_conv_ncw_ms": _median_ms(lambda: qconv(q_ncw), args.repeats),
-            "int8_conv_nwc_ms": _median_ms(lambda: qconv(q_nwc), args.repeats),
-            "quantize_ms": _median_ms(lambda: int8_conv._run(int8_conv._quantize, x, None), args.repeats),
-            "relayout_contiguous_ms": _median_ms(lambda: y.contiguous(), args.repeats),
-            "relayout_compiled_ms": _median_ms(lambda: int8_conv._run(int8_conv._finish, y, None), args.repeats),
-        }
+        row = _row(c_in, c_out, frames, args.repeats)
         rows.append(row)
         print(
             f"{c_in}->{c_out} x {frames}: bf16 conv {row['bf16_conv_ms']:.2f} ms, int8 conv "

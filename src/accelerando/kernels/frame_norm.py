@@ -9,8 +9,9 @@ Inductor turns the same code into one loop per frame with the adds in the same o
 
 :func:`compile_frame_norms` points every ``FrameGroupNorm`` of a model at one compiled function of its tensors (the
 module's own ``forward`` traced with a stand-in for ``self``, so there is one compile per channel count and dtype,
-not one per norm; lengths and batch sizes are dynamic). It is opt-in: the first call of a process compiles for a few seconds (inductor caches the
-result on disk), which a single short generation would not win back. :func:`uncompile_frame_norms` undoes it. If
+not one per norm; lengths and batch sizes are dynamic). It is opt-in: the first calls of a process compile for
+several seconds per channel count (about 45 s for the built-in's five, cold; inductor caches the result on disk),
+which a single short generation would not win back. :func:`uncompile_frame_norms` undoes it. If
 ``torch.compile`` cannot run here, the first call warns once and the norms run eagerly.
 
 Written here rather than taken from a library because the op is this model's own; ``torch.compile`` does the work.
