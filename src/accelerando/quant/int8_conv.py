@@ -18,8 +18,8 @@ Per call, ``x`` [B, C_in, T] -> [B, C_out, T_out]:
 4. oneDNN's channels-last output (plus the low-rank branch) back to the channels-first layout the backbone reads.
 
 Steps 1 and 4 are compiled by inductor where ``torch.compile`` works (a min/max reduction, the rounding, and a tiled
-transpose, several times faster than ``Tensor.contiguous`` on the dev CPU), else they run eagerly with the same math
-(tests check that both give the same codes).
+transpose, 4-7x faster than ``Tensor.contiguous`` on the dev CPU: benchmarks/int8_conv_parts.py), else they run
+eagerly with the same math (tests check that both give the same codes).
 
 Weights: the layer's codes as :meth:`~accelerando.quant.linear.QuantLinear.gemm_weight` gives them (4-bit codes
 unpacked; grouped 4-bit folded to one scale per row), reshaped to ``[C_out, C_in, k]``. The prepacked copy lives in
