@@ -200,3 +200,60 @@ def test_edit_backend_treats_per_tensor_windows_as_approximate():
         quantize_(unet, RTNConfig(8, 8, act_scale=act), filter_fn=prepare_backbone(unet))
         backend = backend_for(unet)
         assert backend.exact is exact and backend.default_halo_s == halo
+
+
+@needs_onednn
+def test_dilated_and_biasless_convs_match_and_bf16_input_without_autocast():
+    conv, x = _conv(32, 48, 3, padding=2)
+    conv.dilation = (2,)
+    conv.bias = None
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
+    fast, ref = _both_paths(model, x)
+    assert sqnr(ref, fast) > 100 and sqnr(conv(x), fast) > 33
+    fast16, ref16 = _both_paths(model, x.bfloat16())
+    assert fast16.dtype == torch.bfloat16 and sqnr(ref16.float(), fast16.float()) > 40
+
+
+@needs_onednn
+def test_unsupported_dtypes_and_uncovered_frames_take_the_unfold_path():
+    conv, x = _conv(32, 48, 2, stride=2)  # odd length: the last frame is in no window
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
+    x_odd = x[..., :49]
+    x_odd[..., -1] = 50.0  # a peak no window reads: it must not set the scale
+    assert int8_conv.applies(model[0], x) and not int8_conv.applies(model[0], x_odd)
+    assert not int8_conv.applies(model[0], x.half()) and not int8_conv.applies(model[0], x.double())
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert not int8_conv.applies(model[0], x)
+    with torch.no_grad():
+        assert sqnr(conv(x_odd), model(x_odd)) > 33 and model(x.double()).dtype == torch.float64
+
+
+@needs_onednn
+def test_inference_mode_buffers_run_through_onednn():
+    conv, x = _conv(32, 48, 3, padding=1)
+    with torch.inference_mode():  # a model quantized (or loaded) inside inference mode has inference buffers
+        model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+        quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
+        assert model[0].linear.qweight.is_inference() and int8_conv.applies(model[0], x)
+        fast = model(x)
+    assert sqnr(conv(x), fast) > 33
+
+
+def test_recovery_runs_per_call_with_per_tensor_scales(monkeypatch):
+    """Recovery trains a per-tensor U-Net one backbone call per sampler call (each call its own activation scale, as
+    in generation), and its exact objective runs the oneDNN path."""
+    from accelerando.quant import recovery
+    from accelerando.quant.presets import quantize_pipeline
+    from accelerando.testing.models import tiny_pipeline
+
+    pipe = tiny_pipeline(backbone="unet")
+    sizes = []
+    real = recovery._rows
+    monkeypatch.setattr(recovery, "_rows", lambda cond, a, b: sizes.append(b - a) or real(cond, a, b))
+    opts = {"seconds": 1.0, "steps": 2, "recover_seconds": 1.0, "recover_prompts": 1, "rank": 4}
+    quantize_pipeline(pipe, "w4a8-svd", calib_prompts=1, act_scale="tensor", recover_steps=2, **opts)
+    rep = pipe.model.quant_report["recovery"]
+    # every backbone call holds one sampler call's two guidance branches (2 sampler steps per loss, 4 or more losses)
+    assert rep["steps"] == 2 and len(sizes) >= 8 and set(sizes) == {2}

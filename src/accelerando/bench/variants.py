@@ -371,7 +371,8 @@ register_technique(
 
 def _check_compile_norms(options: dict) -> None:
     if options:
-        raise UserError(f"technique 'compile-norms' takes no options, got {sorted(options)}")
+        given = ", ".join(str(v) if k == "arg" else f"{k}={v}" for k, v in options.items())
+        raise UserError(f"technique 'compile-norms' takes no arguments or options, got {given!r}")
 
 
 def _compile_norms(pipeline, options: dict):

@@ -20,7 +20,8 @@ the clip again).
 The edit. The pipeline runs the edit as usual (same conditioning, same seed handling, same splice), but each model
 evaluation runs only the units (DiT tokens, U-Net frames) that hold a frame to regenerate, dilated by ``halo_s``
 seconds on each side (default: 0.5 s for the approximate backbones; none for a per-frame-norm U-Net, whose windows
-are exact and whose velocity at known frames is never used, since those frames are clamped to the known latent).
+are exact and whose velocity at known frames is never used, since those frames are clamped to the known latent,
+unless it is quantized with per-tensor activation scales, which make its windows approximate: 0.5 s then).
 A DiT's active queries attend to the cached keys and values of all other tokens; a U-Net runs the receptive-field
 windows around the active frames and normalises with the cached statistics (SIGE's approximation: unedited parts
 keep what they had in the recording pass). Model evaluations with no cache entry
@@ -69,7 +70,8 @@ _RUN_SETTINGS = ("steps", "cfg", "sampler")
 @dataclass
 class SparseEditConfig:
     # dilation of the regenerated frames, seconds on each side, recomputed with them; None: the backbone's default
-    # (0.5 s where the edit approximates, SIGE-style; 0 for a per-frame-norm U-Net, whose windows are exact anyway)
+    # (0.5 s where the edit approximates, SIGE-style; 0 for a per-frame-norm U-Net, whose windows are exact anyway,
+    # unless per-tensor activation scales make them approximate)
     halo_s: float | None = None
     max_cache_mb: float = 2048.0  # memory and disk budget of the cache
     over_budget: str = "fewer_steps"  # "fewer_steps": cache the first evaluations that fit; "refuse": UserError

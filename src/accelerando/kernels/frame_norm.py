@@ -1,11 +1,12 @@
-"""The U-Net's per-frame GroupNorm compiled by inductor: the same code, the same bits, several times faster on a CPU.
+"""The U-Net's per-frame GroupNorm compiled by inductor: the same code, the same bits, faster on a CPU.
 
 :class:`~accelerando.models.unet.FrameGroupNorm` sums each frame's channels in channel order with elementwise adds
 (so that a window of frames normalises exactly as the whole clip does, which the sparse edits rely on). In eager
-PyTorch that is one memory pass per channel of a group, plus float32 casts: at 30 s of audio the built-in U-Net's 35
-norms took about 35% of a bf16 backbone call on the dev CPU, more than all its convolutions save when quantized.
-Inductor turns the same code into one loop per frame with the adds in the same order, so the output is bit-identical
-(tests compare against the eager module, in float32 and under bf16 autocast, at several lengths).
+PyTorch that is one memory pass per channel of a group, plus float32 casts. Inductor turns the same code into one
+loop per frame with the adds in the same order, so the output is bit-identical (tests compare against the eager
+module, in float32 and under bf16 autocast, at several lengths). What it saves on the built-in U-Net's backbone call
+is in BENCHMARKS.md ("W8A8 convolutions through oneDNN"): a few percent of a bf16 call, a larger share of a
+quantized one, whose convolutions got cheaper.
 
 :func:`compile_frame_norms` points every ``FrameGroupNorm`` of a model at one compiled function of its tensors (the
 module's own ``forward`` traced with a stand-in for ``self``, so there is one compile per channel count and dtype,

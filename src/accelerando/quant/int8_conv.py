@@ -30,7 +30,9 @@ on this path, as with ``use_fused_kernels(cache_int4=True)``.
 Used when all of these hold, else the unfold path runs (the reference, same integer math):
 
 - :func:`~accelerando.quant.switches.use_int8_convs` is on (the default; ``ACCELERANDO_QUANT_CONVS=unfold``);
-- CPU tensors, ``torch.ops.onednn.qconv_pointwise`` present (oneDNN builds of PyTorch), float input;
+- CPU tensors, ``torch.ops.onednn.qconv_pointwise`` present (oneDNN builds of PyTorch) and a CPU with VNNI;
+- float32 or bfloat16 input and output (autocast included), and windows that read every input frame (so that the
+  input's min/max is the windows' min/max: strided convolutions that skip frames take the unfold path);
 - the layer is A8 with ``act_scale="tensor"``, and its groups are folded (``use_group_folding``, the default);
 - SmoothQuant / SVD: one smoothing factor per input channel (``layer_smoothing`` ties the taps for these configs);
 - no autograd through the input and the layer's ``forward`` not replaced (low-rank recovery trains through unfold).
@@ -38,7 +40,8 @@ Used when all of these hold, else the unfold path runs (the reference, same inte
 Numerics: the integer codes and int32 sums are those of the unfold reference (zero padding is a zero code offset,
 and the per-tensor range includes zero in both), so only the float epilogue's rounding differs (tests: SQNR of this
 path against the reference). Per-tensor scales are coarser than per-token ones; what that costs in audio is
-measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN").
+measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN"). One scale covers the whole call, so every row of a
+batch (the guidance branches, batched prompts) shares it: outputs depend on what is batched together.
 """
 
 import warnings
@@ -57,8 +60,28 @@ _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinea
 
 
 def available() -> bool:
-    """Whether this PyTorch build has oneDNN's int8 convolution op."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv_pointwise")
+    """Whether this PyTorch build has oneDNN's int8 convolution op and the CPU has VNNI (without it oneDNN's uint8 x
+    int8 kernels accumulate pairs in saturating int16, which the int32 reference does not)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv_pointwise")):
+        return False
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(vnni and vnni())
+
+
+_DTYPES = (torch.float32, torch.bfloat16)  # what oneDNN's int8 convolution reads and writes here
+
+
+def _covers_input(conv, frames: int) -> bool:
+    """Whether the windows of ``conv`` read every input frame, so that the min/max over the input (this path) equals
+    the min/max over the unfolded windows (the reference)."""
+    k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    span = d * (k - 1) + 1
+    t_out = (frames + 2 * p - span) // s + 1
+    if t_out < 1:
+        return False
+    if d > 1:  # taps d apart: consecutive stride-1 windows fill the gaps once there are at least d of them
+        return s == 1 and t_out >= d
+    return s <= span and (t_out - 1) * s + span >= frames + p
 
 
 def status() -> dict:
@@ -113,7 +136,11 @@ def _layers(conv):
 
 def applies(conv, x: torch.Tensor) -> bool:
     """Whether ``conv`` (an :class:`~accelerando.quant.conv.UnfoldConv1d`) runs through oneDNN for input ``x``."""
-    if not int8_convs_enabled() or x.device.type != "cpu" or not x.is_floating_point() or x.numel() == 0:
+    if not int8_convs_enabled() or x.device.type != "cpu" or x.dtype not in _DTYPES or x.numel() == 0:
+        return False
+    from accelerando.quant.linear import autocast_output_dtype
+
+    if autocast_output_dtype(x) not in _DTYPES or x.dim() != 3 or not _covers_input(conv, x.shape[-1]):
         return False
     res, svd = _layers(conv)
     if res is None or res.a_bits != 8 or res.act_scale != "tensor" or "forward" in vars(conv.linear):
@@ -128,7 +155,7 @@ def applies(conv, x: torch.Tensor) -> bool:
 def _sources(res, svd) -> tuple:
     """The tensors a packed weight is built from, with their in-place version counters."""
     ts = (res.qweight, res.weight_scale) + (() if svd is None else (svd.inv_smooth, svd.lora_down, svd.lora_up))
-    return tuple((t, t._version) for t in ts)
+    return tuple((t, -1 if t.is_inference() else t._version) for t in ts)  # inference tensors have no counter
 
 
 def _same(a: tuple, b: tuple) -> bool:

@@ -83,10 +83,11 @@ def load_quantized(model: nn.Module, path: str | Path) -> nn.Module:
         quantize_(model, None, overrides=layers)
     device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
     state = load_file(str(path), device=str(device))
+    modules = dict(model.named_modules())
     for key, t in state.items():  # files from before 2026-11-26 hold float32 group scales: keep them as stored
-        if key.endswith(".weight_scale"):
-            owner, _, name = key.rpartition(".")
-            module = model.get_submodule(owner)
+        owner, _, name = key.rpartition(".")
+        module = modules.get(owner) if name == "weight_scale" else None
+        if module is not None and isinstance(getattr(module, name, None), torch.Tensor):  # else strict load reports it
             if getattr(module, name).dtype != t.dtype:
                 setattr(module, name, torch.empty_like(t))
     model.load_state_dict(state, strict=True)

@@ -226,6 +226,8 @@ def preset_config(
     convolutions as oneDNN int8 convolutions on the CPU (``accelerando.quant.int8_conv``).
     """
     cfg = _preset_config(preset, rank, group_size, alpha)
+    if act_scale not in ("token", "tensor"):
+        raise UserError(f"act_scale={act_scale!r}; use 'token' or 'tensor'")
     if act_scale == "token":
         return cfg
     if not hasattr(cfg, "act_scale"):

@@ -60,8 +60,8 @@ def quantize_weight(
     wg = w.detach().float().reshape(n, k // g, g)  # [N, G, g]
     dtype = scale_dtype(group_size)
     scale = _scale(wg.abs().amax(dim=-1, keepdim=True) * clip, qmin, qmax)  # [N, G, 1]
-    if dtype == torch.float16:  # never round a scale to zero: at least float16's smallest subnormal
-        scale = scale.clamp(min=2.0**-24)
+    if dtype == torch.float16:  # never zero (float16's smallest subnormal), never infinite (its largest finite)
+        scale = scale.clamp(min=2.0**-24, max=65504.0)
     scale = scale.to(dtype).float()
     q = torch.clamp(torch.round(wg / scale), qmin, qmax).to(torch.int8).reshape(n, k)
     return q, scale.squeeze(-1).to(dtype)

@@ -189,15 +189,38 @@ def _guided(v: torch.Tensor, calls: int, cfg: float, rhythm_cfg: float | None = 
     return torch.stack([combine_guidance(v[k * n : (k + 1) * n], cfg, rhythm_cfg)[0] for k in range(calls)])
 
 
+def _per_tensor(dit: torch.nn.Module) -> bool:
+    """Whether any quantized layer of ``dit`` takes one activation scale per call (``act_scale="tensor"``)."""
+    return any(getattr(m, "act_scale", None) == "tensor" for m in dit.modules())
+
+
+def _rows(cond, a: int, b: int):
+    """Rows ``[a, b)`` of a batched conditioning (no extras: see ``record_teacher``)."""
+    return replace(cond, **{f: None if v is None else v[a:b] for f, v in vars(cond).items() if f != "extras"})
+
+
 def _item_loss(pipeline, item: _Item, cfg: float, rhythm_cfg: float | None = None) -> torch.Tensor:
     """Complex-STFT loss of the teacher-forced quantized audio of ``item`` against the float audio."""
     dit, model = pipeline.model.dit, pipeline.model
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        v = dit(item.x, item.t, item.cond).float()  # [C * n, T, D], n guidance branches per call
+        if _per_tensor(dit):  # one activation scale per call, as in generation: one backbone call per sampler call
+            n = item.x.shape[0] // item.calls
+            starts = range(0, len(item.x), n)
+            v = torch.cat([dit(item.x[a : a + n], item.t[a : a + n], _rows(item.cond, a, a + n)) for a in starts])
+            v = v.float()
+        else:  # per-token scales: the C calls batched together give the same values
+            v = dit(item.x, item.t, item.cond).float()  # [C * n, T, D], n guidance branches per call
     guided = _guided(v, item.calls, cfg, rhythm_cfg) - _guided(item.v, item.calls, cfg, rhythm_cfg)
     delta = (item.dt[:, None, None] * guided).sum(0)
     latent = item.latent + (delta * model.dit.latent_std).T[None]  # [1, D, T]
     return complex_stft_loss(pipeline.codec.decode(latent), item.audio)
+
+
+def _stored(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A trained scale in the layer's storage dtype (float16 group scales: kept within its finite, non-zero range)."""
+    if dtype == torch.float16:
+        scale = scale.clamp(min=2.0**-24, max=65504.0)
+    return scale.to(dtype)
 
 
 class _Trainable:
@@ -223,7 +246,7 @@ class _Trainable:
         xs = x * m.inv_smooth.to(x.dtype)
         ws = self.scale()  # [N, G]
         with torch.no_grad():  # the exact quantized residual (int8 activations, integer GEMM)
-            m.residual.weight_scale = ws.detach().to(self.saved[2].dtype)  # as write_back will store it
+            m.residual.weight_scale = _stored(ws.detach(), self.saved[2].dtype)  # as write_back will store it
             exact = m.residual(xs)
         gs = m.residual.group_size
         w = self.wint * (ws.repeat_interleave(gs, dim=1) if gs else ws)  # [N, K] dequantized residual
@@ -238,7 +261,7 @@ class _Trainable:
         with torch.no_grad():
             self.m.lora_up = self.up.detach().bfloat16()
             self.m.lora_down = self.down.detach().bfloat16()
-            self.m.residual.weight_scale = self.scale().detach().to(self.saved[2].dtype)
+            self.m.residual.weight_scale = _stored(self.scale().detach(), self.saved[2].dtype)
 
     def restore(self) -> None:
         self.m.lora_up, self.m.lora_down, self.m.residual.weight_scale = (t.clone() for t in self.saved)
