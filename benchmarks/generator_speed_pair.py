@@ -1,11 +1,12 @@
 """Wall time of two generators side by side, at their own defaults, in one process.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/generator_speed_pair.py --a builtin --b OTHER.safetensors \
-        [--seconds 30] [--rounds 6] [--threads 2]
+        [--seconds 30] [--rounds 6] [--threads 2] [--compile-norms a,b]
 
 Both pipelines share one text encoder. Each round generates ``--seconds`` of audio with each model (prompt "a
 chorale", 100 bpm, G major, seed = round), alternating which goes first; the first round is a warm-up. Prints the
-median wall time of each, and the ratio b / a.
+median wall time of each, the ratio b / a, and the share of each generation spent inside backbone calls.
+``--compile-norms``: run those pipelines' per-frame norms compiled (``accelerando.kernels.compile_frame_norms``).
 """
 
 import argparse
@@ -17,6 +18,19 @@ import time
 import torch
 
 
+def _time_backbone(dit, acc: list) -> None:
+    """Add the wall time of every ``dit`` call to ``acc[-1]`` (the current generation's entry)."""
+    forward = dit.forward
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        out = forward(*args, **kwargs)
+        acc[-1] += time.perf_counter() - t
+        return out
+
+    dit.forward = timed
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--a", default="builtin", help="first generator ('builtin' or a .safetensors file)")
@@ -24,7 +38,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile-norms", default="", help="comma-separated: a, b or both")
     args = ap.parse_args(argv)
+    compiled = {c for c in args.compile_norms.split(",") if c}
+    if compiled - {"a", "b"}:
+        raise SystemExit(f"--compile-norms {args.compile_norms!r}: use a, b or a,b")
     torch.set_num_threads(args.threads)
     from accelerando.conditioning.text import TextEncoder
     from accelerando.pipelines.text_to_music import TextToMusicPipeline
@@ -32,20 +50,31 @@ def main(argv=None) -> None:
     enc = TextEncoder().load()
     pipes = {"a": TextToMusicPipeline.from_pretrained(args.a, text_encoder=enc)}
     pipes["b"] = TextToMusicPipeline.from_pretrained(args.b, text_encoder=enc)
+    inside = {"a": [], "b": []}  # seconds inside backbone calls, per generation
+    for name in compiled:
+        from accelerando.kernels import compile_frame_norms
+
+        if not compile_frame_norms(pipes[name].model.dit):
+            raise SystemExit(f"--compile-norms {name}: that backbone has no per-frame norms")
+    for name, pipe in pipes.items():
+        _time_backbone(pipe.model.dit, inside[name])
     times = {"a": [], "b": []}
     for k in range(args.rounds):
         for name in ("a", "b") if k % 2 == 0 else ("b", "a"):
+            inside[name].append(0.0)
             t = time.perf_counter()
             pipes[name](
                 "a chorale", bpm=100, key="G major", duration=args.seconds, generator=torch.Generator().manual_seed(k)
             )
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v[1:]) for k, v in times.items()}  # round 0 is the warm-up
+    share = {k: statistics.median(b / w for b, w in zip(inside[k][1:], times[k][1:], strict=True)) for k in times}
     report = {
         "args": vars(args),
         "median_s": med,
         "rtf": {k: args.seconds / v for k, v in med.items()},
         "ratio_b_over_a": med["b"] / med["a"],
+        "backbone_share": share,
         "all_s": times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
