@@ -55,3 +55,29 @@ def test_compiled_frame_norms_keep_a_frame_unet_bit_identical():
         want = unet(x, t, cond)
         assert compile_frame_norms(unet) == sum(isinstance(m, FrameGroupNorm) for m in unet.modules()) > 0
         assert torch.equal(unet(x, t, cond), want)
+
+
+def test_dispatch_modes_run_the_eager_twin_and_leave_the_compiled_kernel_alone(monkeypatch):
+    """Under FlopCounterMode (the bench runner's FLOP count) the compiled kernels are not called: dynamo would fall
+    back to eager for the rest of the process after such a call."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from accelerando.kernels import frame_norm
+    from accelerando.quant import int8_conv
+
+    model = _norms()
+    x = torch.randn(2, 16, 20)
+    compile_frame_norms(model)
+    with torch.no_grad():
+        want = model(x)
+
+        def refuse(*args):
+            raise AssertionError("compiled kernel called under a dispatch mode")
+
+        monkeypatch.setitem(frame_norm._state, "fn", refuse)
+        monkeypatch.setitem(int8_conv._state, "fns", {int8_conv._finish: refuse, int8_conv._quantize: refuse})
+        with FlopCounterMode(display=False):
+            assert torch.equal(model(x), want)
+            y = torch.randn(2, 5, 7).transpose(1, 2)
+            assert torch.equal(int8_conv._run(int8_conv._finish, y, None), y.contiguous())
+    assert frame_norm._state["broken"] is None and int8_conv._state["broken"] is None

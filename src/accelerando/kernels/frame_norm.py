@@ -24,6 +24,7 @@ import warnings
 import torch
 from torch import nn
 
+from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.models.unet import FrameGroupNorm
 
 __all__ = ["compile_frame_norms", "uncompile_frame_norms", "frame_norms_compiled"]
@@ -50,10 +51,12 @@ def _compiled():
 
 
 def _forward(self, x: torch.Tensor) -> torch.Tensor:
-    """The compiled forward installed on a ``FrameGroupNorm`` instance; eager when compiling failed or for autograd
-    (training keeps the eager graph)."""
+    """The compiled forward installed on a ``FrameGroupNorm`` instance; eager when compiling failed, under a dispatch
+    mode, or for autograd (training keeps the eager graph)."""
     args = (x, self.weight, self.bias, self.num_groups, self.eps)
-    if _state["broken"] is not None or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+    if _state["broken"] is not None or dispatch_mode_active():  # see accelerando.kernels.modes
+        return _frame_norm(*args)
+    if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
         return _frame_norm(*args)
     try:
         return _compiled()(*args)

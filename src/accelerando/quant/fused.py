@@ -46,6 +46,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.quant.primitives import quantize_per_token, unpack_int4
 from accelerando.quant.switches import group_folding_enabled
 
@@ -104,8 +105,8 @@ def fused_status() -> dict:
 
 def applies(x: torch.Tensor) -> bool:
     """Whether the fused path should run for input ``x`` (the switch, CPU, no autograd, rows present)."""
-    if not fused_kernels_enabled() or x.device.type != "cpu" or x.numel() == 0:
-        return False
+    if not fused_kernels_enabled() or x.device.type != "cpu" or x.numel() == 0 or dispatch_mode_active():
+        return False  # (under a dispatch mode: see accelerando.kernels.modes)
     return not (torch.is_grad_enabled() and x.requires_grad)
 
 

@@ -50,6 +50,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.quant.primitives import quantize_per_tensor_u8
 from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
 
@@ -108,7 +109,7 @@ def _finish(y: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
 def _run(fn, *args):
     """``fn(*args)`` compiled by inductor (a tiled transpose runs several times faster than ``Tensor.contiguous``
     here), or eagerly when compiling is off or has failed in this process (warned once)."""
-    if not _state["compile"] or _state["broken"] is not None:
+    if not _state["compile"] or _state["broken"] is not None or dispatch_mode_active():  # accelerando.kernels.modes
         return fn(*args)
     compiled = _state["fns"].get(fn)
     if compiled is None:
