@@ -220,7 +220,7 @@ def test_unsupported_dtypes_and_uncovered_frames_take_the_unfold_path():
     conv, x = _conv(32, 48, 2, stride=2)  # odd length: the last frame is in no window
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
     quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
-    x_odd = x[..., :49]
+    x_odd = x[..., :49].clone()
     x_odd[..., -1] = 50.0  # a peak no window reads: it must not set the scale
     assert int8_conv.applies(model[0], x) and not int8_conv.applies(model[0], x_odd)
     assert not int8_conv.applies(model[0], x.half()) and not int8_conv.applies(model[0], x.double())
@@ -231,14 +231,19 @@ def test_unsupported_dtypes_and_uncovered_frames_take_the_unfold_path():
 
 
 @needs_onednn
-def test_inference_mode_buffers_run_through_onednn():
+def test_inference_mode_buffers_run_through_onednn_and_reloads_repack():
     conv, x = _conv(32, 48, 3, padding=1)
+    other, _ = _conv(32, 48, 3, padding=1, seed=5)
     with torch.inference_mode():  # a model quantized (or loaded) inside inference mode has inference buffers
         model = nn.Sequential(UnfoldConv1d.from_conv(conv))
         quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
         assert model[0].linear.qweight.is_inference() and int8_conv.applies(model[0], x)
         fast = model(x)
-    assert sqnr(conv(x), fast) > 33
+        donor = nn.Sequential(UnfoldConv1d.from_conv(other))
+        quantize_(donor, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
+        model.load_state_dict(donor.state_dict())  # in place, no version counter: the load hook drops the cache
+        reloaded = model(x)
+    assert sqnr(conv(x), fast) > 33 and sqnr(other(x), reloaded) > 33
 
 
 def test_recovery_runs_per_call_with_per_tensor_scales(monkeypatch):
@@ -257,3 +262,9 @@ def test_recovery_runs_per_call_with_per_tensor_scales(monkeypatch):
     rep = pipe.model.quant_report["recovery"]
     # every backbone call holds one sampler call's two guidance branches (2 sampler steps per loss, 4 or more losses)
     assert rep["steps"] == 2 and len(sizes) >= 8 and set(sizes) == {2}
+
+
+def test_no_vnni_means_no_onednn_path(monkeypatch):
+    """Without VNNI oneDNN's uint8 x int8 kernels accumulate in saturating int16: the unfold reference runs."""
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    assert not int8_conv.available()

@@ -290,6 +290,14 @@ def test_cli_act_scale_reaches_the_layers(tmp_path, monkeypatch):
     assert layers and {cfg.act_scale for cfg in layers.values()} == {"tensor"}
 
 
+def test_preset_act_scale_is_checked_naming_the_value():
+    from accelerando.quant.presets import preset_config
+
+    for preset in ("w8a8-rtn", "int8-dynamic"):
+        with pytest.raises(UserError, match="act_scale='Tensor'"):
+            preset_config(preset, act_scale="Tensor")
+
+
 def test_4bit_presets_default_to_group_64_and_8bit_to_per_channel():
     from accelerando.quant.presets import preset_config
 

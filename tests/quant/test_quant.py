@@ -212,6 +212,9 @@ def test_group_scales_are_float16_and_exact_and_old_float32_files_still_load(tmp
     s16 = q4.weight_scale.float().repeat_interleave(32, dim=1)  # [N, K]
     assert torch.equal(q4.int_weight(), torch.round(lin.weight / s16).clamp(-7, 7).to(torch.int8))
     assert sqnr(lin.weight, q4.dequantize()) > 19
+    huge = quantize_weight(torch.full((2, 32), 1e6), 4, 16)[1]  # beyond float16: clamped to its largest finite
+    tiny = quantize_weight(torch.zeros(2, 32), 4, 16)[1]  # all zero: its smallest subnormal, never 0
+    assert torch.isfinite(huge).all() and float(huge.max()) == 65504.0 and float(tiny.min()) > 0
     torch.manual_seed(0)
     model = quantize_(_Toy(), RTNConfig(4, 8, 16))
     for name in ("a", "b.0"):  # a file written before float16 group scales

@@ -54,7 +54,7 @@ from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.quant.primitives import quantize_per_tensor_u8
 from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
 
-__all__ = ["available", "applies", "int8_conv1d", "status"]
+__all__ = ["available", "applies", "forget", "int8_conv1d", "status"]
 
 _state: dict = {"compile": True, "broken": None, "fns": {}}
 _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
@@ -157,6 +157,13 @@ def _sources(res, svd) -> tuple:
     """The tensors a packed weight is built from, with their in-place version counters."""
     ts = (res.qweight, res.weight_scale) + (() if svd is None else (svd.inv_smooth, svd.lora_down, svd.lora_up))
     return tuple((t, -1 if t.is_inference() else t._version) for t in ts)  # inference tensors have no counter
+
+
+def forget(layer) -> None:
+    """Drop the packed weight of ``layer`` (a QuantLinear, or an SVDQuantLinear's residual's): its buffers were
+    loaded. Registered as a load-state-dict hook, because buffers made inside ``torch.inference_mode()`` have no
+    version counter to show the change (in-place edits of such buffers are not seen)."""
+    _packed.pop(getattr(layer, "residual", layer), None)
 
 
 def _same(a: tuple, b: tuple) -> bool:

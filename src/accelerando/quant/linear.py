@@ -60,6 +60,13 @@ def autocast_output_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
 
+def _forget_packed(module: nn.Module, incompatible_keys) -> None:
+    """After ``load_state_dict``: the oneDNN conv path's packed weight of ``module`` is stale (``int8_conv.forget``)."""
+    from accelerando.quant import int8_conv
+
+    int8_conv.forget(module)
+
+
 class QuantLinear(nn.Module):
     """Quantized replacement for ``nn.Linear(in_features=K, out_features=N)``.
 
@@ -97,6 +104,7 @@ class QuantLinear(nn.Module):
             self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features, n_groups, dtype=scale_dtype(group_size)))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.register_load_state_dict_post_hook(_forget_packed)
 
     @classmethod
     def from_float(

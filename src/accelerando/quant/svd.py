@@ -27,7 +27,7 @@ from torch import nn
 from accelerando.quant import fused, triton_kernels
 from accelerando.quant.api import is_building_skeleton, register_handler, require_linear
 from accelerando.quant.configs import MSE_ALPHA_GRID, SmoothQuantConfig, SVDQuantConfig
-from accelerando.quant.linear import QuantLinear
+from accelerando.quant.linear import QuantLinear, _forget_packed
 from accelerando.quant.primitives import pack_int4, quantize_weight
 
 __all__ = ["SVDQuantLinear", "smoothing_factors", "layer_smoothing", "lowrank_split"]
@@ -97,6 +97,7 @@ class SVDQuantLinear(nn.Module):
         self.register_buffer("lora_up", torch.zeros(out_features, rank, dtype=torch.bfloat16))
         self.register_buffer("lora_down", torch.zeros(rank, in_features, dtype=torch.bfloat16))
         self.register_buffer("alpha", torch.tensor(float("nan")))
+        self.register_load_state_dict_post_hook(_forget_packed)  # new smoothing / factors: repack (int8_conv)
 
     @classmethod
     def from_float(
