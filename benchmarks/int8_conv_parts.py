@@ -14,8 +14,6 @@ For each kernel-3 convolution shape of the U-Net at 30 s (batch 2), median milli
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -25,14 +23,9 @@ SHAPES = [(192, 192, 2812), (256, 256, 1406), (384, 384, 703), (384, 256, 1406),
 
 
 def _median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    from accelerando.eval.efficiency import time_call
+
+    return 1e3 * time_call(fn, repeats, warmup=3)
 
 
 def _row(c_in: int, c_out: int, frames: int, repeats: int) -> dict:

@@ -18,8 +18,6 @@ compiled (``torch.compile`` of the quantize and epilogue kernels around ``torch.
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -31,14 +29,9 @@ BATCH, TAPS = 2, 3
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    from accelerando.eval.efficiency import time_call
+
+    return 1e3 * time_call(fn, repeats, warmup=2)
 
 
 def quantize_frames(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -102,10 +102,10 @@ class UnfoldConv1d(nn.Module):
         with per-tensor activation scales runs as oneDNN's int8 convolution where it applies (``int8_conv``).
         """
         from accelerando.quant import int8_conv
-        from accelerando.quant.linear import autocast_output_dtype
 
-        if int8_conv.applies(self, x):
-            return int8_conv.int8_conv1d(self, x, autocast_output_dtype(x))
+        how = int8_conv.plan(self, x)
+        if how is not None:
+            return int8_conv.int8_conv1d(self, x, how)
         y = _weight_only_conv(self, x)
         if y is not None:
             return y

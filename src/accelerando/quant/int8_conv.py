@@ -54,7 +54,7 @@ from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.quant.primitives import quantize_per_tensor_u8
 from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
 
-__all__ = ["available", "applies", "forget", "int8_conv1d", "status"]
+__all__ = ["available", "applies", "forget", "int8_conv1d", "plan", "status"]
 
 _state: dict = {"compile": True, "broken": None, "fns": {}}
 _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
@@ -135,22 +135,31 @@ def _layers(conv):
     return None, None
 
 
-def applies(conv, x: torch.Tensor) -> bool:
-    """Whether ``conv`` (an :class:`~accelerando.quant.conv.UnfoldConv1d`) runs through oneDNN for input ``x``."""
+def plan(conv, x: torch.Tensor) -> tuple | None:
+    """What :func:`int8_conv1d` needs to run ``conv`` (an :class:`~accelerando.quant.conv.UnfoldConv1d`) through
+    oneDNN for input ``x``: (residual QuantLinear, cached entry, output dtype), or None where the unfold path runs.
+    Looked up once per call."""
     if not int8_convs_enabled() or x.device.type != "cpu" or x.dtype not in _DTYPES or x.numel() == 0:
-        return False
+        return None
     from accelerando.quant.linear import autocast_output_dtype
 
-    if autocast_output_dtype(x) not in _DTYPES or x.dim() != 3 or not _covers_input(conv, x.shape[-1]):
-        return False
+    out_dtype = autocast_output_dtype(x)
+    if out_dtype not in _DTYPES or x.dim() != 3 or not _covers_input(conv, x.shape[-1]):
+        return None
     res, svd = _layers(conv)
     if res is None or res.a_bits != 8 or res.act_scale != "tensor" or "forward" in vars(conv.linear):
-        return False
+        return None
     if res.group_size is not None and not (res.w_bits == 4 and group_folding_enabled()):
-        return False  # exact per-group scales: one GEMM per group, unfold only
-    if torch.is_grad_enabled() and x.requires_grad:
-        return False
-    return available() and _entry(conv, res, svd) is not None
+        return None  # exact per-group scales: one GEMM per group, unfold only
+    if (torch.is_grad_enabled() and x.requires_grad) or not available():
+        return None
+    entry = _entry(conv, res, svd)
+    return None if entry is None else (res, entry, out_dtype)
+
+
+def applies(conv, x: torch.Tensor) -> bool:
+    """Whether ``conv`` runs through oneDNN for input ``x`` (:func:`plan` finds one)."""
+    return plan(conv, x) is not None
 
 
 def _sources(res, svd) -> tuple:
@@ -201,10 +210,9 @@ def _entry(conv, res, svd):
     return entry
 
 
-def int8_conv1d(conv, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """``conv(x)`` through oneDNN, ``x`` [B, C_in, T] -> [B, C_out, T_out] in ``out_dtype`` (check :func:`applies`)."""
-    res, svd = _layers(conv)
-    packed, w_scale, zeros, inv, lowrank = _entry(conv, res, svd)
+def int8_conv1d(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
+    """``conv(x)`` through oneDNN, ``x`` [B, C_in, T] -> [B, C_out, T_out], with ``how`` from :func:`plan`."""
+    res, (packed, w_scale, zeros, inv, lowrank), out_dtype = how
     q, scale, zp = _run(_quantize, x, inv)
     args = ([conv.stride], [conv.padding], [conv.dilation], 1)
     y = torch.ops.onednn.qconv_pointwise.tensor(
