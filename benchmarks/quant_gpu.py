@@ -4,18 +4,22 @@
 
 Needs a CUDA device (and Triton for the ``triton`` variants). Two parts, one process, one card:
 
-1. **GEMMs**: every distinct Linear shape of the DiT at the rows of one guided backbone call on ``--seconds`` of
-   latent (batch 2), plus two large square shapes where the card is compute-bound. Variants: ``bf16`` (cuBLAS via
-   ``F.linear``), ``int_mm`` (``torch._int_mm`` on pre-quantized operands: the bare int8 GEMM), ``fp8_mm``
-   (``torch._scaled_mm`` on pre-quantized e4m3 operands with row-wise scales, Hopper's FP8 path), the quantized
-   layers (``w8a8``/``w4a8`` RTN, ``svd-w4a8`` rank 32) run ``eager`` (``torch._int_mm`` plus PyTorch ops for
-   quantization, unpacking and the epilogue) and ``triton`` (:mod:`accelerando.quant.triton_kernels`: two launches),
-   and ``triton-gemm`` (the fused GEMM alone on pre-quantized activations). Times are ``triton.testing.do_bench``
-   medians (CUDA events); each row also gives the SQNR of the output against float32 ``F.linear``.
-2. **Backbone**: the shipped MusicDiT, one guided call, bf16 autocast, with every quantizable block Linear swapped
-   (the presets' filter) for each variant (also ``fp8``: :class:`~accelerando.quant.Float8Linear`, one
-   ``torch._scaled_mm`` per layer); eager launches and, where capture works, CUDA-graph replay (launch gaps
-   removed). Output SQNR against the bf16 backbone, weight bytes and peak allocated memory.
+1. **GEMMs**: every distinct ``(M, K, N)`` of the quantized Linears (a U-Net's convolutions unfolded, ``K = C_in *
+   kernel``) in one guided backbone call on ``--seconds`` of latent (batch 2), plus two large square shapes where
+   the card is compute-bound. Variants: ``bf16`` (cuBLAS via ``F.linear``), ``int_mm`` (``torch._int_mm`` on
+   pre-quantized operands: the bare int8 GEMM), ``fp8_mm`` (``torch._scaled_mm`` on pre-quantized e4m3 operands
+   with row-wise scales, Hopper's FP8 path), the quantized layers (``w8a8``/``w4a8`` RTN, ``svd-w4a8`` rank 32) run
+   ``eager`` (``torch._int_mm`` plus PyTorch ops for quantization, unpacking and the epilogue) and ``triton``
+   (:mod:`accelerando.quant.triton_kernels`: two launches), and ``triton-gemm`` (the fused GEMM alone on
+   pre-quantized activations). Times are ``triton.testing.do_bench`` medians (CUDA events); each row also gives
+   the SQNR of the output against float32 ``F.linear``.
+2. **Backbone**: the shipped backbone (the MusicDiT before 2026-11-26, the conv U-Net since), one guided call,
+   bf16 autocast, with every layer the presets quantize swapped for each variant (:func:`quantized_backbones`;
+   also ``fp8``: :class:`~accelerando.quant.Float8Linear`, one ``torch._scaled_mm`` per layer); eager launches
+   and, where capture works, CUDA-graph replay (launch gaps removed). Output SQNR against the bf16 backbone,
+   weight bytes and peak allocated memory.
+
+End-to-end generation on the GPU: ``benchmarks/gpu_generation.py``.
 """
 
 import argparse
@@ -150,12 +154,41 @@ def _param_bytes(mod: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
 
 
-def backbone_rows(model: str, seconds: float) -> list[dict]:
-    """The DiT under each variant: median ms eager and graph-replayed, SQNR vs bf16, bytes, peak memory."""
-    from accelerando.pretrained import load_generator
+def quantized_backbones(base: torch.nn.Module, calib_call) -> dict[str, tuple[torch.nn.Module, bool | None]]:
+    """``base`` (a DiT or U-Net backbone) and copies of it quantized the presets' way -> ``{name: (module,
+    triton_on)}``: ``bf16`` (``base`` itself, None), RTN ``w8a8`` / ``w4a8``, ``fp8`` and SVDQuant ``svd-w4a8`` (rank
+    32, alpha 0.5, calibrated on ``calib_call(module)`` under bf16 autocast), each ``-eager`` (False) and ``-triton``
+    (True). A U-Net's convolutions are unfolded to Linears first (:func:`~accelerando.quant.presets.prepare_backbone`),
+    so every variant runs per-token activations through the Linear kernels."""
     from accelerando.quant import Float8DynamicConfig, RTNConfig, SVDQuantConfig, calibrate_, quantize_
+    from accelerando.quant.presets import prepare_backbone
+
+    def prepared():
+        module = copy.deepcopy(base)
+        return module, prepare_backbone(module)
+
+    variants = {"bf16": (base, None)}
+    for bits in (8, 4):
+        module, filt = prepared()
+        quantize_(module, RTNConfig(bits, 8), filter_fn=filt)
+        variants[f"w{bits}a8-eager"] = (module, False)
+        variants[f"w{bits}a8-triton"] = (module, True)
+    module, filt = prepared()
+    quantize_(module, Float8DynamicConfig(), filter_fn=filt)
+    variants["fp8-eager"] = (module, False)  # activation quantization in PyTorch ops
+    variants["fp8-triton"] = (module, True)  # ... in one Triton kernel
+    module, filt = prepared()
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        calibrate_(module, SVDQuantConfig(4, 8, rank=32, calibration=None), [calib_call], filt)
+    variants["svd-w4a8-eager"] = (module, False)
+    variants["svd-w4a8-triton"] = (module, True)
+    return variants
+
+
+def backbone_rows(model: str, seconds: float) -> list[dict]:
+    """The backbone under each variant: median ms eager and graph-replayed, SQNR vs bf16, bytes, peak memory."""
+    from accelerando.pretrained import load_generator
     from accelerando.quant import triton_kernels as tk
-    from accelerando.quant.presets import dit_filter
     from accelerando.testing.models import backbone_inputs
 
     base = load_generator(model).dit.eval().to(DEVICE)
@@ -166,19 +199,7 @@ def backbone_rows(model: str, seconds: float) -> list[dict]:
         with torch.inference_mode(), torch.autocast(DEVICE, dtype=torch.bfloat16):
             return dit(x, t, cond)
 
-    variants = {"bf16": (base, None)}
-    for bits in (8, 4):
-        dit = quantize_(copy.deepcopy(base), RTNConfig(bits, 8), filter_fn=dit_filter)
-        variants[f"w{bits}a8-eager"] = (dit, False)
-        variants[f"w{bits}a8-triton"] = (dit, True)
-    fp8 = quantize_(copy.deepcopy(base), Float8DynamicConfig(), filter_fn=dit_filter)
-    variants["fp8-eager"] = (fp8, False)  # activation quantization in PyTorch ops
-    variants["fp8-triton"] = (fp8, True)  # ... in one Triton kernel
-    svd = copy.deepcopy(base)
-    with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        calibrate_(svd, SVDQuantConfig(4, 8, rank=32, calibration=None), [lambda m: m(x, t, cond)], dit_filter)
-    variants["svd-w4a8-eager"] = (svd, False)
-    variants["svd-w4a8-triton"] = (svd, True)
+    variants = quantized_backbones(base, lambda m: m(x, t, cond))
     ref = call(base).float()
     rows = []
     for name, (dit, triton_on) in variants.items():
@@ -211,6 +232,29 @@ def backbone_rows(model: str, seconds: float) -> list[dict]:
     return rows
 
 
+def backbone_gemms(model: str, seconds: float) -> list[tuple[int, int, int]]:
+    """Every distinct ``(M, K, N)`` of the Linears the presets quantize in ``model``'s backbone, for one guided call
+    on ``seconds`` of latent (batch 2; a U-Net's convolutions unfolded, so ``M`` differs by level). Probed on the
+    CPU with hooks."""
+    from accelerando.pretrained import load_generator
+    from accelerando.quant.presets import prepare_backbone
+    from accelerando.testing.models import backbone_inputs
+
+    backbone = load_generator(model).dit.eval()
+    filt = prepare_backbone(backbone)
+    seen = set()
+
+    def hook(mod, args, _out):
+        seen.add((args[0].numel() // mod.in_features, mod.in_features, mod.out_features))
+
+    handles = [m.register_forward_hook(hook) for n, m in backbone.named_modules() if filt(m, n)]
+    with torch.inference_mode():
+        backbone(*backbone_inputs(backbone.config, seconds))
+    for h in handles:
+        h.remove()
+    return sorted(seen)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="builtin")
@@ -219,34 +263,36 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to dry-run the logic (TRITON_INTERPRET=1)")
     ap.add_argument("--parts", default="gemm,backbone", help="which tables to measure")
-    ap.add_argument("--shapes", default=None, help="override the backbone GEMM shapes, e.g. 64x32,32x64 (K x N)")
+    ap.add_argument(
+        "--shapes",
+        default=None,
+        help="override the backbone GEMM shapes: KxN (at the largest M) or MxKxN, comma-separated",
+    )
     args = ap.parse_args()
     global DEVICE
     DEVICE = args.device
     if DEVICE == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: benchmarks/quant_gpu.py needs a CUDA device (or --device cpu for a dry run)")
-    from accelerando.pretrained import load_generator
     from accelerando.quant import triton_kernels as tk
-    from accelerando.quant.presets import dit_filter
 
-    dit = load_generator(args.model).dit
-    tokens = -(-round(args.seconds * dit.config.frame_rate) // dit.config.patch)
-    shapes = sorted({(m.in_features, m.out_features) for n, m in dit.named_modules() if dit_filter(m, n)})
+    shapes = backbone_gemms(args.model, args.seconds)  # [(M, K, N)]
     if args.shapes:
-        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+        rows = max(m for m, _, _ in shapes)
+        given = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+        shapes = [g if len(g) == 3 else (rows, *g) for g in given]
     env = {
         "gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else platform.processor(),
         "torch": torch.__version__,
         "triton": __import__("triton").__version__ if tk.available() else None,
         "python": platform.python_version(),
-        "rows_per_linear": 2 * tokens,
+        "gemms_mkn": shapes,
     }
     print(json.dumps(env))
     gemms = []
     if "gemm" not in args.parts:
         shapes, args.large = [], ""
-    for k, n in shapes:
-        gemms += gemm_rows(2 * tokens, k, n)
+    for m, k, n in shapes:
+        gemms += gemm_rows(m, k, n)
     for s in [int(v) for v in args.large.split(",") if v]:
         gemms += gemm_rows(s, s, s, svd=False)
     for r in gemms:

@@ -43,6 +43,27 @@ def test_scaled_mm_matches_reference_and_meets_floor():
     assert sqnr(full, y) > 25.0  # e4m3 keeps 3 mantissa bits: measured 30 dB here
 
 
+def test_strided_input_reaches_the_gemm_row_major(monkeypatch):
+    # a channels-first activation seen as [1, T, K] (one batch row, as in the sampler's unguided steps) reshapes to a
+    # column-major [T, K] view; cuBLASLt's FP8 GEMM refuses it ("Only multiplication of row-major and column-major
+    # matrices"), seen on an H100 in generation
+    lin, _ = _layer_and_input(4)
+    q = Float8Linear.from_float(lin)
+    x = torch.randn(1, 256, 24).transpose(1, 2)  # [1, 24, 256], strides (., 1, 24)
+    seen = []
+    real = torch._scaled_mm
+
+    def spy(a, b, **kw):
+        seen.append(a.is_contiguous())
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    with torch.no_grad():
+        y = q(x)
+    assert seen == [True]
+    assert torch.equal(y, q(x.contiguous()))
+
+
 def test_autocast_output_dtype_and_empty_input():
     lin, x = _layer_and_input(1)
     q = Float8Linear.from_float(lin)

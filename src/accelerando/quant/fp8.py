@@ -71,8 +71,8 @@ class Float8Linear(nn.Module):
         fits = triton_kernels.fits_offsets(len(x2), self.in_features, self.out_features)
         if triton_kernels.applies(x2) and fits:  # CUDA: one Triton kernel instead of four PyTorch ones
             qx, sx, _ = triton_kernels.quantize_rows(x2.contiguous(), fp8=True)
-        else:
-            qx, sx = fp8_rows(x2)
+        else:  # row-major codes: cuBLASLt refuses other layouts, and fp8_rows keeps its input's strides
+            qx, sx = fp8_rows(x2.contiguous())
         # row-wise scaling needs a bf16 output; the bias goes into the GEMM's epilogue, rounded to bf16
         bias = None if self.bias is None else self.bias.to(torch.bfloat16)
         y = torch._scaled_mm(
