@@ -106,3 +106,20 @@ def test_cuda_widths_fp8_gemms_cannot_take_fall_back_to_the_reference():
     x = torch.randn(5, 100)
     with torch.no_grad():
         assert sqnr(q.reference_forward(x), q.cuda()(x.cuda()).cpu()) > 60.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("triton_on", [False, True])
+def test_cuda_column_major_one_row_batch(triton_on):
+    # the layout that made cuBLASLt refuse the eager path in generation on an H100 (one-row batch, channels first)
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("needs a CUDA device with FP8 tensor cores (sm_89+)")
+    from accelerando.quant.triton_kernels import use_triton_kernels
+
+    lin, _ = _layer_and_input(5)
+    q = Float8Linear.from_float(lin)
+    x = torch.randn(1, 256, 24).transpose(1, 2)  # [1, 24, 256], column-major rows
+    with torch.no_grad(), use_triton_kernels(triton_on):
+        ref = q.reference_forward(x)
+        y = q.cuda()(x.cuda()).cpu()
+    assert sqnr(ref, y) > 40.0
