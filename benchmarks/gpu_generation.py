@@ -72,13 +72,11 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_variant(pipe, backbone, triton_on, prompts, settings, seconds, repeats) -> dict:
-    from accelerando.quant import triton_kernels as tk
-
+def run_variant(pipe, backbone, mode, prompts, settings, seconds, repeats) -> dict:
     pipe.model.dit = backbone
     pipe.model = pipe.model  # drops the pipeline's cached bf16 weight copies of the previous backbone
     rows = []
-    with tk.use_triton_kernels(bool(triton_on)):
+    with quant_gpu.kernel_mode(mode):
         for rep in range(repeats + 1):  # the first pass warms up (autotuning, cuDNN plans)
             for p in prompts:
                 gen = torch.Generator(device="cpu").manual_seed(p.seed)
@@ -154,13 +152,13 @@ def main() -> None:
     }
     print(json.dumps(env), flush=True)
     rows = []
-    for name, (backbone, triton_on) in variants.items():
+    for name, (backbone, mode) in variants.items():
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
             row = {
                 "variant": name,
-                **run_variant(pipe, backbone, triton_on, suite.prompts, settings, args.seconds, args.repeats),
+                **run_variant(pipe, backbone, mode, suite.prompts, settings, args.seconds, args.repeats),
             }
         except Exception as err:  # noqa: BLE001 -- a variant this card cannot run is reported, not fatal
             row = {"variant": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}

@@ -154,12 +154,12 @@ def _param_bytes(mod: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
 
 
-def quantized_backbones(base: torch.nn.Module, calib_call) -> dict[str, tuple[torch.nn.Module, bool | None]]:
+def quantized_backbones(base: torch.nn.Module, calib_call) -> dict[str, tuple[torch.nn.Module, str | None]]:
     """``base`` (a DiT or U-Net backbone) and copies of it quantized the presets' way -> ``{name: (module,
-    triton_on)}``: ``bf16`` (``base`` itself, None), RTN ``w8a8`` / ``w4a8``, ``fp8`` and SVDQuant ``svd-w4a8`` (rank
-    32, alpha 0.5, calibrated on ``calib_call(module)`` under bf16 autocast), each ``-eager`` (False) and ``-triton``
-    (True). A U-Net's convolutions are unfolded to Linears first (:func:`~accelerando.quant.presets.prepare_backbone`),
-    so every variant runs per-token activations through the Linear kernels."""
+    mode)}``: ``bf16`` (``base`` itself, None), RTN ``w8a8`` / ``w4a8``, ``fp8`` and SVDQuant ``svd-w4a8`` (rank 32,
+    alpha 0.5, calibrated on ``calib_call(module)`` under bf16 autocast), each ``-eager``, ``-triton`` and (int8)
+    ``-triton-conv`` (:func:`kernel_mode`). A U-Net's convolutions are unfolded to Linears first
+    (:func:`~accelerando.quant.presets.prepare_backbone`); every variant runs per-token activations."""
     from accelerando.quant import Float8DynamicConfig, RTNConfig, SVDQuantConfig, calibrate_, quantize_
     from accelerando.quant.presets import prepare_backbone
 
@@ -171,21 +171,38 @@ def quantized_backbones(base: torch.nn.Module, calib_call) -> dict[str, tuple[to
     for bits in (8, 4):
         module, filt = prepared()
         quantize_(module, RTNConfig(bits, 8), filter_fn=filt)
-        variants[f"w{bits}a8-eager"] = (module, False)
-        variants[f"w{bits}a8-triton"] = (module, True)
+        variants[f"w{bits}a8-eager"] = (module, "eager")
+        variants[f"w{bits}a8-triton"] = (module, "triton")
+        variants[f"w{bits}a8-triton-conv"] = (module, "triton-conv")
     module, filt = prepared()
     quantize_(module, Float8DynamicConfig(), filter_fn=filt)
-    variants["fp8-eager"] = (module, False)  # activation quantization in PyTorch ops
-    variants["fp8-triton"] = (module, True)  # ... in one Triton kernel
+    variants["fp8-eager"] = (module, "eager")  # activation quantization in PyTorch ops
+    variants["fp8-triton"] = (module, "triton")  # ... in one Triton kernel
     module, filt = prepared()
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
         calibrate_(module, SVDQuantConfig(4, 8, rank=32, calibration=None), [calib_call], filt)
-    variants["svd-w4a8-eager"] = (module, False)
-    variants["svd-w4a8-triton"] = (module, True)
+    variants["svd-w4a8-eager"] = (module, "eager")
+    variants["svd-w4a8-triton"] = (module, "triton")
+    variants["svd-w4a8-triton-conv"] = (module, "triton-conv")
     return variants
 
 
-def backbone_rows(model: str, seconds: float) -> list[dict]:
+def kernel_mode(mode: str | None):
+    """The switches of a variant's ``mode``: None / ``"eager"`` (no Triton), ``"triton"`` (the Triton kernels, a
+    U-Net's convolutions as unfold + the Triton GEMM: the default), ``"triton-conv"`` (its per-token convolutions
+    as the opt-in implicit-GEMM kernel, :mod:`accelerando.quant.triton_conv`)."""
+    import contextlib
+
+    from accelerando.quant import triton_conv
+    from accelerando.quant import triton_kernels as tk
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(tk.use_triton_kernels(mode in ("triton", "triton-conv")))
+    stack.enter_context(triton_conv.use_triton_convs(mode == "triton-conv"))
+    return stack
+
+
+def backbone_rows(model: str, seconds: float, only: list[str] | None = None) -> list[dict]:
     """The backbone under each variant: median ms eager and graph-replayed, SQNR vs bf16, bytes, peak memory."""
     from accelerando.pretrained import load_generator
     from accelerando.quant import triton_kernels as tk
@@ -200,14 +217,19 @@ def backbone_rows(model: str, seconds: float) -> list[dict]:
             return dit(x, t, cond)
 
     variants = quantized_backbones(base, lambda m: m(x, t, cond))
+    if only:
+        unknown = sorted(set(only) - set(variants))
+        if unknown:
+            raise SystemExit(f"error: unknown variant(s) {unknown}; choose from {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in only or k == "bf16"}
     ref = call(base).float()
     rows = []
-    for name, (dit, triton_on) in variants.items():
+    for name, (dit, mode) in variants.items():
         row = {"variant": name, "weight_bytes": _param_bytes(dit)}
-        if triton_on and not tk.available():
+        if mode and mode.startswith("triton") and not tk.available():
             continue
         try:
-            with tk.use_triton_kernels(bool(triton_on)):
+            with kernel_mode(mode):
                 if DEVICE == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 out = call(dit).float()  # warm-up (autotunes the Triton GEMMs)
@@ -263,6 +285,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to dry-run the logic (TRITON_INTERPRET=1)")
     ap.add_argument("--parts", default="gemm,backbone", help="which tables to measure")
+    ap.add_argument("--variants", default=None, help="backbone variants to time (comma-separated; bf16 always)")
     ap.add_argument(
         "--shapes",
         default=None,
@@ -297,7 +320,11 @@ def main() -> None:
         gemms += gemm_rows(s, s, s, svd=False)
     for r in gemms:
         print(json.dumps(r))
-    backbone = backbone_rows(args.model, args.seconds) if "backbone" in args.parts else []
+    backbone = (
+        backbone_rows(args.model, args.seconds, args.variants and args.variants.split(","))
+        if "backbone" in args.parts
+        else []
+    )
     for r in backbone:
         print(json.dumps(r))
     report = {"args": vars(args), "env": env, "gemm": gemms, "backbone": backbone}

@@ -99,13 +99,18 @@ class UnfoldConv1d(nn.Module):
 
         A weight-only quantized ``linear`` (activations in float: ``a_bits=16``) runs as a native convolution with
         its dequantized weight instead: no unfold copy, the backend's own conv kernel, the same math. An A8 layer
-        with per-tensor activation scales runs as oneDNN's int8 convolution where it applies (``int8_conv``).
+        with per-tensor activation scales runs as oneDNN's int8 convolution where it applies (``int8_conv``); one
+        with per-token scales on CUDA as a Triton implicit-GEMM kernel that quantizes each window in registers
+        (``triton_conv``; the same codes as the unfold path).
         """
-        from accelerando.quant import int8_conv
+        from accelerando.quant import int8_conv, triton_conv
 
         how = int8_conv.plan(self, x)
         if how is not None:
             return int8_conv.int8_conv1d(self, x, how)
+        how = triton_conv.plan(self, x)
+        if how is not None:
+            return triton_conv.conv1d(self, x, how)
         y = _weight_only_conv(self, x)
         if y is not None:
             return y
