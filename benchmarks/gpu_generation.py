@@ -11,7 +11,8 @@ Text embeddings come from the file ``--save-text`` wrote with the real MiniLM en
 what travels to the lent GPU), so ``text_s`` is a lookup here; the CPU encoder costs about 10 ms a prompt.
 
 Variants: the backbones of ``quant_gpu.quantized_backbones`` (bf16 autocast; RTN W8A8 / W4A8, FP8, SVDQuant W4A8
-rank 32, each eager and with the Triton kernels). SVDQuant's smoothing is calibrated on random backbone inputs:
+rank 32, each eager, with the Triton kernels and, int8, with the opt-in Triton conv kernel; ``--variants`` picks
+some: the conv kernel autotunes for minutes on first use). SVDQuant's smoothing is calibrated on random backbone inputs:
 these runs measure speed, not quality (quality is measured on the CPU, BENCHMARKS.md). Each variant generates every
 prompt once to warm up, then ``--repeats`` times; the figures are medians over prompts x repeats of the synchronized
 wall time, the sampling and decode shares, and the speed (seconds of audio per second of wall time; >1 is faster
@@ -118,12 +119,19 @@ def main() -> None:
     args = ap.parse_args()
     from accelerando.bench.prompts import load_suite
 
+    if args.prompts < 1:
+        raise SystemExit(f"error: --prompts {args.prompts}: use at least 1")
     suite = load_suite(args.suite).limit(args.prompts)
     if args.save_text:
         save_text(Path(args.save_text), suite.prompts)
         return
     if not args.text:
         raise SystemExit("error: give --text FILE (written by --save-text where the text encoder is installed)")
+    if not (Path(args.text).is_file() and Path(args.text).with_suffix(".json").is_file()):
+        raise SystemExit(f"error: --text {args.text}: no such file with its .json prompt list; run --save-text first")
+    if args.repeats < 1:
+        raise SystemExit(f"error: --repeats {args.repeats}: use at least 1")
+    only = quant_gpu.check_variants(args.variants)
     quant_gpu.DEVICE = args.device
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: benchmarks/gpu_generation.py needs a CUDA device (or --device cpu for a dry run)")
@@ -136,13 +144,7 @@ def main() -> None:
     base = pipe.model.dit
     x, t, cond = backbone_inputs(base.config, min(args.seconds, 10.0))
     x, t, cond = x.to(args.device), t.to(args.device), quant_gpu._to(cond, args.device)
-    variants = quant_gpu.quantized_backbones(base, lambda m: m(x, t, cond))
-    if args.variants:
-        wanted = args.variants.split(",")
-        unknown = [v for v in wanted if v not in variants]
-        if unknown:
-            raise SystemExit(f"error: unknown variant(s) {unknown}; choose from {sorted(variants)}")
-        variants = {k: v for k, v in variants.items() if k in wanted}
+    variants = quant_gpu.quantized_backbones(base, lambda m: m(x, t, cond), only)
     settings = {k: v for k, v in suite.generation.items() if k in ("steps", "cfg", "sampler")}
     env = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",

@@ -154,7 +154,27 @@ def _param_bytes(mod: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(mod.parameters()) + list(mod.buffers()))
 
 
-def quantized_backbones(base: torch.nn.Module, calib_call) -> dict[str, tuple[torch.nn.Module, str | None]]:
+VARIANTS = tuple(
+    [f"w{b}a8-{m}" for b in (8, 4) for m in ("eager", "triton", "triton-conv")]
+    + ["fp8-eager", "fp8-triton"]
+    + [f"svd-w4a8-{m}" for m in ("eager", "triton", "triton-conv")]
+)
+
+
+def check_variants(spec: str | None) -> list[str] | None:
+    """``--variants`` (comma-separated) -> the names, or None for all; SystemExit naming an unknown one."""
+    if not spec:
+        return None
+    names = [v for v in spec.split(",") if v and v != "bf16"]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"error: unknown variant(s) {unknown}; choose from bf16, {', '.join(VARIANTS)}")
+    return names
+
+
+def quantized_backbones(
+    base: torch.nn.Module, calib_call, only: list[str] | None = None
+) -> dict[str, tuple[torch.nn.Module, str | None]]:
     """``base`` (a DiT or U-Net backbone) and copies of it quantized the presets' way -> ``{name: (module,
     mode)}``: ``bf16`` (``base`` itself, None), RTN ``w8a8`` / ``w4a8``, ``fp8`` and SVDQuant ``svd-w4a8`` (rank 32,
     alpha 0.5, calibrated on ``calib_call(module)`` under bf16 autocast), each ``-eager``, ``-triton`` and (int8)
@@ -167,23 +187,26 @@ def quantized_backbones(base: torch.nn.Module, calib_call) -> dict[str, tuple[to
         module = copy.deepcopy(base)
         return module, prepare_backbone(module)
 
+    want = set(VARIANTS if only is None else only)
+
+    def wanted(prefix):
+        return [v for v in VARIANTS if v in want and v.startswith(prefix)]
+
     variants = {"bf16": (base, None)}
     for bits in (8, 4):
+        if names := wanted(f"w{bits}a8-"):
+            module, filt = prepared()
+            quantize_(module, RTNConfig(bits, 8), filter_fn=filt)
+            variants.update({n: (module, n.split("-", 1)[1]) for n in names})
+    if names := wanted("fp8-"):
         module, filt = prepared()
-        quantize_(module, RTNConfig(bits, 8), filter_fn=filt)
-        variants[f"w{bits}a8-eager"] = (module, "eager")
-        variants[f"w{bits}a8-triton"] = (module, "triton")
-        variants[f"w{bits}a8-triton-conv"] = (module, "triton-conv")
-    module, filt = prepared()
-    quantize_(module, Float8DynamicConfig(), filter_fn=filt)
-    variants["fp8-eager"] = (module, "eager")  # activation quantization in PyTorch ops
-    variants["fp8-triton"] = (module, "triton")  # ... in one Triton kernel
-    module, filt = prepared()
-    with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        calibrate_(module, SVDQuantConfig(4, 8, rank=32, calibration=None), [calib_call], filt)
-    variants["svd-w4a8-eager"] = (module, "eager")
-    variants["svd-w4a8-triton"] = (module, "triton")
-    variants["svd-w4a8-triton-conv"] = (module, "triton-conv")
+        quantize_(module, Float8DynamicConfig(), filter_fn=filt)  # eager: activations quantized in PyTorch ops
+        variants.update({n: (module, n.split("-", 1)[1]) for n in names})
+    if names := wanted("svd-w4a8-"):
+        module, filt = prepared()
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            calibrate_(module, SVDQuantConfig(4, 8, rank=32, calibration=None), [calib_call], filt)
+        variants.update({n: (module, n.split("-", 2)[2]) for n in names})
     return variants
 
 
@@ -216,12 +239,7 @@ def backbone_rows(model: str, seconds: float, only: list[str] | None = None) -> 
         with torch.inference_mode(), torch.autocast(DEVICE, dtype=torch.bfloat16):
             return dit(x, t, cond)
 
-    variants = quantized_backbones(base, lambda m: m(x, t, cond))
-    if only:
-        unknown = sorted(set(only) - set(variants))
-        if unknown:
-            raise SystemExit(f"error: unknown variant(s) {unknown}; choose from {sorted(variants)}")
-        variants = {k: v for k, v in variants.items() if k in only or k == "bf16"}
+    variants = quantized_backbones(base, lambda m: m(x, t, cond), only)
     ref = call(base).float()
     rows = []
     for name, (dit, mode) in variants.items():
@@ -298,11 +316,23 @@ def main() -> None:
         raise SystemExit("error: benchmarks/quant_gpu.py needs a CUDA device (or --device cpu for a dry run)")
     from accelerando.quant import triton_kernels as tk
 
-    shapes = backbone_gemms(args.model, args.seconds)  # [(M, K, N)]
-    if args.shapes:
-        rows = max(m for m, _, _ in shapes)
-        given = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-        shapes = [g if len(g) == 3 else (rows, *g) for g in given]
+    only = check_variants(args.variants)
+    given = []
+    for spec in (args.shapes or "").split(","):
+        try:
+            dims = tuple(int(v) for v in spec.split("x")) if spec else ()
+        except ValueError:
+            dims = (0,)
+        if spec and (len(dims) not in (2, 3) or min(dims) < 1):
+            raise SystemExit(f"error: --shapes {spec!r}: give KxN or MxKxN with positive integers")
+        given += [dims] if dims else []
+    shapes = []
+    if "gemm" in args.parts:
+        if not given or any(len(g) == 2 for g in given):
+            shapes = backbone_gemms(args.model, args.seconds)  # [(M, K, N)], probed on the CPU
+        if given:
+            rows = max(m for m, _, _ in shapes) if shapes else 0
+            shapes = [g if len(g) == 3 else (rows, *g) for g in given]
     env = {
         "gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else platform.processor(),
         "torch": torch.__version__,
@@ -320,11 +350,7 @@ def main() -> None:
         gemms += gemm_rows(s, s, s, svd=False)
     for r in gemms:
         print(json.dumps(r))
-    backbone = (
-        backbone_rows(args.model, args.seconds, args.variants and args.variants.split(","))
-        if "backbone" in args.parts
-        else []
-    )
+    backbone = backbone_rows(args.model, args.seconds, only) if "backbone" in args.parts else []
     for r in backbone:
         print(json.dumps(r))
     report = {"args": vars(args), "env": env, "gemm": gemms, "backbone": backbone}

@@ -53,14 +53,13 @@ def _model(kind, c_in, c_out, k, stride=1, padding=0, dilation=1, bias=True, bat
     lin = m.linear
     if kind == "w8":
         m.linear = QuantLinear.from_float(lin, 8, 8)
-    elif kind == "w4g16":
-        m.linear = QuantLinear.from_float(lin, 4, 8, 16)  # groups folded into int8 codes (the default)
+    elif kind == "w4":
+        m.linear = QuantLinear.from_float(lin, 4, 8)  # 4-bit codes, one scale per output channel
     elif kind == "w8full":
         m.linear = QuantLinear.from_float(lin, 8, 8, full_range=True)
     else:  # SVDQuant / SmoothQuant (rank 0), per-tap smoothing from the windows' absmax (untied taps)
         absmax = m.windows(x).reshape(-1, c_in * k).abs().amax(dim=0)
-        group, rank = (32 if (c_in * k) % 32 == 0 else None), (0 if kind == "smooth" else 4)
-        m.linear = SVDQuantLinear.from_float(lin, absmax, 0.5, 4, 8, group, rank=rank)
+        m.linear = SVDQuantLinear.from_float(lin, absmax, 0.5, 4, 8, None, rank=0 if kind == "smooth" else 4)
     return m.to(dev), x.to(dev)
 
 
@@ -85,7 +84,7 @@ def _ref_codes(m, x):
 CONFIGS = [  # kind, c_in, c_out, k, stride, padding, dilation, bias, batch, frames
     ("w8", 16, 24, 3, 1, 1, 1, True, 2, 13),
     ("w8", 32, 16, 1, 1, 0, 1, False, 1, 9),
-    ("w4g16", 16, 24, 4, 2, 1, 1, True, 2, 17),
+    ("w4", 16, 24, 4, 2, 1, 1, True, 2, 17),
     ("w8full", 32, 16, 3, 1, 2, 2, True, 1, 20),
     ("svd", 16, 24, 3, 1, 1, 1, True, 2, 13),
     ("svd", 32, 16, 5, 2, 2, 2, False, 2, 19),
@@ -157,10 +156,12 @@ def test_plan_refuses_what_the_kernel_does_not_compute():
     ):
         m.linear = layer
         assert not tc.applies(m, x), layer
-    m.linear = QuantLinear.from_float(lin, 4, 8, 16)
+    for folded in (True, False):  # 4-bit groups: the default CUDA path applies them exactly, folding would not
+        with use_group_folding(folded):
+            m.linear = QuantLinear.from_float(lin, 4, 8, 16)
+            assert not tc.applies(m, x)
+    m.linear = QuantLinear.from_float(lin, 4, 8)
     assert tc.applies(m, x)
-    with use_group_folding(False):
-        assert not tc.applies(m, x)  # exact per-group scales
     m.linear.forward = lambda h: h  # replaced forward (low-rank recovery)
     assert not tc.applies(m, x)
     del m.linear.forward

@@ -12,7 +12,8 @@ No library does this for us: torchao and nunchaku quantize Linears only, and PyT
 (``torch.ao``) is an FBGEMM/QNNPACK module with static activation scales, no low-rank branch and no 4-bit weights.
 The unfolded form is the reference and the calibration view. At run time, layers with per-tensor activation scales
 (``act_scale="tensor"``) run as oneDNN's own int8 convolution on the CPU (:mod:`accelerando.quant.int8_conv`), and
-weight-only layers as native convolutions on the dequantized weight (below).
+weight-only layers as native convolutions on the dequantized weight (below). On CUDA, per-token layers can opt in to
+a Triton implicit-GEMM kernel (:mod:`accelerando.quant.triton_conv`, off by default).
 
 :func:`unfold_convs_` converts a model's convolutions in place and returns their names; quantized files record those
 names (``accelerando.quant.io``), so loading converts the same convolutions before it rebuilds the quantized layers.
@@ -99,9 +100,9 @@ class UnfoldConv1d(nn.Module):
 
         A weight-only quantized ``linear`` (activations in float: ``a_bits=16``) runs as a native convolution with
         its dequantized weight instead: no unfold copy, the backend's own conv kernel, the same math. An A8 layer
-        with per-tensor activation scales runs as oneDNN's int8 convolution where it applies (``int8_conv``); one
-        with per-token scales on CUDA as a Triton implicit-GEMM kernel that quantizes each window in registers
-        (``triton_conv``; the same codes as the unfold path).
+        with per-tensor activation scales runs as oneDNN's int8 convolution where it applies (``int8_conv``). Opt-in
+        (``use_triton_convs``): one with per-token scales on CUDA as a Triton implicit-GEMM kernel that quantizes
+        each window in registers (``triton_conv``; the same codes as the unfold path, slower on an H100 so far).
         """
         from accelerando.quant import int8_conv, triton_conv
 

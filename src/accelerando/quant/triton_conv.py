@@ -20,8 +20,8 @@ What: ``conv(x)`` for an :class:`~accelerando.quant.conv.UnfoldConv1d` whose ``l
 Status (measured, BENCHMARKS.md "The quantized U-Net on an H100"): opt-in. On an H100 the built-in U-Net's
 backbone (one guided call on 30 s, CUDA-graph replay) took 8.10 ms with it against 6.21 ms with unfold + the Triton
 GEMM and 5.64 ms in bf16, at the same SQNR. Each frame is quantized once per tap (the window scales differ), the
-tiles read channels-first input along time, and the window scales take a few torch launches; those are what a
-faster version would change.
+tiles read channels-first input along time, the window scales take a few torch launches, and :func:`plan` unpacks
+and re-lays out the weight codes on every call; those are what a faster version would change.
 
 Why: the unfold path writes and reads the ``k``-fold window copy, then a quantize kernel writes and a GEMM reads
 its int8 codes; here neither exists (the quantization is fused into the GEMM's operand load). No library kernel
@@ -38,9 +38,9 @@ dtype) and is added in float32 before the output cast (the reference adds it aft
 Used (:func:`plan`) for CUDA tensors (CPU ones under ``TRITON_INTERPRET=1`` in this module's tests) when Triton is
 available, :func:`~accelerando.quant.triton_kernels.use_triton_kernels` and :class:`use_triton_convs` are on
 (off by default: ``ACCELERANDO_QUANT_TRITON_CONVS=1`` starts it on), ``x`` is a 3-D float32 / bf16 / float16
-tensor without autograd, the layer is A8 per token with one weight scale per row (per channel, or 4-bit groups
-folded), and its ``forward`` is not replaced. The weight codes are re-laid out tap-major ([k, C_out, C_in], one
-small copy) per call.
+tensor without autograd, the layer is A8 per token with one weight scale per output channel (grouped layers keep
+the unfold path, whose Triton GEMM applies group scales exactly), and its ``forward`` is not replaced. The weight
+codes are re-laid out tap-major ([k, C_out, C_in], one small copy) per call.
 """
 
 import os
@@ -208,6 +208,8 @@ def plan(conv, x: torch.Tensor) -> tuple | None:
     res, svd = _layers(conv)
     if res is None or res.a_bits != 8 or res.act_scale != "token" or "forward" in vars(conv.linear):
         return None
+    if res.group_size is not None:  # the Triton GEMM applies group scales exactly; folding them would change weights
+        return None
     if "forward" in vars(res) or res.qweight.device != x.device:
         return None
     out_dtype = autocast_output_dtype(x)
@@ -215,9 +217,7 @@ def plan(conv, x: torch.Tensor) -> tuple | None:
     span = sum((n - 1) * abs(s) for n, s in zip(x.shape, x.stride(), strict=True))
     if out_dtype not in _DTYPES or not tk.fits_offsets(rows, res.in_features, res.out_features) or span >= 2**31:
         return None
-    qw, scale, _ = res.gemm_weight()  # int8 [N, K], float32 [N, G]
-    if scale.shape[1] != 1:
-        return None  # exact per-group scales: the unfold path runs one GEMM per group
+    qw, scale, _ = res.gemm_weight()  # int8 [N, K], float32 [N, 1] (per-channel scales)
     n, c, k = conv.out_channels, conv.in_channels, conv.kernel_size
     w = qw.reshape(n, c, k).permute(2, 0, 1).contiguous()  # [k, N, C]
     return res, svd, w, scale[:, 0].float().contiguous(), out_dtype
