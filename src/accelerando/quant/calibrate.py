@@ -94,17 +94,19 @@ def calibrate_(
     overrides: dict[str, QuantConfig | None] | None = None,
     max_rows: int = 2048,
     seed: int = 0,
-    objective: Callable[[nn.Module], float] | None = None,
+    objective: Callable[[nn.Module], float | list[float]] | None = None,
     unit_fn: Callable[[str], str] | None = None,
     stats: dict[str, dict[str, torch.Tensor]] | None = None,
     callback: Callable[[int, int, float], None] | None = None,
     min_gain: float = 0.0,
+    accept: str = "mean",
 ) -> nn.Module:
     """Record activation statistics for the layers that need them, then ``quantize_`` ``model`` in place.
 
-    ``objective`` / ``unit_fn`` / ``callback`` / ``min_gain``: for ``calibration="stft"`` layers (see the module
-    docstring and :func:`~accelerando.quant.stft_search.stft_refine_`). ``stats``: activation statistics already
-    recorded with :func:`record_activations` (with row samples for mse / stft layers); ``batches`` is then not run.
+    ``objective`` / ``unit_fn`` / ``callback`` / ``min_gain`` / ``accept``: for ``calibration="stft"`` layers (see
+    the module docstring and :func:`~accelerando.quant.stft_search.stft_refine_`). ``stats``: activation statistics
+    already recorded with :func:`record_activations` (with row samples for mse / stft layers); ``batches`` is then
+    not run.
 
     Raises ``ValueError`` naming the layers no batch ran, or when stft layers have no ``objective``. Returns
     ``model``.
@@ -135,5 +137,7 @@ def calibrate_(
         for n in need:
             modules[n].__dict__.pop("_quant_calib", None)
     if stft:
-        model.stft_calibration = stft_refine_(model, floats, stats, objective, unit_fn, callback, min_gain)
+        model.stft_calibration = stft_refine_(
+            model, floats, stats, objective, unit_fn, callback, min_gain, accept=accept
+        )
     return model

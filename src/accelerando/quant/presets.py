@@ -128,6 +128,7 @@ PRESET_OPTIONS: dict[str, object] = {
     "stft_steps": 4,
     "stft_unit": "block",
     "stft_min_gain": 0.0,
+    "stft_accept": "mean",
     "stft_mode": "teacher",
     "other_linears": "float",
     "recover_steps": None,
@@ -332,6 +333,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0:
             calibration clip length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer),
             ``stft_prompts`` (2), ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"),
+            ``stft_accept`` ("mean", or "all": a change must not raise any objective prompt's error),
             ``prompts`` (a list of prompt dicts like the shipped ones, replacing them; train-split only),
             ``other_linears`` ("float": the Linears outside the DiT blocks stay float32; "w8a16": they become
             weight-only int8, see :func:`other_filter`), ``recover_steps`` (low-rank recovery steps,
@@ -354,6 +356,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     cfg = preset_config(preset, o["rank"], o["group_size"], o["alpha"], o["act_scale"])
     if o["stft_unit"] not in ("block", "layer"):
         raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
+    if o["stft_accept"] not in ("mean", "all"):
+        raise UserError(f"stft_accept={o['stft_accept']!r}; use 'mean' or 'all'")
     if o["cfg"] == 1.0:
         raise UserError("cfg=1 runs only the conditional branch; calibrate with guidance on (e.g. cfg=3)")
     if not isinstance(calib_prompts, int) or calib_prompts < 1:
@@ -448,6 +452,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             stats=stats,
             callback=(lambda d, t, e: report("stft", d, t)) if stft else None,
             min_gain=o["stft_min_gain"],
+            accept=o["stft_accept"],
         )
     if o["other_linears"] == "w8a16":  # weight-only int8 for the rest: activations stay float, no calibration
         from accelerando.quant.api import quantize_
@@ -538,7 +543,7 @@ class _TeacherForcing:
         del self.dit.forward
 
 
-def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Module], float]:
+def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Module], list[float]]:
     """The end-to-end objective of ``calibration="stft"``: mean complex-STFT error of the decoded audio against the
     float pipeline's on ``prompts`` (same seeds, so the same noise).
 
@@ -561,7 +566,7 @@ def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Modu
         with rec:
             ref.append(run_prompt(pipeline, *a, **NO_LATENT_GUIDANCE))
 
-    def objective(_model) -> float:
+    def objective(_model) -> list[float]:
         errs = []
         for rec, a, r in zip(recorders, args, ref, strict=True):
             if mode == "teacher":
@@ -571,7 +576,7 @@ def _stft_objective(pipeline, prompts: list[dict], o: dict) -> Callable[[nn.Modu
             else:
                 y = run_prompt(pipeline, *a, **NO_LATENT_GUIDANCE)
             errs.append(complex_stft_error(y[0], r[0]))
-        return sum(errs) / len(errs)
+        return errs  # one error per prompt: the search averages them (and with stft_accept="all" checks each)
 
     return objective
 

@@ -47,6 +47,7 @@ def stft_refine_(
     callback: Callable[[int, int, float], None] | None = None,
     min_gain: float = 0.0,
     search_rank: bool = True,
+    accept: str = "mean",
 ) -> dict:
     """Refine the already-installed ``SVDQuantLinear`` layers named in ``floats`` (name -> the float layer they
     replaced; ``stats``: name -> recorded ``{"absmax": [K]}``) in place. Returns a report: ``{"start": objective of
@@ -54,7 +55,12 @@ def stft_refine_(
     "layers": {name: {"alpha", "w_clip", "rank"}}}``. ``callback(done, total, best)`` after every evaluation
     (``total`` is the upper bound above). ``min_gain``: an alpha / clipping candidate must lower the objective by this
     fraction of the best so far to be kept (guards against fitting the objective's noise on few items).
-    ``search_rank``: whether to try half the rank per unit (step 3)."""
+    ``search_rank``: whether to try half the rank per unit (step 3). ``accept``: ``"mean"`` keeps a candidate that
+    lowers the objective (its mean, when ``objective`` returns one error per item); ``"all"`` also needs it not to
+    raise the error of any single item (a consistency test against fitting one item's noise; an objective returning
+    a plain float is one item)."""
+    if accept not in ("mean", "all"):
+        raise ValueError(f"accept={accept!r}; use 'mean' or 'all'")
     unit_fn = unit_fn or (lambda n: n)
     units: dict[str, list[str]] = {}
     for name in floats:
@@ -95,16 +101,26 @@ def stft_refine_(
     )
     done = 0
 
-    def evaluate() -> float:
+    def evaluate() -> tuple[float, list[float]]:
+        """(mean error, per-item errors) of the model as it stands."""
         nonlocal done
         with torch.no_grad():
-            err = float(objective(model))
+            out = objective(model)
+        items = [float(v) for v in out] if isinstance(out, list | tuple) else [float(out)]
+        err = sum(items) / len(items)
         done += 1
         if callback:
             callback(done, total, err)
-        return err
+        return err, items
 
-    best = start = evaluate()
+    def keeps(err: float, items: list[float], ties: bool) -> bool:
+        better = err < best * (1 - min_gain) or (ties and err <= best)
+        if accept == "all":
+            better = better and all(a <= b for a, b in zip(items, best_items, strict=True))
+        return better
+
+    best, best_items = evaluate()
+    start = best
     history = []
     for names in units.values():
         full_rank = {n: min(current[n].quant_config.rank, floats[n].in_features, floats[n].out_features) for n in names}
@@ -126,9 +142,9 @@ def stft_refine_(
                 saved = {n: current[n] for n in cand}
                 for n, st in cand.items():
                     _set(model, n, build(n, st))
-                err = evaluate()
-                if err < best * (1 - min_gain) or (accept_ties and err <= best):
-                    best = err
+                err, items = evaluate()
+                if keeps(err, items, accept_ties):
+                    best, best_items = err, items
                     for n, st in cand.items():
                         state[n], current[n] = st, model.get_submodule(n)
                 else:
