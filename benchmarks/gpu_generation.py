@@ -68,31 +68,22 @@ def save_text(path: Path, prompts) -> None:
     print(f"wrote {path} ({len(prompts)} prompts)")
 
 
-def _sync() -> None:
-    if quant_gpu.DEVICE == "cuda":
-        torch.cuda.synchronize()
+def run_variant(pipe, backbone, mode, suite, seconds, repeats) -> dict:
+    """Generate every prompt of ``suite`` at ``seconds`` with ``backbone`` (one warm-up pass, then ``repeats``) the
+    way the benchmark runner does (its own call and CUDA sync); medians of the timings."""
+    from dataclasses import replace
 
+    from accelerando.bench.runner import _generate, _sync
 
-def run_variant(pipe, backbone, mode, prompts, settings, seconds, repeats) -> dict:
     pipe.model.dit = backbone
     pipe.model = pipe.model  # drops the pipeline's cached bf16 weight copies of the previous backbone
     rows = []
     with quant_gpu.kernel_mode(mode):
         for rep in range(repeats + 1):  # the first pass warms up (autotuning, cuDNN plans)
-            for p in prompts:
-                gen = torch.Generator(device="cpu").manual_seed(p.seed)
+            for p in suite.prompts:
                 _sync()
                 t0 = time.perf_counter()
-                out = pipe(
-                    p.prompt,
-                    bpm=p.bpm,
-                    key=p.key,
-                    meter=p.meter,
-                    instruments=p.instruments,
-                    duration=seconds,
-                    generator=gen,
-                    **settings,
-                )
+                out = _generate(pipe, replace(p, duration=seconds), suite)
                 _sync()
                 wall = time.perf_counter() - t0
                 if rep:
@@ -145,12 +136,11 @@ def main() -> None:
     x, t, cond = backbone_inputs(base.config, min(args.seconds, 10.0))
     x, t, cond = x.to(args.device), t.to(args.device), quant_gpu._to(cond, args.device)
     variants = quant_gpu.quantized_backbones(base, lambda m: m(x, t, cond), only)
-    settings = {k: v for k, v in suite.generation.items() if k in ("steps", "cfg", "sampler")}
     env = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
         "suite": suite.id,
-        "settings": settings,
+        "settings": suite.generation,
     }
     print(json.dumps(env), flush=True)
     rows = []
@@ -160,7 +150,7 @@ def main() -> None:
         try:
             row = {
                 "variant": name,
-                **run_variant(pipe, backbone, mode, suite.prompts, settings, args.seconds, args.repeats),
+                **run_variant(pipe, backbone, mode, suite, args.seconds, args.repeats),
             }
         except Exception as err:  # noqa: BLE001 -- a variant this card cannot run is reported, not fatal
             row = {"variant": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
