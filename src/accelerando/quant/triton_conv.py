@@ -159,22 +159,18 @@ def _conv_src(
 
 _TILES = ((128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 64, 32, 4, 4))
 _INTERPRET_TILE = (16, 16, 16)
-_cache: dict = {}
+
+
+def _tiles() -> list:
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_C": c}, num_warps=w, num_stages=st)
+        for m, n, c, w, st in _TILES
+    ]
 
 
 def _kernel():
     """The kernel: autotuned over ``_TILES`` (BLOCK_M, BLOCK_N, BLOCK_C, warps, stages) on CUDA, or interpreted."""
-    key = tk._interpreting()
-    if key not in _cache:
-        kern = triton.jit(_conv_src)
-        if not key:
-            cfgs = [
-                triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_C": c}, num_warps=w, num_stages=st)
-                for m, n, c, w, st in _TILES
-            ]
-            kern = triton.autotune(cfgs, key=["N", "C", "KS", "STRIDE", "DIL", "M_BUCKET"])(kern)
-        _cache[key] = kern
-    return _cache[key]
+    return tk.kernel(_conv_src, _tiles, ("N", "C", "KS", "STRIDE", "DIL", "M_BUCKET"))
 
 
 def _layers(conv):

@@ -48,6 +48,7 @@ __all__ = [
     "int8_gemm",
     "a8_linear",
     "svd_linear",
+    "kernel",
 ]
 
 _state = {"enabled": os.environ.get("ACCELERANDO_QUANT_TRITON", "1").strip().lower() not in ("0", "false", "off")}
@@ -245,20 +246,31 @@ def _interpreting() -> bool:
     return bool(triton.knobs.runtime.interpret)
 
 
+def kernel(src, tiles: tuple = (), key: tuple = ()):
+    """The Triton kernel of the plain function ``src``, built once per mode: jitted and autotuned over the
+    ``triton.Config`` list ``tiles()`` returns (keyed on the argument names ``key``) for CUDA, or jitted alone for
+    Triton's interpreter (``TRITON_INTERPRET=1``), where callers pass fixed tiles. Shared by this module and
+    :mod:`accelerando.quant.triton_conv`."""
+    mode = (src, _interpreting())
+    if mode not in _cache:
+        kern = triton.jit(src)
+        if tiles and not _interpreting():
+            kern = triton.autotune(tiles(), key=list(key))(kern)
+        _cache[mode] = kern
+    return _cache[mode]
+
+
+def _gemm_tiles() -> list:
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "GROUP_M": 8}, num_warps=w, num_stages=st)
+        for m, n, w, st in _GEMM_TILES
+    ]
+
+
 def _kernels():
     """(quantize kernel, GEMM kernel): compiled and autotuned for CUDA, or interpreted (``TRITON_INTERPRET=1``)."""
-    key = _interpreting()
-    if key not in _cache:
-        quant, gemm = triton.jit(_quant_rows_src), triton.jit(_gemm_src)
-        if not key:
-            tiles = [
-                triton.Config({"BLOCK_M": m, "BLOCK_N": n, "GROUP_M": 8}, num_warps=w, num_stages=st)
-                for m, n, w, st in _GEMM_TILES
-            ]
-            keys = ["N", "K", "M_BUCKET", "W4", "GROUP", "HAS_LOW", "BLOCK_K"]
-            gemm = triton.autotune(tiles, key=keys)(gemm)
-        _cache[key] = (quant, gemm)
-    return _cache[key]
+    gemm_key = ("N", "K", "M_BUCKET", "W4", "GROUP", "HAS_LOW", "BLOCK_K")
+    return kernel(_quant_rows_src), kernel(_gemm_src, _gemm_tiles, gemm_key)
 
 
 def _check_device(t: torch.Tensor) -> None:
