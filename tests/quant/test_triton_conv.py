@@ -9,6 +9,7 @@ are checked here. The reference is ``UnfoldConv1d.forward`` with this path switc
 import pytest
 import torch
 from torch import nn
+from triton_device import triton_device
 
 from accelerando.quant import triton_conv as tc
 from accelerando.quant import triton_kernels as tk
@@ -28,14 +29,6 @@ def _interpret_on_cpu(monkeypatch):
     default outside these tests)."""
     monkeypatch.setitem(tc._state, "interpret_cpu", True)
     monkeypatch.setitem(tc._state, "on", True)
-
-
-def _device(gpu: bool) -> str:
-    if gpu and not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    if not gpu and not tk._interpreting():
-        pytest.skip("CPU runs need TRITON_INTERPRET=1 before triton is imported")
-    return "cuda" if gpu else "cpu"
 
 
 def _model(kind, c_in, c_out, k, stride=1, padding=0, dilation=1, bias=True, batch=2, frames=13, seed=0, dev="cpu"):
@@ -96,7 +89,7 @@ CONFIGS = [  # kind, c_in, c_out, k, stride, padding, dilation, bias, batch, fra
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(map(str, c)))
 def test_codes_scales_and_output_match_the_unfold_reference(gpu, dtype, cfg):
-    dev = _device(gpu)
+    dev = triton_device(gpu)
     kind, c_in, c_out, k, s, p, d, bias, batch, frames = cfg
     m, x = _model(kind, c_in, c_out, k, s, p, d, bias, batch, frames, dev=dev)
     x = x.to(dtype)
@@ -118,7 +111,7 @@ def test_codes_scales_and_output_match_the_unfold_reference(gpu, dtype, cfg):
 
 
 def test_bf16_autocast_returns_the_autocast_dtype_like_the_reference():
-    _device(False)
+    triton_device(False)
     m, x = _model("svd", 16, 24, 3, padding=1)
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         how = tc.plan(m, x)
@@ -129,7 +122,7 @@ def test_bf16_autocast_returns_the_autocast_dtype_like_the_reference():
 
 
 def test_float16_and_non_contiguous_inputs_are_read_in_place():
-    _device(False)
+    triton_device(False)
     m, x = _model("w8", 16, 24, 3, padding=1)
     xt = x.half().transpose(1, 2).contiguous().transpose(1, 2)  # channels-last strides
     with torch.no_grad():
@@ -138,7 +131,7 @@ def test_float16_and_non_contiguous_inputs_are_read_in_place():
 
 
 def test_plan_refuses_what_the_kernel_does_not_compute():
-    _device(False)
+    triton_device(False)
     m, x = _model("w8", 16, 24, 3, padding=1)
     assert tc.applies(m, x)
     assert not tc.applies(m, x.clone().requires_grad_(True))
@@ -171,7 +164,7 @@ def test_plan_refuses_what_the_kernel_does_not_compute():
 
 
 def test_switch_is_a_call_and_a_context_manager():
-    _device(False)
+    triton_device(False)
     m, x = _model("w8", 16, 24, 1)
     assert tc.triton_convs_enabled()
     with tc.use_triton_convs(False):
@@ -191,7 +184,7 @@ def test_switch_is_a_call_and_a_context_manager():
 @pytest.mark.gpu
 def test_larger_conv_on_cuda_matches_the_reference():
     """Autotuned tiles, several channel blocks and row tiles, bf16 activations as the backbone runs them."""
-    dev = _device(True)
+    dev = triton_device(True)
     for kind in ("w8", "w4g16", "svd"):
         m, x = _model(kind, 256, 384, 3, padding=1, batch=2, frames=700, dev=dev)
         x = x.bfloat16()

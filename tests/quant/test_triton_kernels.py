@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from triton_device import triton_device
 
 from accelerando.quant import QuantLinear, SVDQuantLinear, use_group_folding
 from accelerando.quant import triton_kernels as tk
@@ -25,19 +26,11 @@ def _cpu_reference(layer, x: torch.Tensor) -> torch.Tensor:
         return copy.deepcopy(layer).cpu().reference_forward(x.cpu())
 
 
-def _device(gpu: bool) -> str:
-    if gpu and not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    if not gpu and not tk._interpreting():
-        pytest.skip("CPU runs need TRITON_INTERPRET=1 before triton is imported")
-    return "cuda" if gpu else "cpu"
-
-
 @pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("bits,full_range", [(8, False), (8, True), (4, False)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_quantize_rows_equals_reference(gpu, bits, full_range, dtype):
-    dev = _device(gpu)
+    dev = triton_device(gpu)
     g = torch.Generator().manual_seed(bits + full_range)
     x = (torch.randn(300, 80, generator=g) * 4).to(dtype)  # neither dim a multiple of the tile
     x[3] = 0.0  # an all-zero row takes the eps scale
@@ -49,7 +42,7 @@ def test_quantize_rows_equals_reference(gpu, bits, full_range, dtype):
 
 
 def test_transposed_activations_are_accepted():
-    _device(False)
+    triton_device(False)
     layer = QuantLinear.from_float(torch.nn.Linear(64, 32), 8, 8)
     x = torch.randn(1, 64, 10).transpose(1, 2)  # [1, 10, 64], not row-major
     torch.testing.assert_close(tk.a8_linear(layer, x.reshape(-1, 64), torch.float32), layer.reference_forward(x)[0])
@@ -59,7 +52,7 @@ def test_transposed_activations_are_accepted():
 def test_fp8_quantize_rows_equals_reference(gpu):
     from accelerando.quant.fp8 import fp8_rows
 
-    dev = _device(gpu)
+    dev = triton_device(gpu)
     g = torch.Generator().manual_seed(8)
     x = torch.randn(37, 80, generator=g) * torch.logspace(-6, 3, 80)  # wide range: e4m3 subnormals, ties, -0
     x[2] = 0.0
@@ -76,7 +69,7 @@ def test_fp8_quantize_rows_equals_reference(gpu):
     [(8, None, True, 128), (4, None, False, 128), (4, 32, True, 128), (8, 64, True, 128), (4, None, True, 96)],
 )
 def test_a8_linear_matches_reference(gpu, w_bits, group_size, bias, k):
-    dev = _device(gpu)
+    dev = triton_device(gpu)
     torch.manual_seed(w_bits + (group_size or 0))
     lin = torch.nn.Linear(k, 72, bias=bias)
     layer = QuantLinear.from_float(lin, w_bits, 8, group_size).to(dev)
@@ -91,7 +84,7 @@ def test_a8_linear_matches_reference(gpu, w_bits, group_size, bias, k):
 @pytest.mark.parametrize("gpu", [False, pytest.param(True, marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("rank,group_size", [(32, None), (20, 32), (0, None)])
 def test_svd_linear_meets_sqnr_floor(gpu, rank, group_size):
-    dev = _device(gpu)
+    dev = triton_device(gpu)
     torch.manual_seed(rank)
     x = torch.randn(64, 96) * 2
     x[:, 7] *= 40  # an outlier channel, the case SVDQuant exists for
@@ -109,7 +102,7 @@ def test_svd_linear_meets_sqnr_floor(gpu, rank, group_size):
 
 
 def test_bf16_output_and_rank_padding():
-    _device(False)
+    triton_device(False)
     torch.manual_seed(1)
     x = torch.randn(33, 64).bfloat16()
     layer = SVDQuantLinear.from_float(torch.nn.Linear(64, 48), x.float().abs().amax(0), 0.5, 4, 8, None, 12)
@@ -130,7 +123,7 @@ def test_cpu_forward_never_dispatches_to_triton(monkeypatch):
 
 
 def test_errors_name_the_problem(monkeypatch):
-    _device(False)
+    triton_device(False)
     q = torch.zeros(4, 32, dtype=torch.int8)
     with pytest.raises(ValueError, match="do not match 4-bit"):
         tk.int8_gemm(
