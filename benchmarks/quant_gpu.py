@@ -188,25 +188,26 @@ def quantized_backbones(
         return module, prepare_backbone(module)
 
     want = set(VARIANTS if only is None else only)
-
-    def wanted(prefix):
-        return [v for v in VARIANTS if v in want and v.startswith(prefix)]
-
     variants = {"bf16": (base, None)}
-    for bits in (8, 4):
-        if names := wanted(f"w{bits}a8-"):
+
+    def build(prefix: str, quantize) -> None:
+        """One quantized copy for every wanted variant named ``prefix + mode``."""
+        names = [v for v in VARIANTS if v in want and v.startswith(prefix)]
+        if names:
             module, filt = prepared()
-            quantize_(module, RTNConfig(bits, 8), filter_fn=filt)
-            variants.update({n: (module, n.split("-", 1)[1]) for n in names})
-    if names := wanted("fp8-"):
-        module, filt = prepared()
-        quantize_(module, Float8DynamicConfig(), filter_fn=filt)  # eager: activations quantized in PyTorch ops
-        variants.update({n: (module, n.split("-", 1)[1]) for n in names})
-    if names := wanted("svd-w4a8-"):
-        module, filt = prepared()
+            quantize(module, filt)
+            variants.update({n: (module, n.removeprefix(prefix)) for n in names})
+
+    for bits in (8, 4):
+        build(f"w{bits}a8-", lambda m, f, b=bits: quantize_(m, RTNConfig(b, 8), filter_fn=f))
+    # eager: the activations quantized in PyTorch ops; triton: in one Triton kernel
+    build("fp8-", lambda m, f: quantize_(m, Float8DynamicConfig(), filter_fn=f))
+
+    def svd(m, f):
         with torch.autocast(DEVICE, dtype=torch.bfloat16):
-            calibrate_(module, SVDQuantConfig(4, 8, rank=32, calibration=None), [calib_call], filt)
-        variants.update({n: (module, n.split("-", 2)[2]) for n in names})
+            calibrate_(m, SVDQuantConfig(4, 8, rank=32, calibration=None), [calib_call], f)
+
+    build("svd-w4a8-", svd)
     return variants
 
 
