@@ -28,6 +28,9 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
   or per-tensor activations (the latter through oneDNN, its low-rank branch as convolutions);
 - ``NAME+cnorm`` (any variant above): the same with the U-Net's per-frame norms compiled
   (:func:`accelerando.kernels.compile_frame_norms`, bit-identical output), e.g. ``bf16+cnorm``, ``w8a8t-eager+cnorm``;
+- ``NAME+fnorm`` (after ``+cnorm`` if both): the U-Net's residual blocks feed their oneDNN int8 convolutions from
+  the fused norm + SiLU + quantize kernel (:func:`accelerando.quant.norm_codes.fuse_block_norms`), e.g.
+  ``w8a8t-eager+cnorm+fnorm``;
 - ``bf16-compiled`` / ``w8a8-compiled``: the whole backbone under ``torch.compile`` (static shapes; bf16, or RTN
   W8A8 on the eager modules traced into the same graph): what fusing everything around the GEMMs can give;
 - ``bf16-unfold`` (U-Net only): bf16 with the quantizable convolutions run as unfold + Linear
@@ -79,6 +82,13 @@ def _variant(name: str, base_dit, inputs=None):
         mod, opts, ac = _variant(name[: -len("+cnorm")], copy.deepcopy(base_dit), inputs)
         if not compile_frame_norms(mod):
             raise SystemExit(f"{name}: this backbone has no per-frame norms to compile")
+        return mod, opts, ac
+    if name.endswith("+fnorm"):
+        from accelerando.quant.norm_codes import fuse_block_norms
+
+        mod, opts, ac = _variant(name[: -len("+fnorm")], copy.deepcopy(base_dit), inputs)
+        if not fuse_block_norms(mod):
+            raise SystemExit(f"{name}: this backbone has no per-frame-norm residual blocks to fuse")
         return mod, opts, ac
     from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, quantize_
     from accelerando.quant.presets import prepare_backbone

@@ -180,12 +180,13 @@ def _codec_round_trip(codec, clip: Path, root: Path) -> dict:
 
     from accelerando.audio import load, save
     from accelerando.eval.paired import mrstft
+    from accelerando.modules.precision import autocast
 
     wav, sr = load(clip / "mix.flac", sample_rate=codec.sample_rate, mono=True)
     with torch.inference_mode():
         z = codec.encode(wav[None])
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast("cpu"):
             rec = codec.decode(z)[0, :, : wav.shape[-1]].float()
         wall = time.perf_counter() - t
     out = root / "codec" / f"{clip.name}.wav"

@@ -8,7 +8,8 @@ the input (``strength`` = the starting flow time). Classifier-free guidance runs
 Dims: ``B`` outputs, ``C`` channels, ``S`` samples, ``T`` latent frames, ``D`` latent channels.
 
 Device: the pipeline runs where its model is (``pipe.to("cuda")`` moves the generator and the codec; the text
-encoder stays on the CPU and its output is moved). Autocast to bfloat16 follows that device. Noise is drawn on the
+encoder stays on the CPU and its output is moved). Autocast to bfloat16 follows that device, where it has bf16
+arithmetic (``accelerando.modules.precision``; float32 elsewhere, e.g. on AVX2 CPUs). Noise is drawn on the
 generator's device and moved, so a seed gives the same starting noise everywhere; audio comes back on the CPU.
 """
 
@@ -23,6 +24,7 @@ from accelerando.conditioning.controls import ControlSpec, collate, frame_phases
 from accelerando.errors import UserError
 from accelerando.models.dit import DiTConditioning
 from accelerando.modules.precast import WeightCastCache
+from accelerando.modules.precision import autocast, use_bf16
 from accelerando.pipelines.grid_guidance import check_grid_guidance, make_grid_guidance
 from accelerando.pipelines.key_guidance import make_key_guidance
 from accelerando.schedulers import FlowMatchEulerScheduler, FlowMatchHeunScheduler, randn_tensor, sample
@@ -133,7 +135,8 @@ class TextToMusicPipeline:
         return self
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        """bf16 autocast where this device has bf16 arithmetic, else float32 (``accelerando.modules.precision``)."""
+        return autocast(self.device)
 
     @property
     def default_rhythm_cfg(self) -> float | None:
@@ -383,13 +386,16 @@ class TextToMusicPipeline:
             if g is not None
         ]
 
+        bf16 = use_bf16(self.device)
+
         def model_fn(x, t):
             now = guided and (active is None or active[0] - 1e-6 <= float(t[0]) <= active[1] + 1e-6)
             c = cond if now or not guided else cond_only
             xx = torch.cat([x] * branches) if now else x
             if known is not None:
                 xx = torch.where(c.known_mask[..., None] > 0, c.known, xx)
-            with self._autocast(), self._weight_casts.swap(self.model.dit, enabled=not torch.is_grad_enabled()):
+            precast = bf16 and not torch.is_grad_enabled()  # bf16 weight copies only for bf16 calls
+            with self._autocast(), self._weight_casts.swap(self.model.dit, enabled=precast):
                 v = self.model.dit(xx, t[:1].expand(xx.shape[0]), c).float()
             v = combine_guidance(v, cfg, rhythm_cfg) if now else v
             for guide in latent_guides:  # moves of the clean estimate, after the backbone (grid, then key)

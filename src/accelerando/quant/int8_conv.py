@@ -54,7 +54,7 @@ from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.quant.primitives import quantize_per_tensor_u8
 from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
 
-__all__ = ["available", "applies", "forget", "int8_conv1d", "plan", "status"]
+__all__ = ["available", "applies", "conv_codes", "forget", "int8_conv1d", "plan", "status"]
 
 _state: dict = {"compile": True, "broken": None, "fns": {}}
 _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
@@ -212,8 +212,15 @@ def _entry(conv, res, svd):
 
 def int8_conv1d(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
     """``conv(x)`` through oneDNN, ``x`` [B, C_in, T] -> [B, C_out, T_out], with ``how`` from :func:`plan`."""
+    q, scale, zp = _run(_quantize, x, how[1][3])
+    return conv_codes(conv, q, scale, zp, how, x)
+
+
+def conv_codes(conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | None = None) -> torch.Tensor:
+    """The rest of :func:`int8_conv1d` from its input's codes: ``q`` uint8 [B, C_in, T] channels-last (strides
+    ``[T C, 1, C]``), ``scale`` fp32 [] and ``zp`` int64 [] (``x ~ (q - zp) scale``) -> [B, C_out, T_out]. ``x``
+    (the float input) is needed only by a low-rank branch."""
     res, (packed, w_scale, zeros, inv, lowrank), out_dtype = how
-    q, scale, zp = _run(_quantize, x, inv)
     args = ([conv.stride], [conv.padding], [conv.dilation], 1)
     y = torch.ops.onednn.qconv_pointwise.tensor(
         q, scale, zp, packed, w_scale, zeros, res.bias, *args, 1.0, 0, out_dtype, "none", [], ""

@@ -130,11 +130,18 @@ def quantize_per_tensor_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     ``x ~ (q - zero_point) * scale``.
     """
     xf = x.float()
-    lo, hi = xf.amin().clamp(max=0), xf.amax().clamp(min=0)
+    scale, zp = u8_params(xf.amin(), xf.amax())
+    q = torch.clamp(torch.round(xf / scale) + zp, 0, 255).to(torch.uint8)
+    return q, scale, zp
+
+
+def u8_params(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scale (fp32 []) and zero point (int64 [] in ``[0, 255]``) of :func:`quantize_per_tensor_u8` for a tensor
+    whose min and max are ``lo`` and ``hi`` (fp32 [] each; the range is widened to include zero)."""
+    lo, hi = lo.float().clamp(max=0), hi.float().clamp(min=0)
     scale = ((hi - lo) / 255).clamp(min=_EPS)
     zp = torch.round(-lo / scale).clamp(0, 255)
-    q = torch.clamp(torch.round(xf / scale) + zp, 0, 255).to(torch.uint8)
-    return q, scale, zp.to(torch.int64)
+    return scale, zp.to(torch.int64)
 
 
 def u8_offset(q: torch.Tensor, zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

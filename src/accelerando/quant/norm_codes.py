@@ -1,0 +1,242 @@
+"""The U-Net's ``silu(frame_norm(x))`` and its per-tensor uint8 codes in one small C++ kernel (CPU, opt-in).
+
+Why: with per-tensor activation scales a U-Net block's convolutions run as oneDNN int8 convolutions
+(:mod:`accelerando.quant.int8_conv`) that take under half the time of bf16 ones, and what is left of a W8A8 backbone
+call is memory-bound elementwise passes around them. Before each block convolution PyTorch makes five: the frame
+norm, the modulation (``conv2`` only), SiLU, the min/max of the result, and the quantize-and-transpose. Inductor's
+fusions of those did not run faster here (BENCHMARKS.md, "W8A8 on the CPU: two more layouts and fusions tried").
+``csrc/norm_codes.cpp`` does it in two passes: (1) per frame tile and channel group, the statistics, the normalised,
+modulated, SiLU-ed (and smoothed) values and their running min/max; (2) the codes, written channels-last. No library
+fuses a per-frame GroupNorm with a quantizer, so this one is written here.
+
+Values: each step rounds where the eager chain rounds (float32 sums in channel order, bf16 after every op under
+autocast), so the codes are those of ``quantize_per_tensor_u8(silu(norm(x) * mul + add) * smooth)`` except where
+the kernel's ``exp`` (a Cephes polynomial, within 2 ulp) and PyTorch's differ before the bf16 rounding: a few codes
+in a million move by one (tests bound it).
+
+Use: :func:`fuse_block_norms` points every U-Net residual block whose norms are per-frame
+(:class:`~accelerando.models.unet.FrameGroupNorm`) at a forward that feeds its convolutions these codes where
+:func:`accelerando.quant.int8_conv.plan` runs them through oneDNN without a low-rank branch (W8A8 and W4A8 RTN /
+SmoothQuant with ``act_scale="tensor"``); everything else runs the block's own ops. :func:`unfuse_block_norms`
+undoes it.
+
+Build: at first use, ``g++ -O3 -march=native -fopenmp -ffp-contract=off`` into
+``$ACCELERANDO_CACHE/kernels/norm_codes-<hash>.so`` (the hash covers the source, the flags and the CPU's feature
+flags; written to a temporary name and renamed, so an interrupted build leaves nothing half-written). It links
+against the OpenMP runtime PyTorch already loaded. Without a compiler, or when the build fails, a warning names
+why (once) and the blocks run their own ops.
+"""
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import types
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from accelerando.kernels.modes import dispatch_mode_active
+from accelerando.paths import cache_dir
+
+__all__ = ["available", "frame_norm_silu_codes", "fuse_block_norms", "unfuse_block_norms", "blocks_fused", "status"]
+
+_SOURCE = Path(__file__).parent / "csrc" / "norm_codes.cpp"
+_FLAGS = [
+    "-O3",
+    "-march=native",
+    "-fopenmp",
+    "-ffp-contract=off",
+    "-fno-trapping-math",
+    "-fno-math-errno",
+    "-shared",
+    "-fPIC",
+    "-std=c++17",
+]
+_state: dict = {"lib": None, "broken": None}
+_DTYPES = {torch.bfloat16: "bf16", torch.float32: "f32"}
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return ""
+
+
+def _build(so: Path, compiler: str) -> None:
+    so.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+        os.replace(tmp, so)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    for name in ("bf16", "f32"):
+        fn = getattr(lib, f"accel_norm_silu_{name}")
+        fn.argtypes = [p, p, i64, i64, i64, i64, f32, p, p, p, p, p, p, i32]
+        fn.restype = None
+        fn = getattr(lib, f"accel_codes_{name}")
+        fn.argtypes = [p, p, i64, i64, i64, f32, f32, i32]
+        fn.restype = None
+    return lib
+
+
+def _library() -> ctypes.CDLL | None:
+    """The loaded kernel, building it on first use; None (with ``status()["broken"]`` saying why) if it cannot."""
+    if _state["lib"] is not None or _state["broken"] is not None:
+        return _state["lib"]
+    try:
+        compiler = os.environ.get("CXX", "g++")
+        if shutil.which(compiler) is None:
+            raise RuntimeError(f"no C++ compiler {compiler!r} on PATH")
+        key = hashlib.sha256("\n".join([_SOURCE.read_text(), compiler, *_FLAGS, _cpu_flags()]).encode()).hexdigest()
+        so = cache_dir("kernels") / f"norm_codes-{key[:16]}.so"
+        if not so.exists():
+            _build(so, compiler)
+        lib = ctypes.CDLL(str(so))
+        if lib.accel_norm_codes_abi() != 1:
+            raise RuntimeError(f"{so} is from another version")
+        _state["lib"] = _bind(lib)
+    except Exception as err:  # no compiler, no OpenMP, a read-only cache, ...
+        _state["broken"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        warnings.warn(f"fused norm kernel unavailable ({_state['broken']}); blocks run their own ops", stacklevel=3)
+    return _state["lib"]
+
+
+def available() -> bool:
+    """Whether the kernel is built (or builds now) and loads."""
+    return _library() is not None
+
+
+def status() -> dict:
+    """Whether the kernel loaded, and why not (``broken``), for reports."""
+    return {"available": _state["lib"] is not None, "broken": _state["broken"]}
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _per_channel(v: torch.Tensor, dtype: torch.dtype, shape: tuple) -> torch.Tensor:
+    """``v`` rounded to ``dtype`` as the eager chain uses it, as contiguous float32 of ``shape``."""
+    return v.detach().to(dtype).float().reshape(shape).contiguous()
+
+
+def frame_norm_silu_codes(
+    x: torch.Tensor,
+    norm: nn.Module,
+    mul: torch.Tensor | None = None,
+    add: torch.Tensor | None = None,
+    smooth: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``quantize_per_tensor_u8(silu(norm(x) * mul + add) * smooth)`` with the codes laid out channels-last.
+
+    ``x`` [B, C, T] float32 or bfloat16; ``norm`` a :class:`~accelerando.models.unet.FrameGroupNorm` over ``C``;
+    ``mul``, ``add`` [B, C, 1] in ``x``'s dtype (both or neither); ``smooth`` [C] (the SmoothQuant factor 1/s, used
+    in ``x``'s dtype). Returns (codes uint8 [B, C, T] with strides [T C, 1, C], scale fp32 [], zero point int64 []).
+    Raises ``RuntimeError`` if the kernel is not available (check :func:`available`).
+    """
+    from accelerando.quant.primitives import u8_params
+
+    lib = _library()
+    if lib is None:
+        raise RuntimeError(f"fused norm kernel unavailable: {_state['broken']}")
+    b, c, t = x.shape
+    kind = _DTYPES[x.dtype]
+    x = x.contiguous()
+    w = _per_channel(norm.weight, x.dtype, (c,))
+    bias = _per_channel(norm.bias, x.dtype, (c,))
+    m = None if mul is None else _per_channel(mul, x.dtype, (b, c))
+    a = None if add is None else _per_channel(add, x.dtype, (b, c))
+    s = None if smooth is None else _per_channel(smooth, x.dtype, (c,))
+    y = torch.empty_like(x)
+    lo_hi = torch.zeros(2)
+    threads = torch.get_num_threads()
+    args = (b, c, t, norm.num_groups, norm.eps, _ptr(w), _ptr(bias), _ptr(m), _ptr(a), _ptr(s), _ptr(lo_hi), threads)
+    getattr(lib, f"accel_norm_silu_{kind}")(_ptr(x), _ptr(y), *args)
+    scale, zp = u8_params(lo_hi[0], lo_hi[1])
+    q = torch.empty(b, t, c, dtype=torch.uint8)
+    getattr(lib, f"accel_codes_{kind}")(_ptr(y), _ptr(q), b, c, t, float(scale), float(zp), threads)
+    return q.transpose(1, 2), scale, zp
+
+
+def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
+    """oneDNN's plan for ``conv`` when the kernel can produce its input codes from ``x``, else None."""
+    from accelerando.models.unet import FrameGroupNorm
+    from accelerando.quant import int8_conv
+    from accelerando.quant.conv import UnfoldConv1d
+
+    if type(norm) is not FrameGroupNorm or not isinstance(conv, UnfoldConv1d) or x.dtype not in _DTYPES:
+        return None
+    if x.dim() != 3 or x.device.type != "cpu" or dispatch_mode_active() or (mul is not None and mul.dtype != x.dtype):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or norm.weight.requires_grad):
+        return None
+    how = int8_conv.plan(conv, x)
+    if how is None or how[1][4] is not None or not available():  # no low-rank branch: it reads the float input
+        return None
+    return how
+
+
+def _conv_after_norm(conv, norm, x: torch.Tensor, mul=None, add=None) -> torch.Tensor:
+    """``conv(silu(norm(x) * mul + add))``, through the fused codes where :func:`_fused_plan` finds a plan."""
+    from accelerando.quant import int8_conv
+
+    how = _fused_plan(conv, norm, x, mul)
+    if how is None:
+        h = norm(x)
+        return conv(F.silu(h if mul is None else h * mul + add))
+    q, scale, zp = frame_norm_silu_codes(x, norm, mul, add, how[1][3])
+    return int8_conv.conv_codes(conv, q, scale, zp, how)
+
+
+def _block_forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``_ResBlock.forward`` with its two norm -> SiLU -> conv chains through :func:`_conv_after_norm`."""
+    h = _conv_after_norm(self.conv1, self.norm1, x)
+    scale, shift = self.mod(c).unsqueeze(-1).chunk(2, dim=1)  # [B, C_out, 1] each
+    return self.skip(x) + _conv_after_norm(self.conv2, self.norm2, h, 1 + scale, shift)
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    from accelerando.models.unet import FrameGroupNorm, _ResBlock
+
+    return [m for m in model.modules() if isinstance(m, _ResBlock) and isinstance(m.norm1, FrameGroupNorm)]
+
+
+def fuse_block_norms(model: nn.Module) -> int:
+    """Point every per-frame-norm residual block of a U-Net at the fused forward (in place); returns how many.
+    Outputs change only by the codes the kernel's ``exp`` moves (see the module doc)."""
+    blocks = _blocks(model)
+    for m in blocks:
+        m.forward = types.MethodType(_block_forward, m)
+    return len(blocks)
+
+
+def unfuse_block_norms(model: nn.Module) -> int:
+    """Undo :func:`fuse_block_norms`; returns how many blocks went back to their own forward."""
+    blocks = [m for m in _blocks(model) if "forward" in vars(m)]
+    for m in blocks:
+        del m.forward
+    return len(blocks)
+
+
+def blocks_fused(model: nn.Module) -> bool:
+    """Whether any residual block of ``model`` runs the fused forward."""
+    return any("forward" in vars(m) for m in _blocks(model))

@@ -1,0 +1,138 @@
+"""The fused frame norm + SiLU + per-tensor uint8 codes kernel (quant/norm_codes.py): its codes against the eager
+chain it replaces, the fused U-Net block forward against the block's own, the fallbacks, and a failed build."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from accelerando.models.unet import FrameGroupNorm, MusicUNet, MusicUNetConfig
+from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, int8_conv, norm_codes, quantize_
+from accelerando.quant.presets import prepare_backbone
+from accelerando.quant.primitives import quantize_per_tensor_u8
+
+needs_kernel = pytest.mark.skipif(not norm_codes.available(), reason=f"no fused kernel: {norm_codes.status()}")
+needs_onednn = pytest.mark.skipif(not int8_conv.available(), reason="no oneDNN int8 convolutions (VNNI) here")
+
+
+def _norm(c: int, groups: int, seed: int) -> FrameGroupNorm:
+    g = torch.Generator().manual_seed(seed)
+    norm = FrameGroupNorm(groups, c)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(c, generator=g))
+        norm.bias.copy_(0.3 * torch.randn(c, generator=g))
+    return norm
+
+
+def _reference(x, norm, mul, add, smooth):
+    """The eager chain: codes, scale, zero point of ``silu(norm(x) * mul + add) * smooth``."""
+    with torch.no_grad():
+        h = norm(x)
+        if mul is not None:
+            h = h * mul + add
+        h = F.silu(h)
+        if smooth is not None:
+            h = h * smooth.to(h.dtype)[:, None]
+        return quantize_per_tensor_u8(h)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("c,groups,t,mod,smooth", [(32, 4, 301, False, False), (48, 8, 130, True, True)])
+def test_codes_equal_the_eager_chain(dtype, c, groups, t, mod, smooth):
+    g = torch.Generator().manual_seed(c + t)
+    norm = _norm(c, groups, seed=t)
+    x = (torch.randn(2, c, t, generator=g) * 3 + torch.randn(2, 1, t, generator=g)).to(dtype)
+    mul = (1 + 0.2 * torch.randn(2, c, 1, generator=g)).to(dtype) if mod else None
+    add = (0.3 * torch.randn(2, c, 1, generator=g)).to(dtype) if mod else None
+    sm = (0.5 + torch.rand(c, generator=g)) if smooth else None
+    q, scale, zp = norm_codes.frame_norm_silu_codes(x, norm, mul, add, sm)
+    rq, rscale, rzp = _reference(x, norm, mul, add, sm)
+    assert q.shape == (2, c, t) and q.dtype == torch.uint8 and q.stride() == (t * c, 1, c)  # channels-last
+    assert torch.equal(scale, rscale) and torch.equal(zp, rzp)
+    diff = (q.int() - rq.int()).abs()
+    # the kernel's exp may differ from PyTorch's by an ulp before a bf16 rounding: a rare code moves by one
+    assert int(diff.max()) <= 1 and int((diff > 0).sum()) <= max(1, diff.numel() // 10_000)
+
+
+def _unet(seed: int = 0) -> MusicUNet:
+    torch.manual_seed(seed)
+    cfg = MusicUNetConfig(
+        latent_dim=8, channels=[16, 32], blocks=1, kernel=3, groups=4, width=32, text_dim=16, norm="frame"
+    )
+    model = MusicUNet(cfg).eval()
+    with torch.no_grad():  # trained-looking blocks: not the identity the zero init starts from
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _features(model: MusicUNet, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    cin = model.in_conv.in_channels
+    return torch.randn(2, cin, 64, generator=g), torch.randn(2, model.config.width, generator=g)
+
+
+def _quantized(cfg, seed: int = 0) -> MusicUNet:
+    model = _unet(seed)
+    layers = prepare_backbone(model)
+    if isinstance(cfg, SVDQuantConfig):
+        h, c = _features(model)
+        with torch.no_grad():
+            calibrate_(model, cfg, [lambda m: m.features(h, c)], filter_fn=layers)
+    else:
+        quantize_(model, cfg, filter_fn=layers)
+    return model
+
+
+@needs_kernel
+@needs_onednn
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_blocks_give_the_blocks_own_output(autocast):
+    model = _quantized(RTNConfig(8, 8, act_scale="tensor"))
+    h, c = _features(model)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        ref = model.features(h, c)
+        assert norm_codes.fuse_block_norms(model) == 8 and norm_codes.blocks_fused(model)  # 2 down, 2 mid, 4 up
+        assert norm_codes._fused_plan(model.down[0][0].conv1, model.down[0][0].norm1, model.in_conv(h), None)
+        out = model.features(h, c)
+        assert norm_codes.unfuse_block_norms(model) == 8 and not norm_codes.blocks_fused(model)
+        again = model.features(h, c)
+    torch.testing.assert_close(again, ref, rtol=0, atol=0)
+    # the same codes reach the same oneDNN convolutions; a rare code one off would show as a tiny difference
+    torch.testing.assert_close(out, ref, rtol=1e-2, atol=1e-2)
+
+
+def test_blocks_without_a_fused_plan_run_their_own_ops():
+    float_model = _unet()
+    h, c = _features(float_model)
+    svd = _quantized(SVDQuantConfig(4, 8, rank=4, group_size=None, calibration=None, act_scale="tensor"))
+    token = _quantized(RTNConfig(8, 8))  # per-token scales: no oneDNN plan
+    for model in (float_model, svd, token):
+        with torch.no_grad():
+            ref = model.features(h, c)
+            norm_codes.fuse_block_norms(model)
+            block = model.down[0][0]
+            assert norm_codes._fused_plan(block.conv1, block.norm1, model.in_conv(h), None) is None
+            torch.testing.assert_close(model.features(h, c), ref, rtol=0, atol=0)
+
+
+def test_a_failed_build_warns_once_and_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(norm_codes, "_state", {"lib": None, "broken": None})
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler 'no-such-compiler-here'"):
+        assert not norm_codes.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        assert not norm_codes.available()
+    assert "no-such-compiler-here" in norm_codes.status()["broken"]
+    with pytest.raises(RuntimeError, match="unavailable"):
+        norm_codes.frame_norm_silu_codes(torch.zeros(1, 4, 3), FrameGroupNorm(2, 4))
+    monkeypatch.setattr(norm_codes, "_SOURCE", tmp_path / "broken.cpp")
+    (tmp_path / "broken.cpp").write_text("this is not C++\n")
+    out = tmp_path / "k" / "x.so"
+    if norm_codes.shutil.which("g++"):
+        with pytest.raises(RuntimeError, match="g\\+\\+ failed"):
+            norm_codes._build(out, "g++")
+        assert not out.exists() and list(out.parent.iterdir()) == []  # no half-written library left behind
