@@ -28,6 +28,8 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
   or per-tensor activations (the latter through oneDNN, its low-rank branch as convolutions);
 - ``NAME+cnorm`` (any variant above): the same with the U-Net's per-frame norms compiled
   (:func:`accelerando.kernels.compile_frame_norms`, bit-identical output), e.g. ``bf16+cnorm``, ``w8a8t-eager+cnorm``;
+- ``NAME+f32`` (last): the same without bf16 autocast (float32 activations), what the pipeline runs on a CPU
+  without bf16 arithmetic (:mod:`accelerando.modules.precision`), e.g. ``w8a8-eager+f32`` against ``fp32``;
 - ``NAME+fnorm`` (after ``+cnorm`` if both): the U-Net's residual blocks feed their oneDNN int8 convolutions from
   the fused norm + SiLU + quantize kernel (:func:`accelerando.quant.norm_codes.fuse_block_norms`), e.g.
   ``w8a8t-eager+cnorm+fnorm``;
@@ -83,6 +85,9 @@ def _variant(name: str, base_dit, inputs=None):
         if not compile_frame_norms(mod):
             raise SystemExit(f"{name}: this backbone has no per-frame norms to compile")
         return mod, opts, ac
+    if name.endswith("+f32"):
+        mod, opts, _ = _variant(name[: -len("+f32")], base_dit, inputs)
+        return mod, opts, False
     if name.endswith("+fnorm"):
         from accelerando.quant.norm_codes import fuse_block_norms
 
@@ -193,6 +198,8 @@ def main() -> None:
         r = {"median_ms": 1e3 * med[k], "first_call_ms": 1e3 * first[k], "all_ms": [1e3 * v for v in times[k]]}
         if ref:
             r["ratio_to_bf16"] = med[k] / ref
+        if "fp32" in med:  # the baseline on a CPU without bf16 arithmetic
+            r["ratio_to_fp32"] = med[k] / med["fp32"]
         if "bf16" in outs and k != "bf16-no-linears":
             r["max_abs_diff_vs_bf16"] = float((outs[k] - outs["bf16"]).abs().max())
         results[k] = r

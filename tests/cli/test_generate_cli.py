@@ -47,6 +47,7 @@ def test_generate_json_report_and_variations(tmp_path, capsys):
     assert rep["outputs"] == [str(tmp_path / "song_1.wav"), str(tmp_path / "song_2.wav")]
     assert rep["bpm"] == 96 and rep["key"] == "F# minor" and rep["meter"] == "3/4" and rep["steps"] == 2
     assert rep["audio_seconds"] == pytest.approx(4.0) and rep["rtf"] > 0 and rep["peak_rss_mb"] > 0
+    assert rep["precision"] in ("bf16", "float32")
     a, sr = sf.read(rep["outputs"][0])
     b, _ = sf.read(rep["outputs"][1])
     assert sr == 24000 and len(a) == 48000 and not (a == b).all()
@@ -115,6 +116,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, n
     monkeypatch.chdir(tmp_path)
     code, _, err = _run(capsys, *argv)
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_precision_override_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ACCELERANDO_BF16", "maybe")
+    code, _, err = _run(capsys, "generate", "x", "--duration", "1")
+    assert code == 2 and "ACCELERANDO_BF16='maybe'" in err and err.count("\n") == 1
 
 
 def test_bad_region_and_corrupt_audio(tmp_path, capsys):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from accelerando.errors import UserError
+from accelerando.modules.precision import use_bf16
 
 __all__ = ["register", "load_pipeline"]
 
@@ -263,6 +264,7 @@ def _run(args: argparse.Namespace) -> int:
     if session is not None and n != 1:
         raise UserError(f"--session records one clip; drop --variations {n}")
     device = _device(args.device)
+    precision = "bf16" if use_bf16(device) else "float32"  # a bad ACCELERANDO_BF16 fails here, before any work
     if session is not None and device.type != "cpu":
         raise UserError(f"--session edits run on the CPU; drop --device {args.device}")
     paths = _outputs(args.out, n)
@@ -380,6 +382,7 @@ def _run(args: argparse.Namespace) -> int:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "model": args.model,
         "device": str(device),
+        "precision": precision,
         "rhythm_cfg": out.metadata.get("rhythm_cfg"),
         "guidance_interval": out.metadata.get("guidance_interval"),
         "grid_guidance": out.metadata.get("grid_guidance"),

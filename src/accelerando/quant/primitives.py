@@ -4,7 +4,12 @@ Dims: ``N`` output features, ``K`` input features, ``M`` tokens (all leading dim
 ``G`` groups per row (``K // group_size``, or 1 for per-channel scales).
 """
 
+import functools
+import os
+
 import torch
+
+from accelerando.errors import UserError
 
 __all__ = [
     "qrange",
@@ -19,7 +24,10 @@ __all__ = [
     "u8_offset",
     "int8_mm",
     "int8_mm_reference",
+    "int8_mm_float",
     "int_mm_supported",
+    "int_mm_native",
+    "INT_MM_ENV",
 ]
 
 _EPS = torch.finfo(torch.float32).eps
@@ -175,8 +183,44 @@ def int_mm_supported(a: torch.Tensor, b: torch.Tensor) -> bool:
     return False
 
 
+INT_MM_ENV = "ACCELERANDO_QUANT_INT_MM"
+
+
+@functools.cache
+def _cpu_has_vnni() -> bool:
+    check = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(check and check())
+
+
+def int_mm_native(device: torch.device | str = "cpu") -> bool:
+    """Whether :func:`int8_mm` calls ``torch._int_mm`` on ``device`` (else a float32 GEMM of the codes).
+
+    On a CPU, ``torch._int_mm`` is fast with AVX512-VNNI (the dev CPU: 1.7x a bf16 GEMM). Without VNNI, PyTorch 2.13
+    ran the built-in's W8A8 backbone 23x slower than float32 on an AVX2 CPU (BENCHMARKS.md, "Generation on a CPU
+    without bf16 arithmetic"), so there the codes are multiplied in float32 instead. ``ACCELERANDO_QUANT_INT_MM``:
+    ``native`` or ``float`` forces one, ``auto`` (the default) decides by the CPU. CUDA always runs ``_int_mm``.
+    """
+    if torch.device(device).type != "cpu":
+        return True
+    value = os.environ.get(INT_MM_ENV, "auto").strip().lower()
+    if value not in ("auto", "", "native", "float"):
+        raise UserError(f"{INT_MM_ENV}={value!r}; use native, float or auto")
+    return value == "native" or (value != "float" and _cpu_has_vnni())
+
+
+def int8_mm_float(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``int8_mm`` as a float32 GEMM of the integer codes. Products of int8 codes are exact in float32, and so is
+    every partial sum below 2^24 in magnitude, which holds for any codes when ``K * 128 * 128 < 2^24`` (K <= 1023)
+    and for larger K unless nearly every product is at full scale; a float32 value that large is still an integer,
+    so the result is an int32 either way."""
+    return torch.mm(a.float(), b.float()).to(torch.int32)
+
+
 def int8_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a`` int8 [M, K] @ ``b`` int8 [K, N] -> int32 [M, N] through ``torch._int_mm``, else the reference."""
+    """``a`` int8 [M, K] @ ``b`` int8 [K, N] -> int32 [M, N] through ``torch._int_mm``, a float32 GEMM of the codes
+    on CPUs where ``_int_mm`` is slow (:func:`int_mm_native`), else the reference."""
+    if not int_mm_native(a.device) and a.dim() == 2 and b.dim() == 2:
+        return int8_mm_float(a, b)
     if int_mm_supported(a, b):
         return torch._int_mm(a, b)
     return int8_mm_reference(a, b)
