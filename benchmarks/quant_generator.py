@@ -67,7 +67,12 @@ def _test_prompts(n: int, seed: int, tiny: bool) -> list[dict]:
         return load_calibration_prompts()[-n:]  # smoke test only: the tiny model has no test split
     from accelerando.data.build import default_corpus_dir, read_manifest
 
-    rows = read_manifest(default_corpus_dir(), "test")
+    corpus = default_corpus_dir()
+    if not (corpus / "manifest.jsonl").exists():
+        raise SystemExit(f"no corpus at {corpus}: the test prompts come from its manifest (build it: make corpus)")
+    rows = read_manifest(corpus, "test")
+    if len(rows) < n:
+        raise SystemExit(f"--n {n}: the corpus has {len(rows)} test-split clips")
     return random.Random(seed).sample(rows, n)
 
 

@@ -8,12 +8,25 @@ from torch import nn
 from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, int8_conv, quantize_
 from accelerando.quant.conv import UnfoldConv1d
 from accelerando.quant.linear import QuantLinear
-from accelerando.quant.primitives import quantize_per_tensor_u8
+from accelerando.quant.primitives import INT_MM_ENV, quantize_per_tensor_u8
 from accelerando.quant.switches import use_group_folding, use_int8_convs
 from accelerando.testing.sqnr import sqnr
 
 needs_onednn = pytest.mark.skipif(not int8_conv.available(), reason="PyTorch build without oneDNN int8 convolutions")
 LINEAR = {"filter_fn": lambda m, n: n.endswith("linear")}
+
+
+@pytest.fixture(params=["onednn", "float"])
+def conv_mode(request, monkeypatch):
+    """Each per-tensor conv test runs on oneDNN's int8 convolution (VNNI CPUs only) and on the float32 convolution of
+    the codes that CPUs without VNNI use (``ACCELERANDO_QUANT_INT_MM=float`` forces it anywhere)."""
+    if request.param == "onednn":
+        if not int8_conv.available():
+            pytest.skip("no oneDNN int8 convolutions (VNNI) here")
+        monkeypatch.setenv(INT_MM_ENV, "native")
+    else:
+        monkeypatch.setenv(INT_MM_ENV, "float")
+    return request.param
 
 
 def test_per_tensor_u8_codes_cover_the_range_and_keep_zero_exact():
@@ -72,7 +85,6 @@ def _both_paths(model, x):
 
 
 # the unfold reference runs the same integer codes and int32 sums; only the fp32 epilogue's rounding differs
-@needs_onednn
 @pytest.mark.parametrize(
     "k,stride,padding,cfg",
     [
@@ -82,18 +94,19 @@ def _both_paths(model, x):
         (3, 1, 1, RTNConfig(4, 8, 32, act_scale="tensor")),  # W4A8, group scales folded
     ],
 )
-def test_onednn_conv_matches_the_unfold_reference(k, stride, padding, cfg):
+def test_onednn_conv_matches_the_unfold_reference(conv_mode, k, stride, padding, cfg):
     conv, x = _conv(32, 48, k, stride, padding)
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
     quantize_(model, cfg, **LINEAR)
     fast, ref = _both_paths(model, x)
     assert fast.shape == conv(x).shape and fast.is_contiguous()
     assert sqnr(ref, fast) > 100
+    if conv_mode == "float":  # the same integer sums and the reference's epilogue in its order
+        assert torch.equal(fast, ref)
     assert sqnr(conv(x), fast) > (33 if cfg.w_bits == 8 else 18)
 
 
-@needs_onednn
-def test_onednn_conv_under_bf16_autocast_returns_bf16():
+def test_onednn_conv_under_bf16_autocast_returns_bf16(conv_mode):
     conv, x = _conv(32, 48, 3, padding=1)
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
     quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
@@ -115,8 +128,7 @@ def test_compiled_quantize_kernel_gives_the_eager_codes():
         assert got[0].stride() == want[0].stride() == (xx.shape[1] * xx.shape[2], 1, xx.shape[1])
 
 
-@needs_onednn
-def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onednn():
+def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onednn(conv_mode):
     conv, x = _conv(32, 48, 3, padding=1)
     x[:, [3, 20]] *= 15  # outlier channels
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
@@ -131,8 +143,7 @@ def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onedn
         assert sqnr(conv(x), fast) > sqnr(conv(x), rtn(x)) + 3  # the outliers cost SVD less than RTN
 
 
-@needs_onednn
-def test_per_tap_smoothing_falls_back_to_unfold():
+def test_per_tap_smoothing_falls_back_to_unfold(conv_mode):
     """A per-token SVD layer switched to per-tensor scales keeps per-tap smoothing: no native conv exists for it."""
     conv, x = _conv(32, 48, 3, padding=1)
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
@@ -143,8 +154,7 @@ def test_per_tap_smoothing_falls_back_to_unfold():
         assert sqnr(conv(x), model(x)) > 25
 
 
-@needs_onednn
-def test_packed_weight_is_rebuilt_when_scales_change_and_autograd_takes_unfold():
+def test_packed_weight_is_rebuilt_when_scales_change_and_autograd_takes_unfold(conv_mode):
     conv, x = _conv(32, 48, 3, padding=1)
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
     quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
@@ -162,8 +172,7 @@ def test_packed_weight_is_rebuilt_when_scales_change_and_autograd_takes_unfold()
     assert xg.grad is not None
 
 
-@needs_onednn
-def test_per_tensor_unet_round_trips_and_runs_its_convs_through_onednn(tmp_path, monkeypatch):
+def test_per_tensor_unet_round_trips_and_runs_its_convs_through_onednn(conv_mode, tmp_path, monkeypatch):
     from accelerando.pretrained import load_generator
     from accelerando.quant.presets import quantize_pipeline, save_quantized_generator
     from accelerando.testing.models import backbone_inputs, tiny_pipeline
@@ -202,8 +211,7 @@ def test_edit_backend_treats_per_tensor_windows_as_approximate():
         assert backend.exact is exact and backend.default_halo_s == halo
 
 
-@needs_onednn
-def test_dilated_and_biasless_convs_match_and_bf16_input_without_autocast():
+def test_dilated_and_biasless_convs_match_and_bf16_input_without_autocast(conv_mode):
     conv, x = _conv(32, 48, 3, padding=2)
     conv.dilation = (2,)
     conv.bias = None
@@ -215,8 +223,7 @@ def test_dilated_and_biasless_convs_match_and_bf16_input_without_autocast():
     assert fast16.dtype == torch.bfloat16 and sqnr(ref16.float(), fast16.float()) > 40
 
 
-@needs_onednn
-def test_unsupported_dtypes_and_uncovered_frames_take_the_unfold_path():
+def test_unsupported_dtypes_and_uncovered_frames_take_the_unfold_path(conv_mode):
     conv, x = _conv(32, 48, 2, stride=2)  # odd length: the last frame is in no window
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
     quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
@@ -230,8 +237,7 @@ def test_unsupported_dtypes_and_uncovered_frames_take_the_unfold_path():
         assert sqnr(conv(x_odd), model(x_odd)) > 33 and model(x.double()).dtype == torch.float64
 
 
-@needs_onednn
-def test_inference_mode_buffers_run_through_onednn_and_reloads_repack():
+def test_inference_mode_buffers_run_through_onednn_and_reloads_repack(conv_mode):
     conv, x = _conv(32, 48, 3, padding=1)
     other, _ = _conv(32, 48, 3, padding=1, seed=5)
     with torch.inference_mode():  # a model quantized (or loaded) inside inference mode has inference buffers

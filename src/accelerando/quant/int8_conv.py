@@ -30,7 +30,10 @@ on this path, as with ``use_fused_kernels(cache_int4=True)``.
 Used when all of these hold, else the unfold path runs (the reference, same integer math):
 
 - :func:`~accelerando.quant.switches.use_int8_convs` is on (the default; ``ACCELERANDO_QUANT_CONVS=unfold``);
-- CPU tensors, ``torch.ops.onednn.qconv_pointwise`` present (oneDNN builds of PyTorch) and a CPU with VNNI;
+- CPU tensors, ``torch.ops.onednn.qconv_pointwise`` present (oneDNN builds of PyTorch) and a CPU with VNNI. On a
+  CPU without VNNI (where ``primitives.int8_mm`` multiplies codes in float32, ``int_mm_native``) the same layers run
+  as one float32 convolution of the codes ``q - zp`` with the weight codes instead: the same integer sums (exact in
+  float32) and the reference's epilogue, about a float32 convolution's cost where unfold + GEMM cost 2.4x that;
 - float32 or bfloat16 input and output (autocast included), and windows that read every input frame (so that the
   input's min/max is the windows' min/max: strided convolutions that skip frames take the unfold path);
 - the layer is A8 with ``act_scale="tensor"``, and its groups are folded (``use_group_folding``, the default);
@@ -151,10 +154,25 @@ def plan(conv, x: torch.Tensor) -> tuple | None:
         return None
     if res.group_size is not None and not (res.w_bits == 4 and group_folding_enabled()):
         return None  # exact per-group scales: one GEMM per group, unfold only
-    if (torch.is_grad_enabled() and x.requires_grad) or not available():
+    if torch.is_grad_enabled() and x.requires_grad:
         return None
-    entry = _entry(conv, res, svd)
+    mode = _mode()
+    if mode is None:
+        return None
+    entry = _entry(conv, res, svd, mode)
     return None if entry is None else (res, entry, out_dtype)
+
+
+def _mode() -> str | None:
+    """``"onednn"`` (VNNI: oneDNN's int8 convolution), ``"float"`` (no VNNI, where ``int8_mm`` multiplies codes in
+    float32 too: one float32 convolution of the codes) or None (``ACCELERANDO_QUANT_INT_MM=native`` without VNNI:
+    the unfold path with ``torch._int_mm``)."""
+    from accelerando.quant.primitives import int_mm_native
+
+    native = int_mm_native("cpu")
+    if native and available():
+        return "onednn"
+    return None if native else "float"
 
 
 def applies(conv, x: torch.Tensor) -> bool:
@@ -179,13 +197,14 @@ def _same(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(t1 is t2 and v1 == v2 for (t1, v1), (t2, v2) in zip(a, b, strict=True))
 
 
-def _entry(conv, res, svd):
-    """The cached (packed weight, weight scales [C_out], zero points, per-channel 1/s or None, low-rank conv weights
-    or None), rebuilt when a source changed; None when the smoothing differs between the taps of a channel (no
-    native conv exists)."""
+def _entry(conv, res, svd, mode: str = "onednn"):
+    """The cached (packed weight, or for ``mode="float"`` the codes as a float32 conv weight [C_out, C_in, k]; weight
+    scales [C_out]; zero points; per-channel 1/s or None; low-rank conv weights or None; the mode), rebuilt when a
+    source or the mode changed; None when the smoothing differs between the taps of a channel (no native conv
+    exists)."""
     src = _sources(res, svd)
     hit = _packed.get(res)
-    if hit is not None and _same(hit[0], src):
+    if hit is not None and _same(hit[0], src) and (hit[1] is None or hit[1][5] == mode):
         return hit[1]
     k, c_in = conv.kernel_size, conv.in_channels
     inv = None
@@ -202,25 +221,49 @@ def _entry(conv, res, svd):
     qw, scale, _ = res.gemm_weight()  # int8 [C_out, C_in * k], fp32 [C_out, 1]
     w_scale = scale[:, 0].float().contiguous()
     weight = qw.reshape(conv.out_channels, c_in, k).contiguous()
-    args = ([conv.stride], [conv.padding], [conv.dilation])
-    packed = torch.ops.onednn.qconv_prepack(weight, w_scale, 1.0, 0, *args, 1, None)
     zeros = torch.zeros(conv.out_channels, dtype=torch.int64)
-    entry = (packed, w_scale, zeros, inv, low)
+    if mode == "float":
+        entry = (weight.float(), w_scale, zeros, inv, low, mode)
+    else:
+        args = ([conv.stride], [conv.padding], [conv.dilation])
+        packed = torch.ops.onednn.qconv_prepack(weight, w_scale, 1.0, 0, *args, 1, None)
+        entry = (packed, w_scale, zeros, inv, low, mode)
     _packed[res] = (src, entry)
     return entry
 
 
 def int8_conv1d(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
     """``conv(x)`` through oneDNN, ``x`` [B, C_in, T] -> [B, C_out, T_out], with ``how`` from :func:`plan`."""
+    if how[1][5] == "float":
+        return _float_codes_conv(conv, x, how)
     q, scale, zp = _run(_quantize, x, how[1][3])
     return conv_codes(conv, q, scale, zp, how, x)
+
+
+def _float_codes_conv(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
+    """The per-tensor A8 convolution on a CPU without VNNI: the codes ``q - zp`` [B, C_in, T] and the weight codes
+    as float32 through one native float32 convolution. Every product and partial sum is an integer below 2^24 in
+    practice (``primitives.int8_mm_float``), so the sums equal the unfold reference's int32 ones and the epilogue
+    is the reference's, in its order (``QuantLinear._a8_eager``): tests compare the two bit for bit."""
+    res, (wq, w_scale, _, inv, lowrank, _), out_dtype = how
+    q, scale, zp = quantize_per_tensor_u8(x if inv is None else x * inv.to(x.dtype)[:, None])
+    acc = F.conv1d(q.float() - zp.float(), wq, None, conv.stride, conv.padding, conv.dilation)  # integers
+    y = acc.mul_(w_scale[:, None]).mul_(scale)
+    if res.bias is not None:
+        y.add_(res.bias[:, None])
+    y = y.to(out_dtype)
+    if lowrank is not None:
+        down, up = lowrank
+        z = F.conv1d(x, down.to(x.dtype), None, conv.stride, conv.padding, conv.dilation)  # 1/s folded into down
+        y = y + F.conv1d(z, up.to(z.dtype)).to(y.dtype)
+    return y
 
 
 def conv_codes(conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | None = None) -> torch.Tensor:
     """The rest of :func:`int8_conv1d` from its input's codes: ``q`` uint8 [B, C_in, T] channels-last (strides
     ``[T C, 1, C]``), ``scale`` fp32 [] and ``zp`` int64 [] (``x ~ (q - zp) scale``) -> [B, C_out, T_out]. ``x``
     (the float input) is needed only by a low-rank branch."""
-    res, (packed, w_scale, zeros, inv, lowrank), out_dtype = how
+    res, (packed, w_scale, zeros, inv, lowrank, _), out_dtype = how
     args = ([conv.stride], [conv.padding], [conv.dilation], 1)
     y = torch.ops.onednn.qconv_pointwise.tensor(
         q, scale, zp, packed, w_scale, zeros, res.bias, *args, 1.0, 0, out_dtype, "none", [], ""

@@ -190,7 +190,7 @@ def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
     if torch.is_grad_enabled() and (x.requires_grad or norm.weight.requires_grad):
         return None
     how = int8_conv.plan(conv, x)
-    if how is None or how[1][4] is not None or not available():  # no low-rank branch: it reads the float input
+    if how is None or how[1][4] is not None or how[1][5] != "onednn" or not available():  # no low-rank branch
         return None
     return how
 
