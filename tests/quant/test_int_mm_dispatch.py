@@ -16,6 +16,8 @@ def test_float_gemm_of_codes_equals_the_int32_reference():
     a = torch.randint(-128, 128, (37, 1000), generator=g, dtype=torch.int8)
     b = torch.randint(-128, 128, (1000, 29), generator=g, dtype=torch.int8)
     assert torch.equal(prim.int8_mm_float(a, b), prim.int8_mm_reference(a, b))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast must not round the float32 sums to bf16
+        assert torch.equal(prim.int8_mm_float(a, b), prim.int8_mm_reference(a, b))
     worst = torch.full((3, 1023), -128, dtype=torch.int8)  # every product at full scale: 1023 * 2^14 < 2^24
     out = prim.int8_mm_float(worst, worst.t())
     assert out.dtype == torch.int32 and torch.equal(out, prim.int8_mm_reference(worst, worst.t()))

@@ -247,7 +247,8 @@ def _float_codes_conv(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
     is the reference's, in its order (``QuantLinear._a8_eager``): tests compare the two bit for bit."""
     res, (wq, w_scale, _, inv, lowrank, _), out_dtype = how
     q, scale, zp = quantize_per_tensor_u8(x if inv is None else x * inv.to(x.dtype)[:, None])
-    acc = F.conv1d(q.float() - zp.float(), wq, None, conv.stride, conv.padding, conv.dilation)  # integers
+    with torch.autocast("cpu", enabled=False):  # float32 sums of integers: exact (autocast would round to bf16)
+        acc = F.conv1d(q.float() - zp.float(), wq, None, conv.stride, conv.padding, conv.dilation)
     y = acc.mul_(w_scale[:, None]).mul_(scale)
     if res.bias is not None:
         y.add_(res.bias[:, None])

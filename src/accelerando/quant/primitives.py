@@ -213,7 +213,8 @@ def int8_mm_float(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     every partial sum below 2^24 in magnitude, which holds for any codes when ``K * 128 * 128 < 2^24`` (K <= 1023)
     and for larger K unless nearly every product is at full scale; a float32 value that large is still an integer,
     so the result is an int32 either way."""
-    return torch.mm(a.float(), b.float()).to(torch.int32)
+    with torch.autocast(a.device.type, enabled=False):  # autocast would round the operands and sums to bf16
+        return torch.mm(a.float(), b.float()).to(torch.int32)
 
 
 def int8_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

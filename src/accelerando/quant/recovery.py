@@ -49,6 +49,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
+from accelerando.modules.precision import autocast
 from accelerando.quant.svd import SVDQuantLinear
 
 __all__ = ["Teacher", "record_teacher", "recover_", "complex_stft_loss", "RECOVERY_RESOLUTIONS"]
@@ -202,7 +203,7 @@ def _rows(cond, a: int, b: int):
 def _item_loss(pipeline, item: _Item, cfg: float, rhythm_cfg: float | None = None) -> torch.Tensor:
     """Complex-STFT loss of the teacher-forced quantized audio of ``item`` against the float audio."""
     dit, model = pipeline.model.dit, pipeline.model
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with autocast("cpu"):  # the pipeline's precision on the CPU (bf16 only with bf16 hardware)
         if _per_tensor(dit):  # one activation scale per call, as in generation: one backbone call per sampler call
             n = item.x.shape[0] // item.calls
             starts = range(0, len(item.x), n)
