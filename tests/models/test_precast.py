@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from accelerando.modules.precast import WeightCastCache
+from accelerando.modules.precision import BF16_ENV
 from accelerando.testing.models import tiny_pipeline
+
+
+@pytest.fixture(autouse=True)
+def _bf16(monkeypatch):
+    """The pipeline keeps bf16 copies only for bf16 calls: run it in bf16 on any CPU (float32 is the default where
+    the CPU has no bf16 arithmetic)."""
+    monkeypatch.setenv(BF16_ENV, "1")
 
 
 def _generate(pipe):

@@ -14,6 +14,7 @@ import torch
 
 from accelerando.audio import resample
 from accelerando.errors import UserError
+from accelerando.modules.precision import use_bf16
 from accelerando.pipelines.text_to_music import AudioOutput
 from accelerando.testing.models import tiny_pipeline
 
@@ -351,7 +352,9 @@ def test_guidance_interval_guides_only_the_steps_inside_it(pipe, monkeypatch):
     assert not torch.equal(part.audio, every)
     monkeypatch.setattr(pipe.model.dit, "forward", forward)
     none = run(pipe, guidance_interval=(0.0, 0.0001), **{**kw, "steps": 4})
-    assert torch.equal(none.audio, run(pipe, **{**kw, "cfg": 1.0, "rhythm_cfg": "off"}).audio)  # conditional only
+    # conditional only; in float32 (CPUs without bf16) a GEMM over a 3-row batch and over 1 row round differently
+    plain = run(pipe, **{**kw, "cfg": 1.0, "rhythm_cfg": "off"}).audio
+    torch.testing.assert_close(none.audio, plain, rtol=0, atol=0 if use_bf16() else 1e-5)
     for bad, word in (
         ((0.8, 0.2), "0.8, 0.2"),
         ((0.1, 1.5), "1.5"),

@@ -193,10 +193,15 @@ def test_stft_calibration_beats_mse_on_decoded_audio(seed):
     assert all(b <= a for a, b in zip(search["history"], search["history"][1:], strict=False))
 
 
-def test_stft_accept_all_never_raises_any_objective_prompts_error():
+def test_stft_accept_all_never_raises_any_objective_prompts_error(monkeypatch):
     """With ``stft_accept="all"`` every kept change lowered the mean without raising a single prompt's error, so each
     objective prompt ends at or below its error under mse's choice."""
+    from accelerando.modules.precision import BF16_ENV
     from accelerando.quant.presets import PRESET_OPTIONS
+
+    monkeypatch.setenv(
+        BF16_ENV, "1"
+    )  # the search's outcome on this tiny model was measured in bf16 (float32: no change)
 
     objective_prompts = load_calibration_prompts()[2:5]
     per_prompt, reports = {}, {}

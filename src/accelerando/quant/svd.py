@@ -129,7 +129,8 @@ class SVDQuantLinear(nn.Module):
         q.residual.weight_scale = scale
         if linear.bias is not None:
             q.residual.bias = linear.bias.detach().float().clone()
-        q.inv_smooth, q.lora_up, q.lora_down = 1.0 / s, l1, l2
+        # contiguous, as a loaded file's are: float32 GEMMs of a transposed view round differently (an ulp)
+        q.inv_smooth, q.lora_up, q.lora_down = 1.0 / s, l1.contiguous(), l2.contiguous()
         q.alpha = torch.tensor(float(alpha))
         return q.to(linear.weight.device)
 
