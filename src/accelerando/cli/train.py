@@ -10,6 +10,16 @@ from accelerando.errors import UserError
 __all__ = ["register"]
 
 
+def _bf16_here() -> bool:
+    """Whether the training device (a GPU if there is one) has bf16 arithmetic (``accelerando.modules.precision``:
+    bf16 autocast on an AVX2 CPU ran 23x slower than float32)."""
+    import torch
+
+    from accelerando.modules.precision import use_bf16
+
+    return use_bf16("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the built-in codec or generator")
     tsub = p.add_subparsers(dest="train_command", metavar="MODEL", parser_class=type(p))
@@ -21,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--lr", type=float, default=5e-4)
     c.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
-    c.add_argument("--no-bf16", action="store_true", help="train in float32")
+    c.add_argument(
+        "--no-bf16", action="store_true", help="train in float32 (the default where the device has no bf16 arithmetic)"
+    )
     c.add_argument("--tiny", action="store_true", help="tiny model (for smoke tests)")
     c.add_argument("--latent", choices=("learned", "mel"), default="learned", help="learned bottleneck or log-mel")
     c.add_argument("--latent-dim", type=int, default=64)
@@ -68,7 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and export it (0 = off)",
     )
-    g.add_argument("--no-bf16", action="store_true")
+    g.add_argument(
+        "--no-bf16", action="store_true", help="train in float32 (the default where the device has no bf16 arithmetic)"
+    )
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_generator)
     e = tsub.add_parser("export", help="export a generator run's latest checkpoint as shippable weights")
@@ -134,7 +148,7 @@ def _codec(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             max_minutes=args.max_minutes,
-            bf16=not args.no_bf16,
+            bf16=not args.no_bf16 and _bf16_here(),
             mel_weight=args.mel_weight,
         )
         if args.tiny:
@@ -179,7 +193,7 @@ def _generator(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             lr=args.lr,
             max_minutes=args.max_minutes,
-            bf16=not args.no_bf16,
+            bf16=not args.no_bf16 and _bf16_here(),
             ckpt_every=args.ckpt_every,
             phase_guidance=True if args.phase_guidance else None,
             tempo_stretch=args.tempo_stretch,
