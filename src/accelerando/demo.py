@@ -53,6 +53,7 @@ def run_generation_demo(out: str | Path | None = None, model: str = "builtin") -
     from accelerando.audio.spectrogram_png import save_spectrogram_png
     from accelerando.eval.key import estimate_key, key_score
     from accelerando.eval.tempo import estimate_tempo, tempo_adherence
+    from accelerando.modules.precision import use_bf16
     from accelerando.paths import cache_dir
     from accelerando.pipelines.text_to_music import TextToMusicPipeline
 
@@ -115,6 +116,7 @@ def run_generation_demo(out: str | Path | None = None, model: str = "builtin") -
         "grid_guidance": res.metadata.get("grid_guidance"),
         "key_guidance": res.metadata.get("key_guidance"),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "precision": "bf16" if use_bf16("cpu") else "float32",  # bf16 only where the CPU has bf16 arithmetic
         "model": str(model),
         "seed": req["seed"],
         "prompt": req["prompt"],

@@ -232,7 +232,13 @@ def render_markdown(results: dict, plots: list[str] | None = None) -> str:
         f"- date: {results['created']} (accelerando {results['accelerando']})",
         f"- command: `{results.get('command') or 'accelerando bench run'}`",
         f"- machine: {machine['cpu']}, {machine['cpu_count']} cores, torch {machine['torch']} "
-        f"({machine['torch_threads']} threads)" + (f", GPU {machine['gpu']}" if machine.get("gpu") else ""),
+        f"({machine['torch_threads']} threads)"
+        + (
+            f", {machine['cpu_capability']}, {machine['cpu_precision']} on the CPU"
+            if "cpu_capability" in machine
+            else ""
+        )
+        + (f", GPU {machine['gpu']}" if machine.get("gpu") else ""),
         f"- suite: {suite['n_prompts']} prompts × {', '.join(_fmt(d) for d in suite['durations'])} s, "
         f"steps {gen.get('steps')}, cfg {gen.get('cfg')}, sampler {gen.get('sampler')} (sha256 {suite['sha256'][:12]})",
         f"- baseline (paired metrics, speed ratio): `{results['baseline']}`",

@@ -46,6 +46,7 @@ from accelerando.bench.prompts import BenchPrompt, PromptSet
 from accelerando.bench.store import atomic_write_json, read_json
 from accelerando.bench.summary import efficiency_summary, group_summary, quality_summary
 from accelerando.bench.variants import Variant, check_variant, load_variant
+from accelerando.modules.precision import use_bf16
 
 __all__ = ["RESULTS_SCHEMA", "CLIP_SCHEMA", "BenchConfig", "run_bench", "machine_info"]
 
@@ -95,6 +96,9 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # two CPUs with the same model name ran the same generation 23x apart in bf16 (AVX2 vs AVX512-BF16)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_precision": "bf16" if use_bf16("cpu") else "float32",
     }
     return info
 
