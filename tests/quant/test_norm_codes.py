@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from accelerando.models.unet import FrameGroupNorm, MusicUNet, MusicUNetConfig
 from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, int8_conv, norm_codes, quantize_
 from accelerando.quant.presets import prepare_backbone
-from accelerando.quant.primitives import quantize_per_tensor_u8
+from accelerando.quant.primitives import INT_MM_ENV, quantize_per_tensor_u8
 
 needs_kernel = pytest.mark.skipif(not norm_codes.available(), reason=f"no fused kernel: {norm_codes.status()}")
-needs_onednn = pytest.mark.skipif(not int8_conv.available(), reason="no oneDNN int8 convolutions (VNNI) here")
 
 
 def _norm(c: int, groups: int, seed: int) -> FrameGroupNorm:
@@ -54,6 +53,9 @@ def test_codes_equal_the_eager_chain(dtype, c, groups, t, mod, smooth):
     diff = (q.int() - rq.int()).abs()
     # the kernel's exp may differ from PyTorch's by an ulp before a bf16 rounding: a rare code moves by one
     assert int(diff.max()) <= 1 and int((diff > 0).sum()) <= max(1, diff.numel() // 10_000)
+    fq, fscale, fzp = norm_codes.frame_norm_silu_float_codes(x, norm, mul, add, sm)  # the same codes, minus zp
+    assert fq.dtype == torch.float32 and fq.is_contiguous() and torch.equal(fscale, scale) and torch.equal(fzp, zp)
+    assert torch.equal(fq, q.float() - zp)
 
 
 def _unet(seed: int = 0) -> MusicUNet:
@@ -87,9 +89,14 @@ def _quantized(cfg, seed: int = 0) -> MusicUNet:
 
 
 @needs_kernel
-@needs_onednn
 @pytest.mark.parametrize("autocast", [False, True])
-def test_fused_blocks_give_the_blocks_own_output(autocast):
+@pytest.mark.parametrize("mode", ["onednn", "float"])
+def test_fused_blocks_give_the_blocks_own_output(mode, autocast, monkeypatch):
+    """Both consumers of the codes: oneDNN's int8 convolution (VNNI CPUs) and the float32 convolution of the codes
+    (CPUs without VNNI, forced here with ACCELERANDO_QUANT_INT_MM=float)."""
+    if mode == "onednn" and not int8_conv.available():
+        pytest.skip("no oneDNN int8 convolutions (VNNI) here")
+    monkeypatch.setenv(INT_MM_ENV, "native" if mode == "onednn" else "float")
     model = _quantized(RTNConfig(8, 8, act_scale="tensor"))
     h, c = _features(model)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):

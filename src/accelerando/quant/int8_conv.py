@@ -57,7 +57,7 @@ from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.quant.primitives import quantize_per_tensor_u8
 from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
 
-__all__ = ["available", "applies", "conv_codes", "forget", "int8_conv1d", "plan", "status"]
+__all__ = ["available", "applies", "conv_codes", "float_codes_conv", "forget", "int8_conv1d", "plan", "status"]
 
 _state: dict = {"compile": True, "broken": None, "fns": {}}
 _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
@@ -245,10 +245,17 @@ def _float_codes_conv(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
     as float32 through one native float32 convolution. Every product and partial sum is an integer below 2^24 in
     practice (``primitives.int8_mm_float``), so the sums equal the unfold reference's int32 ones and the epilogue
     is the reference's, in its order (``QuantLinear._a8_eager``): tests compare the two bit for bit."""
-    res, (wq, w_scale, _, inv, lowrank, _), out_dtype = how
+    inv = how[1][3]
     q, scale, zp = quantize_per_tensor_u8(x if inv is None else x * inv.to(x.dtype)[:, None])
+    return float_codes_conv(conv, q.float() - zp.float(), scale, how, x)
+
+
+def float_codes_conv(conv, codes: torch.Tensor, scale, how: tuple, x: torch.Tensor | None = None) -> torch.Tensor:
+    """The rest of the ``"float"`` mode from the codes: ``codes`` float32 [B, C_in, T] holding ``q - zp``, ``scale``
+    fp32 [] -> [B, C_out, T_out]. ``x`` (the float input) is needed only by a low-rank branch."""
+    res, (wq, w_scale, _, _, lowrank, _), out_dtype = how
     with torch.autocast("cpu", enabled=False):  # float32 sums of integers: exact (autocast would round to bf16)
-        acc = F.conv1d(q.float() - zp.float(), wq, None, conv.stride, conv.padding, conv.dilation)
+        acc = F.conv1d(codes, wq, None, conv.stride, conv.padding, conv.dilation)
     y = acc.mul_(w_scale[:, None]).mul_(scale)
     if res.bias is not None:
         y.add_(res.bias[:, None])

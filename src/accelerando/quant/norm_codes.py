@@ -44,7 +44,15 @@ from torch import nn
 from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.paths import cache_dir
 
-__all__ = ["available", "frame_norm_silu_codes", "fuse_block_norms", "unfuse_block_norms", "blocks_fused", "status"]
+__all__ = [
+    "available",
+    "frame_norm_silu_codes",
+    "frame_norm_silu_float_codes",
+    "fuse_block_norms",
+    "unfuse_block_norms",
+    "blocks_fused",
+    "status",
+]
 
 _SOURCE = Path(__file__).parent / "csrc" / "norm_codes.cpp"
 _FLAGS = [
@@ -95,6 +103,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn = getattr(lib, f"accel_codes_{name}")
         fn.argtypes = [p, p, i64, i64, i64, f32, f32, i32]
         fn.restype = None
+        fn = getattr(lib, f"accel_float_codes_{name}")
+        fn.argtypes = [p, p, i64, f32, f32, i32]
+        fn.restype = None
     return lib
 
 
@@ -111,7 +122,7 @@ def _library() -> ctypes.CDLL | None:
         if not so.exists():
             _build(so, compiler)
         lib = ctypes.CDLL(str(so))
-        if lib.accel_norm_codes_abi() != 1:
+        if lib.accel_norm_codes_abi() != 2:
             raise RuntimeError(f"{so} is from another version")
         _state["lib"] = _bind(lib)
     except Exception as err:  # no compiler, no OpenMP, a read-only cache, ...
@@ -153,6 +164,33 @@ def frame_norm_silu_codes(
     in ``x``'s dtype). Returns (codes uint8 [B, C, T] with strides [T C, 1, C], scale fp32 [], zero point int64 []).
     Raises ``RuntimeError`` if the kernel is not available (check :func:`available`).
     """
+    lib, y, scale, zp, threads = _normalised(x, norm, mul, add, smooth)
+    b, c, t = x.shape
+    q = torch.empty(b, t, c, dtype=torch.uint8)
+    getattr(lib, f"accel_codes_{_DTYPES[x.dtype]}")(_ptr(y), _ptr(q), b, c, t, float(scale), float(zp), threads)
+    return q.transpose(1, 2), scale, zp
+
+
+def frame_norm_silu_float_codes(
+    x: torch.Tensor,
+    norm: nn.Module,
+    mul: torch.Tensor | None = None,
+    add: torch.Tensor | None = None,
+    smooth: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As :func:`frame_norm_silu_codes`, with the codes minus the zero point as float32 [B, C, T] (channels-first):
+    what a float32 convolution of the codes reads on a CPU without VNNI (``int8_conv``'s ``"float"`` mode)."""
+    lib, y, scale, zp, threads = _normalised(x, norm, mul, add, smooth)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    getattr(lib, f"accel_float_codes_{_DTYPES[x.dtype]}")(
+        _ptr(y), _ptr(out), y.numel(), float(scale), float(zp), threads
+    )
+    return out, scale, zp
+
+
+def _normalised(x, norm, mul, add, smooth):
+    """Pass 1: (library, ``silu(norm(x) * mul + add) * smooth`` [B, C, T] in ``x``'s dtype, scale, zero point,
+    threads)."""
     from accelerando.quant.primitives import u8_params
 
     lib = _library()
@@ -172,9 +210,7 @@ def frame_norm_silu_codes(
     args = (b, c, t, norm.num_groups, norm.eps, _ptr(w), _ptr(bias), _ptr(m), _ptr(a), _ptr(s), _ptr(lo_hi), threads)
     getattr(lib, f"accel_norm_silu_{kind}")(_ptr(x), _ptr(y), *args)
     scale, zp = u8_params(lo_hi[0], lo_hi[1])
-    q = torch.empty(b, t, c, dtype=torch.uint8)
-    getattr(lib, f"accel_codes_{kind}")(_ptr(y), _ptr(q), b, c, t, float(scale), float(zp), threads)
-    return q.transpose(1, 2), scale, zp
+    return lib, y, scale, zp, threads
 
 
 def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
@@ -185,12 +221,14 @@ def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
 
     if type(norm) is not FrameGroupNorm or not isinstance(conv, UnfoldConv1d) or x.dtype not in _DTYPES:
         return None
-    if x.dim() != 3 or x.device.type != "cpu" or dispatch_mode_active() or (mul is not None and mul.dtype != x.dtype):
+    if x.dim() != 3 or x.device.type != "cpu" or dispatch_mode_active():
+        return None
+    if mul is not None and (mul.dtype != x.dtype or mul.shape != (*x.shape[:2], 1)):  # [B, C, 1], no broadcasting
         return None
     if torch.is_grad_enabled() and (x.requires_grad or norm.weight.requires_grad):
         return None
     how = int8_conv.plan(conv, x)
-    if how is None or how[1][4] is not None or how[1][5] != "onednn" or not available():  # no low-rank branch
+    if how is None or how[1][4] is not None or not available():  # no low-rank branch: it reads the float input
         return None
     return how
 
@@ -203,6 +241,9 @@ def _conv_after_norm(conv, norm, x: torch.Tensor, mul=None, add=None) -> torch.T
     if how is None:
         h = norm(x)
         return conv(F.silu(h if mul is None else h * mul + add))
+    if how[1][5] == "float":  # a CPU without VNNI: a float32 convolution of the codes
+        codes, scale, _ = frame_norm_silu_float_codes(x, norm, mul, add, how[1][3])
+        return int8_conv.float_codes_conv(conv, codes, scale, how)
     q, scale, zp = frame_norm_silu_codes(x, norm, mul, add, how[1][3])
     return int8_conv.conv_codes(conv, q, scale, zp, how)
 

@@ -5,7 +5,8 @@
 // channel order), so the values are those of the eager chain except where this file's exp differs from PyTorch's by
 // an ulp before the bf16 rounding.
 //
-// Layouts: x and y [B, C, T] contiguous; codes [B, T, C] contiguous (the channels-last layout oneDNN reads); weight,
+// Layouts: x and y [B, C, T] contiguous; codes [B, T, C] contiguous (the channels-last layout oneDNN reads), or
+// float codes minus the zero point [B, C, T] (for a float32 convolution of the codes); weight,
 // bias, smooth [C] float32; mul, add [B, C] float32 (or null). bf16 tensors are passed as uint16 bit patterns.
 
 #include <algorithm>
@@ -153,11 +154,22 @@ void codes(const typename D::T* y, uint8_t* q, int64_t B, int64_t C, int64_t T, 
   }
 }
 
+// Pass 2 for a float32 convolution of the codes (CPUs without VNNI): out[i] = clamp(round(y[i] / scale) + zp, 0, 255)
+// - zp, in y's layout [B, C, T].
+template <class D>
+void float_codes(const typename D::T* y, float* out, int64_t n, float scale, float zp, int threads) {
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float code = round_even(D::load(y[i]) / scale) + zp;
+    out[i] = std::min(std::max(code, 0.0f), 255.0f) - zp;
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
-int accel_norm_codes_abi() { return 1; }
+int accel_norm_codes_abi() { return 2; }
 
 void accel_norm_silu_bf16(const uint16_t* x, uint16_t* y, int64_t B, int64_t C, int64_t T, int64_t G, float eps,
                           const float* weight, const float* bias, const float* mul, const float* add,
@@ -179,6 +191,14 @@ void accel_codes_bf16(const uint16_t* y, uint8_t* q, int64_t B, int64_t C, int64
 void accel_codes_f32(const float* y, uint8_t* q, int64_t B, int64_t C, int64_t T, float scale, float zp,
                      int threads) {
   codes<F32>(y, q, B, C, T, scale, zp, threads);
+}
+
+void accel_float_codes_bf16(const uint16_t* y, float* out, int64_t n, float scale, float zp, int threads) {
+  float_codes<Bf16>(y, out, n, scale, zp, threads);
+}
+
+void accel_float_codes_f32(const float* y, float* out, int64_t n, float scale, float zp, int threads) {
+  float_codes<F32>(y, out, n, scale, zp, threads);
 }
 
 }  // extern "C"
