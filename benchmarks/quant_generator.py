@@ -36,6 +36,7 @@ import torch
 
 from accelerando.eval.efficiency import time_interleaved
 from accelerando.eval.paired import complex_stft_error, lsd, mrstft
+from accelerando.modules.precision import autocast
 from accelerando.quant.presets import PRESETS, prepare_backbone, quantize_pipeline, run_prompt, state_bytes
 
 
@@ -140,7 +141,7 @@ def _backbone_call(pipe, seconds: float):
 
     @torch.inference_mode()
     def run():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast("cpu"):  # the pipeline's precision: bf16 only where the CPU has bf16 arithmetic
             return m.dit(x, t, cond)
 
     return run

@@ -14,13 +14,16 @@ from accelerando.quant import (
     use_group_folding,
 )
 from accelerando.quant import fused as fused_mod
+from accelerando.quant.primitives import INT_MM_ENV
 from accelerando.testing.sqnr import sqnr
 
 K, N = 64, 96
 
 
 @pytest.fixture(autouse=True)
-def _fresh_state():
+def _fresh_state(monkeypatch):
+    # the fused path calls torch._int_mm; on a CPU without VNNI it steps aside unless told otherwise (slow, exact)
+    monkeypatch.setenv(INT_MM_ENV, "native")
     saved = dict(fused_mod._state)
     fused_mod._state.update(enabled=False, broken=None)
     yield
@@ -184,3 +187,10 @@ def test_compile_failure_warns_once_and_falls_back(monkeypatch):
                 warnings.simplefilter("error")
                 second = q(x)  # no second warning
     assert torch.equal(first, eager) and torch.equal(second, eager)
+
+
+def test_fused_path_steps_aside_where_int_mm_is_slow(monkeypatch):
+    """On a CPU without VNNI (forced here) the eager path's float32 GEMM of the codes runs instead."""
+    monkeypatch.setenv(INT_MM_ENV, "float")
+    fused_mod._state.update(enabled=True)
+    assert not fused_mod.applies(torch.randn(4, K))

@@ -1,6 +1,8 @@
 """Per-tensor uint8 activations and the oneDNN int8 convolution path: codes, the int32 reference, the oneDNN path
 against the unfold reference, SVD smoothing shared by a conv's taps, cache invalidation, and save / load."""
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -74,13 +76,23 @@ def _conv(c_in, c_out, k, stride=1, padding=0, seed=0):
 
 
 def _both_paths(model, x):
-    """(oneDNN output, unfold reference output) of ``model`` on ``x``, with the path checked."""
+    """(oneDNN or float-codes output, unfold reference output) of ``model`` on ``x``, with the path checked. The
+    reference multiplies with ``torch._int_mm`` (``ACCELERANDO_QUANT_INT_MM=native``): the int32 sums themselves,
+    not their float32 emulation."""
     with torch.no_grad():
         assert int8_conv.applies(model[0], x)
         fast = model(x)
-        with use_int8_convs(False):
-            assert not int8_conv.applies(model[0], x)
-            ref = model(x)
+        mode = os.environ.get(INT_MM_ENV)
+        os.environ[INT_MM_ENV] = "native"
+        try:
+            with use_int8_convs(False):
+                assert not int8_conv.applies(model[0], x)
+                ref = model(x)
+        finally:
+            if mode is None:
+                del os.environ[INT_MM_ENV]
+            else:
+                os.environ[INT_MM_ENV] = mode
     return fast, ref
 
 
@@ -276,3 +288,15 @@ def test_no_vnni_means_no_onednn_path(monkeypatch):
     """Without VNNI oneDNN's uint8 x int8 kernels accumulate in saturating int16: the unfold reference runs."""
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
     assert not int8_conv.available()
+
+
+def test_float_codes_conv_is_exact_at_the_builtins_widths(monkeypatch):
+    """K = 3 x 768 (the built-in's widest conv input): beyond the width where float32 sums of codes are exact for
+    any codes, still bit-identical to the int32 reference for realistic weights and activations."""
+    monkeypatch.setenv(INT_MM_ENV, "float")
+    conv, _ = _conv(768, 64, 3, padding=1)
+    x = torch.nn.functional.silu(torch.randn(2, 768, 40, generator=torch.Generator().manual_seed(3)) * 2)
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
+    fast, ref = _both_paths(model, x)
+    assert torch.equal(fast, ref)

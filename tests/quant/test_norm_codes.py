@@ -12,7 +12,13 @@ from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, int8_conv, 
 from accelerando.quant.presets import prepare_backbone
 from accelerando.quant.primitives import INT_MM_ENV, quantize_per_tensor_u8
 
-needs_kernel = pytest.mark.skipif(not norm_codes.available(), reason=f"no fused kernel: {norm_codes.status()}")
+
+@pytest.fixture
+def kernel():
+    """Skip without the kernel. A fixture, not a skipif mark: checking builds the kernel, which must happen inside the
+    test's isolated cache directory, not in the user's while pytest collects."""
+    if not norm_codes.available():
+        pytest.skip(f"no fused kernel: {norm_codes.status()}")
 
 
 def _norm(c: int, groups: int, seed: int) -> FrameGroupNorm:
@@ -36,10 +42,9 @@ def _reference(x, norm, mul, add, smooth):
         return quantize_per_tensor_u8(h)
 
 
-@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("c,groups,t,mod,smooth", [(32, 4, 301, False, False), (48, 8, 130, True, True)])
-def test_codes_equal_the_eager_chain(dtype, c, groups, t, mod, smooth):
+def test_codes_equal_the_eager_chain(kernel, dtype, c, groups, t, mod, smooth):
     g = torch.Generator().manual_seed(c + t)
     norm = _norm(c, groups, seed=t)
     x = (torch.randn(2, c, t, generator=g) * 3 + torch.randn(2, 1, t, generator=g)).to(dtype)
@@ -88,10 +93,9 @@ def _quantized(cfg, seed: int = 0) -> MusicUNet:
     return model
 
 
-@needs_kernel
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("mode", ["onednn", "float"])
-def test_fused_blocks_give_the_blocks_own_output(mode, autocast, monkeypatch):
+def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, monkeypatch):
     """Both consumers of the codes: oneDNN's int8 convolution (VNNI CPUs) and the float32 convolution of the codes
     (CPUs without VNNI, forced here with ACCELERANDO_QUANT_INT_MM=float)."""
     if mode == "onednn" and not int8_conv.available():
@@ -143,3 +147,22 @@ def test_a_failed_build_warns_once_and_leaves_nothing(monkeypatch, tmp_path):
         with pytest.raises(RuntimeError, match="g\\+\\+ failed"):
             norm_codes._build(out, "g++")
         assert not out.exists() and list(out.parent.iterdir()) == []  # no half-written library left behind
+
+
+def test_bad_inputs_are_named_and_hooks_keep_the_modules_own_calls(monkeypatch):
+    norm = FrameGroupNorm(4, 8)
+    with pytest.raises(ValueError, match="8 channels for a norm over 12"):
+        norm_codes.frame_norm_silu_codes(torch.zeros(1, 8, 5), FrameGroupNorm(4, 12))
+    with pytest.raises(ValueError, match="mul and add"):
+        norm_codes.frame_norm_silu_codes(torch.zeros(1, 8, 5), norm, add=torch.zeros(1, 8, 1))
+    with pytest.raises(ValueError, match="float16"):
+        norm_codes.frame_norm_silu_codes(torch.zeros(1, 8, 5, dtype=torch.float16), norm)
+    monkeypatch.setenv(INT_MM_ENV, "float")  # a plan exists on any CPU
+    model = _quantized(RTNConfig(8, 8, act_scale="tensor"))
+    block = model.down[0][0]
+    with torch.no_grad():
+        x = model.in_conv(_features(model)[0])
+    if norm_codes.available():
+        assert norm_codes._fused_plan(block.conv1, block.norm1, x, None) is not None
+    block.conv1.register_forward_hook(lambda *a: None)
+    assert norm_codes._fused_plan(block.conv1, block.norm1, x, None) is None

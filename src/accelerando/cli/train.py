@@ -10,16 +10,6 @@ from accelerando.errors import UserError
 __all__ = ["register"]
 
 
-def _bf16_here() -> bool:
-    """Whether the training device (a GPU if there is one) has bf16 arithmetic (``accelerando.modules.precision``:
-    bf16 autocast on an AVX2 CPU ran 23x slower than float32)."""
-    import torch
-
-    from accelerando.modules.precision import use_bf16
-
-    return use_bf16("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the built-in codec or generator")
     tsub = p.add_subparsers(dest="train_command", metavar="MODEL", parser_class=type(p))
@@ -148,7 +138,7 @@ def _codec(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             max_minutes=args.max_minutes,
-            bf16=not args.no_bf16 and _bf16_here(),
+            bf16=False if args.no_bf16 else None,  # None: bf16 where the device has bf16 arithmetic
             mel_weight=args.mel_weight,
         )
         if args.tiny:
@@ -193,7 +183,7 @@ def _generator(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             lr=args.lr,
             max_minutes=args.max_minutes,
-            bf16=not args.no_bf16 and _bf16_here(),
+            bf16=False if args.no_bf16 else None,  # None: bf16 where the device has bf16 arithmetic
             ckpt_every=args.ckpt_every,
             phase_guidance=True if args.phase_guidance else None,
             tempo_stretch=args.tempo_stretch,

@@ -5,9 +5,9 @@ faster than float32 (the dev CPU: 4.7x). On CPUs without native bf16 (AVX2 lapto
 each bf16 operand to float32 and back inside its kernels, and the same work ran many times slower than in float32
 (BENCHMARKS.md, "Generation on a CPU without bf16 arithmetic"). So :func:`use_bf16` decides per device:
 
-- CUDA: bf16 where ``torch.cuda.is_bf16_supported()``;
+- CUDA: bf16 on GPUs with bf16 tensor cores (compute capability 8.0, Ampere, or newer; ROCm GPUs);
 - CPU: bf16 where the CPU has AVX512-BF16 or AMX tiles (``torch.cpu._is_avx512_bf16_supported`` /
-  ``_is_amx_tile_supported``), else float32;
+  ``_is_amx_tile_supported``), else float32 (ARM CPUs with bf16 instructions included: not detected yet);
 - anything else: float32.
 
 ``ACCELERANDO_BF16=1`` (or ``0``) forces the choice; unset or ``auto`` decides as above. Outputs at one seed differ
@@ -43,8 +43,18 @@ def use_bf16(device: str | torch.device = "cpu") -> bool:
         raise UserError(f"{BF16_ENV}={value!r}; use 1 (bf16), 0 (float32) or auto")
     dev = torch.device(device)
     if dev.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return _cuda_has_bf16(dev)
     return dev.type == "cpu" and _cpu_has_bf16()
+
+
+def _cuda_has_bf16(dev: torch.device) -> bool:
+    """bf16 tensor cores: compute capability 8.0 (Ampere) or newer, or a ROCm GPU. ``torch.cuda.is_bf16_supported()``
+    also says yes for older GPUs that only emulate bf16, and checks the current device rather than ``dev``."""
+    if not torch.cuda.is_available():
+        return False
+    if torch.version.hip is not None:
+        return True
+    return torch.cuda.get_device_capability(dev)[0] >= 8
 
 
 def autocast(device: str | torch.device = "cpu") -> torch.autocast:

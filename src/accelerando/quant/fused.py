@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from accelerando.kernels.modes import dispatch_mode_active
-from accelerando.quant.primitives import quantize_per_token, unpack_int4
+from accelerando.quant.primitives import int_mm_native, quantize_per_token, unpack_int4
 from accelerando.quant.switches import group_folding_enabled
 
 __all__ = ["use_fused_kernels", "fused_kernels_enabled", "fused_status", "a8_linear_fused", "svd_linear_fused"]
@@ -104,9 +104,12 @@ def fused_status() -> dict:
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Whether the fused path should run for input ``x`` (the switch, CPU, no autograd, rows present)."""
+    """Whether the fused path should run for input ``x`` (the switch, CPU, no autograd, rows present, and a CPU whose
+    ``torch._int_mm`` is fast: ``primitives.int_mm_native``; elsewhere the eager path's float32 GEMM of the codes)."""
     if not fused_kernels_enabled() or x.device.type != "cpu" or x.numel() == 0 or dispatch_mode_active():
         return False  # (under a dispatch mode: see accelerando.kernels.modes)
+    if not int_mm_native(x.device):
+        return False
     return not (torch.is_grad_enabled() and x.requires_grad)
 
 

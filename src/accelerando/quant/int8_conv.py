@@ -89,8 +89,14 @@ def _covers_input(conv, frames: int) -> bool:
 
 
 def status() -> dict:
-    """Switch, availability and the compile failure text (``broken``) of the two small kernels, for reports."""
-    return {"enabled": int8_convs_enabled(), "available": available(), "compile_broken": _state["broken"]}
+    """Switch, oneDNN availability, the mode per-tensor convs run in and the compile failure text (``broken``) of
+    the two small kernels, for reports."""
+    return {
+        "enabled": int8_convs_enabled(),
+        "available": available(),
+        "mode": _mode(),  # "onednn", "float" (no VNNI: float32 conv of the codes) or None (unfold)
+        "compile_broken": _state["broken"],
+    }
 
 
 def _quantize(x: torch.Tensor, inv: torch.Tensor | None):
@@ -242,9 +248,10 @@ def int8_conv1d(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
 
 def _float_codes_conv(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
     """The per-tensor A8 convolution on a CPU without VNNI: the codes ``q - zp`` [B, C_in, T] and the weight codes
-    as float32 through one native float32 convolution. Every product and partial sum is an integer below 2^24 in
-    practice (``primitives.int8_mm_float``), so the sums equal the unfold reference's int32 ones and the epilogue
-    is the reference's, in its order (``QuantLinear._a8_eager``): tests compare the two bit for bit."""
+    as float32 through one native float32 convolution. The sums equal the unfold reference's int32 ones while every
+    partial sum stays below 2^24 in magnitude (guaranteed up to K = C_in * k = 514 for codes within +-255; see
+    ``primitives.int8_mm_float`` for the built-in's margin), and the epilogue is the reference's, in its order
+    (``QuantLinear._a8_eager``): tests compare the two bit for bit."""
     inv = how[1][3]
     q, scale, zp = quantize_per_tensor_u8(x if inv is None else x * inv.to(x.dtype)[:, None])
     return float_codes_conv(conv, q.float() - zp.float(), scale, how, x)

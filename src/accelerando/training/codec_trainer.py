@@ -6,7 +6,7 @@ validation scores to ``out/eval_log.csv``, and exports ``out/codec.safetensors``
 ``out`` resumes from the last checkpoint.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 
 from accelerando.models.codec import CodecConfig, MelCodec
 from accelerando.models.io import save_model
+from accelerando.modules.precision import use_bf16
 from accelerando.training.audio_pack import read_pack
 from accelerando.training.checkpoint import Checkpoint
 from accelerando.training.loop import LoopConfig, run_loop
@@ -37,7 +38,7 @@ class CodecTrainConfig:
     ckpt_every: int = 1000
     eval_every: int = 1000
     max_minutes: float | None = None  # stop (with a checkpoint) before this wall-clock budget runs out
-    bf16: bool = True
+    bf16: bool | None = None  # None: bf16 autocast where the device has bf16 arithmetic (modules/precision)
     seed: int = 0
 
     def __post_init__(self):
@@ -81,6 +82,8 @@ def train_codec(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.bf16 is None:
+        cfg = replace(cfg, bf16=use_bf16(device))
     torch.manual_seed(cfg.seed)
     ckpt = Checkpoint(out, "codec")
     step = 0

@@ -26,6 +26,7 @@ from accelerando.models.dit import DiTConditioning, MusicDiTConfig
 from accelerando.models.generator import MusicGenerator, backbone_config
 from accelerando.models.io import save_model
 from accelerando.models.unet import MusicUNetConfig
+from accelerando.modules.precision import use_bf16
 from accelerando.training.checkpoint import Checkpoint
 from accelerando.training.latent_pack import LatentPack
 from accelerando.training.loop import LoopConfig, run_loop
@@ -47,7 +48,7 @@ class GeneratorTrainConfig:
     log_every: int = 50
     ckpt_every: int = 1000
     max_minutes: float | None = None
-    bf16: bool = True
+    bf16: bool | None = None  # None: bf16 autocast where the device has bf16 arithmetic (modules/precision)
     seed: int = 0
     # None keeps the model's own setting; True/False switches phase guidance on/off (also when fine-tuning a run
     # that was trained without it; see MusicDiTConfig.phase_guidance)
@@ -162,6 +163,8 @@ def train_generator(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.bf16 is None:
+        cfg = replace(cfg, bf16=use_bf16(device))
     torch.manual_seed(cfg.seed)
     pack = LatentPack(pack_path)
     ckpt = Checkpoint(out, "generator")
