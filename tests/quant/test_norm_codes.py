@@ -162,7 +162,7 @@ def test_bad_inputs_are_named_and_hooks_keep_the_modules_own_calls(monkeypatch):
     block = model.down[0][0]
     with torch.no_grad():
         x = model.in_conv(_features(model)[0])
-    if norm_codes.available():
-        assert norm_codes._fused_plan(block.conv1, block.norm1, x, None) is not None
-    block.conv1.register_forward_hook(lambda *a: None)
-    assert norm_codes._fused_plan(block.conv1, block.norm1, x, None) is None
+        if norm_codes.available():
+            assert norm_codes._fused_plan(block.conv1, block.norm1, x, None) is not None
+        block.conv1.register_forward_hook(lambda *a: None)
+        assert norm_codes._fused_plan(block.conv1, block.norm1, x, None) is None
