@@ -123,6 +123,10 @@ def test_bad_precision_override_is_one_line_and_exit_2(tmp_path, capsys, monkeyp
     monkeypatch.setenv("ACCELERANDO_BF16", "maybe")
     code, _, err = _run(capsys, "generate", "x", "--duration", "1")
     assert code == 2 and "ACCELERANDO_BF16='maybe'" in err and err.count("\n") == 1
+    monkeypatch.delenv("ACCELERANDO_BF16")
+    monkeypatch.setenv("ACCELERANDO_QUANT_INT_MM", "fast")
+    code, _, err = _run(capsys, "generate", "x", "--duration", "1")
+    assert code == 2 and "ACCELERANDO_QUANT_INT_MM='fast'" in err and err.count("\n") == 1
 
 
 def test_bad_region_and_corrupt_audio(tmp_path, capsys):

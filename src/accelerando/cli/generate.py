@@ -15,6 +15,7 @@ from pathlib import Path
 
 from accelerando.errors import UserError
 from accelerando.modules.precision import use_bf16
+from accelerando.quant.primitives import int_mm_native
 
 __all__ = ["register", "load_pipeline"]
 
@@ -265,6 +266,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--session records one clip; drop --variations {n}")
     device = _device(args.device)
     precision = "bf16" if use_bf16(device) else "float32"  # a bad ACCELERANDO_BF16 fails here, before any work
+    int_mm_native("cpu")  # and a bad ACCELERANDO_QUANT_INT_MM
     if session is not None and device.type != "cpu":
         raise UserError(f"--session edits run on the CPU; drop --device {args.device}")
     paths = _outputs(args.out, n)
