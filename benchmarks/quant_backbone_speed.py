@@ -76,25 +76,36 @@ class _ZeroLinear(nn.Module):
         return x.new_zeros(*x.shape[:-1], self.n, dtype=dt)
 
 
+def _compile_norms():
+    from accelerando.kernels import compile_frame_norms
+
+    return compile_frame_norms
+
+
+def _fuse_norms():
+    from accelerando.quant.norm_codes import fuse_block_norms
+
+    return fuse_block_norms
+
+
+# variant suffix -> (the in-place patch, imported when used; what the backbone lacks when it patches nothing)
+_PATCHES = {
+    "+cnorm": (_compile_norms, "no per-frame norms to compile"),
+    "+fnorm": (_fuse_norms, "no per-frame-norm residual blocks to fuse"),
+}
+
+
 def _variant(name: str, base_dit, inputs=None):
     """(backbone module, fused-kernel settings or None, autocast on)."""
-    if name.endswith("+cnorm"):
-        from accelerando.kernels import compile_frame_norms
-
-        mod, opts, ac = _variant(name[: -len("+cnorm")], copy.deepcopy(base_dit), inputs)
-        if not compile_frame_norms(mod):
-            raise SystemExit(f"{name}: this backbone has no per-frame norms to compile")
-        return mod, opts, ac
     if name.endswith("+f32"):
         mod, opts, _ = _variant(name[: -len("+f32")], base_dit, inputs)
         return mod, opts, False
-    if name.endswith("+fnorm"):
-        from accelerando.quant.norm_codes import fuse_block_norms
-
-        mod, opts, ac = _variant(name[: -len("+fnorm")], copy.deepcopy(base_dit), inputs)
-        if not fuse_block_norms(mod):
-            raise SystemExit(f"{name}: this backbone has no per-frame-norm residual blocks to fuse")
-        return mod, opts, ac
+    for suffix, (apply, missing) in _PATCHES.items():
+        if name.endswith(suffix):
+            mod, opts, ac = _variant(name[: -len(suffix)], copy.deepcopy(base_dit), inputs)
+            if not apply()(mod):
+                raise SystemExit(f"{name}: this backbone has {missing}")
+            return mod, opts, ac
     from accelerando.quant import RTNConfig, SVDQuantConfig, calibrate_, quantize_
     from accelerando.quant.presets import prepare_backbone
 
