@@ -14,6 +14,7 @@ each bf16 operand to float32 and back inside its kernels, and the same work ran 
 between the two precisions by bf16 rounding, as between two machines.
 """
 
+import functools
 import os
 
 import torch
@@ -26,6 +27,7 @@ BF16_ENV = "ACCELERANDO_BF16"
 _ON, _OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
 
+@functools.cache  # asked at every backbone call; the CPU does not change
 def _cpu_has_bf16() -> bool:
     checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return any(bool(f()) for f in checks if f is not None)

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from accelerando.kernels.modes import dispatch_mode_active
-from accelerando.quant.primitives import quantize_per_tensor_u8
+from accelerando.quant.primitives import _cpu_has_vnni, quantize_per_tensor_u8
 from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
 
 __all__ = ["available", "applies", "conv_codes", "float_codes_conv", "forget", "int8_conv1d", "plan", "status"]
@@ -68,8 +68,7 @@ def available() -> bool:
     int8 kernels accumulate pairs in saturating int16, which the int32 reference does not)."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv_pointwise")):
         return False
-    vnni = getattr(torch.cpu, "_is_vnni_supported", None)
-    return bool(vnni and vnni())
+    return _cpu_has_vnni()
 
 
 _DTYPES = (torch.float32, torch.bfloat16)  # what oneDNN's int8 convolution reads and writes here
