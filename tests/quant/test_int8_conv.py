@@ -2,6 +2,7 @@
 against the unfold reference, SVD smoothing shared by a conv's taps, cache invalidation, and save / load."""
 
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -82,17 +83,9 @@ def _both_paths(model, x):
     with torch.no_grad():
         assert int8_conv.applies(model[0], x)
         fast = model(x)
-        mode = os.environ.get(INT_MM_ENV)
-        os.environ[INT_MM_ENV] = "native"
-        try:
-            with use_int8_convs(False):
-                assert not int8_conv.applies(model[0], x)
-                ref = model(x)
-        finally:
-            if mode is None:
-                del os.environ[INT_MM_ENV]
-            else:
-                os.environ[INT_MM_ENV] = mode
+        with mock.patch.dict(os.environ, {INT_MM_ENV: "native"}), use_int8_convs(False):
+            assert not int8_conv.applies(model[0], x)
+            ref = model(x)
     return fast, ref
 
 
