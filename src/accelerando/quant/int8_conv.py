@@ -49,6 +49,7 @@ batch (the guidance branches, batched prompts) shares it: outputs depend on what
 
 import warnings
 import weakref
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -202,14 +203,23 @@ def _same(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(t1 is t2 and v1 == v2 for (t1, v1), (t2, v2) in zip(a, b, strict=True))
 
 
+class _Entry(NamedTuple):
+    """A layer's cached convolution weights (see :func:`_entry`)."""
+
+    weight: object  # oneDNN's packed weight, or for mode "float" the codes as a float32 conv weight [C_out, C_in, k]
+    w_scale: torch.Tensor  # [C_out]
+    zeros: torch.Tensor  # int64 [C_out] weight zero points
+    inv: torch.Tensor | None  # [C_in] per-channel 1/s (SmoothQuant / SVD) or None
+    low: tuple | None  # the low-rank branch as conv weights (down [r, C_in, k], up [C_out, r, 1]) or None
+    mode: str  # "onednn" or "float"
+
+
 def _entry(conv, res, svd, mode: str = "onednn"):
-    """The cached (packed weight, or for ``mode="float"`` the codes as a float32 conv weight [C_out, C_in, k]; weight
-    scales [C_out]; zero points; per-channel 1/s or None; low-rank conv weights or None; the mode), rebuilt when a
-    source or the mode changed; None when the smoothing differs between the taps of a channel (no native conv
-    exists)."""
+    """The cached :class:`_Entry` of a layer for ``mode``, rebuilt when a source or the mode changed; None when the
+    smoothing differs between the taps of a channel (no native conv exists)."""
     src = _sources(res, svd)
     hit = _packed.get(res)
-    if hit is not None and _same(hit[0], src) and (hit[1] is None or hit[1][5] == mode):
+    if hit is not None and _same(hit[0], src) and (hit[1] is None or hit[1].mode == mode):
         return hit[1]
     k, c_in = conv.kernel_size, conv.in_channels
     inv = None
@@ -228,20 +238,20 @@ def _entry(conv, res, svd, mode: str = "onednn"):
     weight = qw.reshape(conv.out_channels, c_in, k).contiguous()
     zeros = torch.zeros(conv.out_channels, dtype=torch.int64)
     if mode == "float":
-        entry = (weight.float(), w_scale, zeros, inv, low, mode)
+        entry = _Entry(weight.float(), w_scale, zeros, inv, low, mode)
     else:
         args = ([conv.stride], [conv.padding], [conv.dilation])
         packed = torch.ops.onednn.qconv_prepack(weight, w_scale, 1.0, 0, *args, 1, None)
-        entry = (packed, w_scale, zeros, inv, low, mode)
+        entry = _Entry(packed, w_scale, zeros, inv, low, mode)
     _packed[res] = (src, entry)
     return entry
 
 
 def int8_conv1d(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
     """``conv(x)`` through oneDNN, ``x`` [B, C_in, T] -> [B, C_out, T_out], with ``how`` from :func:`plan`."""
-    if how[1][5] == "float":
+    if how[1].mode == "float":
         return _float_codes_conv(conv, x, how)
-    q, scale, zp = _run(_quantize, x, how[1][3])
+    q, scale, zp = _run(_quantize, x, how[1].inv)
     return conv_codes(conv, q, scale, zp, how, x)
 
 
@@ -251,7 +261,7 @@ def _float_codes_conv(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
     partial sum stays below 2^24 in magnitude (guaranteed up to K = C_in * k = 514 for codes within +-255; see
     ``primitives.int8_mm_float`` for the built-in's margin), and the epilogue is the reference's, in its order
     (``QuantLinear._a8_eager``): tests compare the two bit for bit."""
-    inv = how[1][3]
+    inv = how[1].inv
     q, scale, zp = quantize_per_tensor_u8(x if inv is None else x * inv.to(x.dtype)[:, None])
     return float_codes_conv(conv, q.float() - zp.float(), scale, how, x)
 

@@ -222,7 +222,8 @@ def _normalised(x, norm, mul, add, smooth):
 
 
 def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
-    """oneDNN's plan for ``conv`` when the kernel can produce its input codes from ``x``, else None."""
+    """``int8_conv``'s plan for ``conv`` (oneDNN or float32 codes) when the kernel can produce its input codes from
+    ``x``, else None."""
     from accelerando.models.unet import FrameGroupNorm
     from accelerando.quant import int8_conv
     from accelerando.quant.conv import UnfoldConv1d
@@ -238,7 +239,7 @@ def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
     if torch.is_grad_enabled() and (x.requires_grad or norm.weight.requires_grad):
         return None
     how = int8_conv.plan(conv, x)
-    if how is None or how[1][4] is not None or not available():  # no low-rank branch: it reads the float input
+    if how is None or how[1].low is not None or not available():  # no low-rank branch: it reads the float input
         return None
     return how
 
@@ -251,10 +252,10 @@ def _conv_after_norm(conv, norm, x: torch.Tensor, mul=None, add=None) -> torch.T
     if how is None:
         h = norm(x)
         return conv(F.silu(h if mul is None else h * mul + add))
-    if how[1][5] == "float":  # a CPU without VNNI: a float32 convolution of the codes
-        codes, scale, _ = frame_norm_silu_float_codes(x, norm, mul, add, how[1][3])
+    if how[1].mode == "float":  # a CPU without VNNI: a float32 convolution of the codes
+        codes, scale, _ = frame_norm_silu_float_codes(x, norm, mul, add, how[1].inv)
         return int8_conv.float_codes_conv(conv, codes, scale, how)
-    q, scale, zp = frame_norm_silu_codes(x, norm, mul, add, how[1][3])
+    q, scale, zp = frame_norm_silu_codes(x, norm, mul, add, how[1].inv)
     return int8_conv.conv_codes(conv, q, scale, zp, how)
 
 
