@@ -386,7 +386,7 @@ class TextToMusicPipeline:
             if g is not None
         ]
 
-        bf16 = use_bf16(self.device)
+        bf16 = use_bf16(self.device)  # decided once per call: the autocast and the bf16 weight copies agree
 
         def model_fn(x, t):
             now = guided and (active is None or active[0] - 1e-6 <= float(t[0]) <= active[1] + 1e-6)
@@ -394,8 +394,8 @@ class TextToMusicPipeline:
             xx = torch.cat([x] * branches) if now else x
             if known is not None:
                 xx = torch.where(c.known_mask[..., None] > 0, c.known, xx)
-            precast = bf16 and not torch.is_grad_enabled()  # bf16 weight copies only for bf16 calls
-            with self._autocast(), self._weight_casts.swap(self.model.dit, enabled=precast):
+            cast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
+            with cast, self._weight_casts.swap(self.model.dit, enabled=bf16 and not torch.is_grad_enabled()):
                 v = self.model.dit(xx, t[:1].expand(xx.shape[0]), c).float()
             v = combine_guidance(v, cfg, rhythm_cfg) if now else v
             for guide in latent_guides:  # moves of the clean estimate, after the backbone (grid, then key)
