@@ -17,7 +17,9 @@ Use calibration data from the train split only.
 the model end to end and returns the error to minimise (for a generator: the complex-STFT error of the decoded audio
 against the float model's, see :func:`accelerando.quant.presets.quantize_pipeline`). After ``quantize_``,
 :func:`accelerando.quant.stft_search.stft_refine_` refines those layers greedily against it; the report is stored
-on ``model.stft_calibration``.
+on ``model.stft_calibration``. Given ``sensitivity`` (:func:`accelerando.quant.sensitivity.record_sensitivity`
+of the float model) instead, those layers are re-picked layer by layer on the sensitivity-weighted output error
+(:func:`~accelerando.quant.sensitivity.sensitivity_refine_`), with no end-to-end objective.
 """
 
 from collections.abc import Callable, Iterable
@@ -27,6 +29,7 @@ from torch import nn
 
 from accelerando.quant.api import quant_plan, quantize_
 from accelerando.quant.configs import QuantConfig, SVDQuantConfig
+from accelerando.quant.sensitivity import sensitivity_refine_
 from accelerando.quant.stft_search import stft_refine_
 
 __all__ = ["calibrate_", "record_activations"]
@@ -100,13 +103,15 @@ def calibrate_(
     callback: Callable[[int, int, float], None] | None = None,
     min_gain: float = 0.0,
     accept: str = "mean",
+    sensitivity: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> nn.Module:
     """Record activation statistics for the layers that need them, then ``quantize_`` ``model`` in place.
 
     ``objective`` / ``unit_fn`` / ``callback`` / ``min_gain`` / ``accept``: for ``calibration="stft"`` layers (see
-    the module docstring and :func:`~accelerando.quant.stft_search.stft_refine_`). ``stats``: activation statistics
-    already recorded with :func:`record_activations` (with row samples for mse / stft layers); ``batches`` is then
-    not run.
+    the module docstring and :func:`~accelerando.quant.stft_search.stft_refine_`). ``sensitivity``: for those
+    layers, the sensitivity-weighted form instead of the search (then ``objective`` is not needed). ``stats``:
+    activation statistics already recorded with :func:`record_activations` (with row samples for mse / stft
+    layers); ``batches`` is then not run.
 
     Raises ``ValueError`` naming the layers no batch ran, or when stft layers have no ``objective``. Returns
     ``model``.
@@ -114,7 +119,7 @@ def calibrate_(
     plan = quant_plan(model, config, filter_fn, overrides)
     need = {n: _wants_sample(c) for n, c in plan.items() if c.needs_calibration}
     stft = [n for n, c in plan.items() if _is_stft(c)]
-    if stft and objective is None:
+    if stft and objective is None and sensitivity is None:
         raise ValueError(
             f"calibration='stft' needs objective=(model -> float), an end-to-end error to minimise; {len(stft)} "
             "layer(s) use it (accelerando.quant.presets.quantize_pipeline builds one for a generator)"
@@ -136,7 +141,9 @@ def calibrate_(
     finally:
         for n in need:
             modules[n].__dict__.pop("_quant_calib", None)
-    if stft:
+    if stft and sensitivity is not None:
+        model.stft_calibration = sensitivity_refine_(model, floats, stats, sensitivity, callback)
+    elif stft:
         model.stft_calibration = stft_refine_(
             model, floats, stats, objective, unit_fn, callback, min_gain, accept=accept
         )

@@ -130,6 +130,8 @@ PRESET_OPTIONS: dict[str, object] = {
     "stft_min_gain": 0.0,
     "stft_accept": "mean",
     "stft_mode": "teacher",
+    "stft_method": "search",
+    "stft_projections": 2,
     "other_linears": "float",
     "recover_steps": None,
     "recover_prompts": 8,
@@ -334,6 +336,12 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             calibration clip length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer),
             ``stft_prompts`` (2), ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"),
             ``stft_accept`` ("mean", or "all": a change must not raise any objective prompt's error),
+            ``stft_method`` ("search": the end-to-end search of :mod:`accelerando.quant.stft_search`;
+            "sensitivity": each layer on its output error weighted by the decoded audio's complex-STFT sensitivity,
+            :mod:`accelerando.quant.sensitivity`, recorded on the ``stft_prompts`` prompts generated with ``seconds``
+            and ``steps``; ``stft_seconds`` / ``stft_steps`` / ``stft_unit`` / ``stft_accept`` / ``stft_min_gain``
+            / ``stft_mode`` are the search's), ``stft_projections`` (2: random STFT projections per sensitivity
+            prompt),
             ``prompts`` (a list of prompt dicts like the shipped ones, replacing them; train-split only),
             ``other_linears`` ("float": the Linears outside the DiT blocks stay float32; "w8a16": they become
             weight-only int8, see :func:`other_filter`), ``recover_steps`` (low-rank recovery steps,
@@ -356,6 +364,11 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     cfg = preset_config(preset, o["rank"], o["group_size"], o["alpha"], o["act_scale"])
     if o["stft_unit"] not in ("block", "layer"):
         raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
+    if o["stft_method"] not in ("search", "sensitivity"):
+        raise UserError(f"stft_method={o['stft_method']!r}; use 'search' or 'sensitivity'")
+    projections = o["stft_projections"]
+    if isinstance(projections, bool) or not isinstance(projections, int) or projections < 1:
+        raise UserError(f"stft_projections={projections!r}; use an int >= 1")
     if o["stft_accept"] not in ("mean", "all"):
         raise UserError(f"stft_accept={o['stft_accept']!r}; use 'mean' or 'all'")
     if o["cfg"] == 1.0:
@@ -438,8 +451,19 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         stats = record_activations(
             dit, dict.fromkeys(plan, True), [gen_batch(i, p) for i, p in enumerate(calib)], o["max_rows"], o["seed"]
         )
-        objective = None
-        if stft:
+        objective = sensitivity = None
+        if stft and o["stft_method"] == "sensitivity":  # the float model's sensitivities, before quantizing
+            from accelerando.quant.recovery import record_teacher
+            from accelerando.quant.sensitivity import record_sensitivity
+
+            sens_teacher = record_teacher(
+                pipeline, objective_prompts, o["seconds"], o["steps"], o["cfg"], o["seed"] + 1000
+            )
+            sensitivity = record_sensitivity(
+                pipeline, sens_teacher, list(plan), o["max_rows"], o["stft_projections"], o["seed"]
+            )
+            del sens_teacher
+        elif stft:
             objective = _stft_objective(pipeline, objective_prompts, o)
         calibrate_(
             dit,
@@ -453,6 +477,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             callback=(lambda d, t, e: report("stft", d, t)) if stft else None,
             min_gain=o["stft_min_gain"],
             accept=o["stft_accept"],
+            sensitivity=sensitivity,
         )
     if o["other_linears"] == "w8a16":  # weight-only int8 for the rest: activations stay float, no calibration
         from accelerando.quant.api import quantize_
