@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--variants", type=int, default=2, help="renderings per score (instrumentation, tempo, key)")
     b.add_argument("--max-seconds", type=float, default=60.0, help="cut longer scores at a bar line")
     b.add_argument("--workers", type=int, default=2)
+    b.add_argument(
+        "--splits",
+        default=None,
+        help="render only these splits, e.g. test (evaluation audio in minutes; a later full build resumes)",
+    )
     b.add_argument("--soundfont", default=None, help="GM .sf2 file (default: the Debian fluid-soundfont-gm)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
@@ -53,6 +58,7 @@ def _build(args: argparse.Namespace) -> int:
             max_seconds=args.max_seconds,
             workers=args.workers,
             soundfont=args.soundfont,
+            splits=None if args.splits is None else tuple(s.strip() for s in args.splits.split(",") if s.strip()),
         )
         res = build_corpus(cfg, progress=not args.quiet)
     except (ValueError, PermissionError, RenderSetupError) as err:

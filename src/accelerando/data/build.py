@@ -49,6 +49,7 @@ class BuildConfig:
     target_lufs: float = -20.0  # loudness of every mix (reduced where the peak limit requires)
     workers: int = 2  # worker processes
     soundfont: str | None = None  # None: $ACCELERANDO_SOUNDFONT or the installed Debian GM soundfont
+    splits: tuple[str, ...] | None = None  # render only scores of these splits (e.g. ("test",)); None: all
 
     def __post_init__(self):
         self.out = Path(self.out).expanduser()
@@ -66,6 +67,15 @@ class BuildConfig:
             raise ValueError(f"max_seconds={self.max_seconds}; clips shorter than 5 s hold too little music")
         if self.workers < 1:
             raise ValueError(f"workers={self.workers}; use at least 1 worker")
+        if self.splits is not None:
+            from accelerando.data.split import SPLITS
+
+            self.splits = tuple(self.splits)
+            bad = [s for s in self.splits if s not in SPLITS]
+            if bad or not self.splits:
+                raise ValueError(
+                    f"splits={','.join(self.splits)!r}; use a comma-separated subset of {', '.join(SPLITS)}"
+                )
 
     @property
     def soundfont_name(self) -> str:
@@ -239,6 +249,10 @@ def build_corpus(cfg: BuildConfig, progress: bool = True) -> BuildResult:
     check_fluidsynth()
     _prepare_out(cfg)
     refs = list_scores(cfg.collections, cfg.limit)
+    if cfg.splits is not None:  # the split is a function of the score id: the same scores a full build gives them
+        from accelerando.data.split import split_for
+
+        refs = [r for r in refs if split_for(r.score_id) in cfg.splits]
     todo = [r for r in refs if not _marker(cfg, r).exists()]
     t0 = time.perf_counter()
     clips = failed = 0
