@@ -93,7 +93,11 @@ def record_sensitivity(
                 y = y.detach().requires_grad_(True)
             sq = torch.zeros(y.shape, dtype=torch.float32, device=y.device)
             live.setdefault(name, []).append((args[0].detach(), sq))
-            y.register_hook(lambda g: sq.add_(g.detach().float().square()))
+
+            def accumulate(g: torch.Tensor) -> None:  # returns None: a tensor hook's return value replaces the grad
+                sq.add_(g.detach().float().square())
+
+            y.register_hook(accumulate)
             return y
 
         return hook
