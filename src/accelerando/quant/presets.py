@@ -108,6 +108,7 @@ PRESETS = (
 RECOVER_PRESETS = ("w4a8-svd-stft-rec",)  # presets that run low-rank recovery by default
 DEFAULT_RECOVER_STEPS = 60
 OTHER_LINEARS = ("float", "w8a16")
+STFT_METHODS = ("search", "sensitivity", "uniform")  # see quantize_pipeline's stft_method
 # input features per weight scale of the 4-bit presets: on the built-in U-Net, one scale per output channel lost 21%
 # of key adherence and group 64 lost 7%; folded group scales (quant/linear.py) cost no CPU speed (BENCHMARKS.md)
 DEFAULT_GROUP_SIZE = 64
@@ -340,7 +341,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             "sensitivity": each layer on its output error weighted by the decoded audio's complex-STFT sensitivity,
             :mod:`accelerando.quant.sensitivity`, recorded on the ``stft_prompts`` prompts generated with ``seconds``
             and ``steps``; ``stft_seconds`` / ``stft_steps`` / ``stft_unit`` / ``stft_accept`` / ``stft_min_gain``
-            / ``stft_mode`` are the search's), ``stft_projections`` (2: random STFT projections per sensitivity
+            / ``stft_mode`` are the search's; "uniform": the sensitivity form's rows and grid with every output
+            weighted alike, an ablation that separates the weighting from the wider grid), ``stft_projections`` (2: random STFT projections per sensitivity
             prompt),
             ``prompts`` (a list of prompt dicts like the shipped ones, replacing them; train-split only),
             ``other_linears`` ("float": the Linears outside the DiT blocks stay float32; "w8a16": they become
@@ -364,8 +366,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     cfg = preset_config(preset, o["rank"], o["group_size"], o["alpha"], o["act_scale"])
     if o["stft_unit"] not in ("block", "layer"):
         raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
-    if o["stft_method"] not in ("search", "sensitivity"):
-        raise UserError(f"stft_method={o['stft_method']!r}; use 'search' or 'sensitivity'")
+    if o["stft_method"] not in STFT_METHODS:
+        raise UserError(f"stft_method={o['stft_method']!r}; use one of {', '.join(STFT_METHODS)}")
     projections = o["stft_projections"]
     if isinstance(projections, bool) or not isinstance(projections, int) or projections < 1:
         raise UserError(f"stft_projections={projections!r}; use an int >= 1")
@@ -452,7 +454,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             dit, dict.fromkeys(plan, True), [gen_batch(i, p) for i, p in enumerate(calib)], o["max_rows"], o["seed"]
         )
         objective = sensitivity = None
-        if stft and o["stft_method"] == "sensitivity":  # the float model's sensitivities, before quantizing
+        if stft and o["stft_method"] != "search":  # the float model's sensitivities, before quantizing
             from accelerando.quant.recovery import record_teacher
             from accelerando.quant.sensitivity import record_sensitivity
 
@@ -463,6 +465,9 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
                 pipeline, sens_teacher, list(plan), o["max_rows"], o["stft_projections"], o["seed"]
             )
             del sens_teacher
+            if o["stft_method"] == "uniform":  # the ablation: the same rows and grid, every output weighted alike
+                for d in sensitivity.values():
+                    d["w"] = torch.ones_like(d["w"])
         elif stft:
             objective = _stft_objective(pipeline, objective_prompts, o)
         calibrate_(
@@ -479,6 +484,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             accept=o["stft_accept"],
             sensitivity=sensitivity,
         )
+        if sensitivity is not None:
+            dit.stft_calibration["method"] = o["stft_method"]
     if o["other_linears"] == "w8a16":  # weight-only int8 for the rest: activations stay float, no calibration
         from accelerando.quant.api import quantize_
 
