@@ -47,7 +47,10 @@ def main() -> None:
     out = []
     for a, b in args.compare:
         row = {"a": a, "b": b, "runs": [p for p, _, _ in runs]}
-        for k in _METRICS:
+        # the teacher-forced error too where every run has it for both (quant_generator.py --teacher-forced)
+        has_tf = all("tf_complex_stft" in res.get(v, {}).get("per_prompt", {}) for _, res, _ in runs for v in (a, b))
+        metrics = [*_METRICS, *(["tf_complex_stft"] if has_tf else [])]
+        for k in metrics:
             xs, ys, per_run = [], [], []
             for path, res, _ in runs:
                 if any(v not in res or "per_prompt" not in res[v] for v in (a, b)):
@@ -59,7 +62,7 @@ def main() -> None:
             row[k] = {**compare_paired(xs, ys), "rel_diff_per_run": per_run}
         out.append(row)
         print(f"{b}  vs  {a}")
-        for k in _METRICS:
+        for k in metrics:
             r = row[k]
             rel = "n/a" if r["rel_diff"] is None else f"{100 * r['rel_diff']:+.1f}%"
             runs_txt = ", ".join(f"{100 * v:+.1f}%" for v in r["rel_diff_per_run"])

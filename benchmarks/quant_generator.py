@@ -19,6 +19,12 @@ the state dict by kind (``size_breakdown``: packed codes, scales, low-rank facto
 (both guidance branches, ``--seconds`` of latent) under bf16 autocast, float vs variant, in this process, round-robin
 over ``--repeats`` after a warm-up, median, ``torch.set_num_threads(--threads)`` (``--repeats 0`` skips it).
 
+``--teacher-forced``: also ``tf_complex_stft``, per test prompt the complex-STFT error of the audio the variant
+decodes when its backbone sees the float pipeline's trajectory of that prompt (guidance 3 at every step, no latent
+guidance; recorded by ``accelerando.quant.recovery.record_teacher``) against the float audio. The paired metrics
+above compare two free-running trajectories, whose divergence is chaotic; this one measures the quantization's
+first-order audio error with that noise removed.
+
 Outliers (``--outliers``): for every quantized layer of the float backbone, the per-input-channel absmax over the
 calibration activations; reported: the channels whose absmax exceeds 8x the layer's median channel absmax, and for
 ``in_proj``-fed first blocks nothing more. ``--tiny`` runs everything on the random-weight tiny pipeline (smoke test).
@@ -82,6 +88,19 @@ def _generate(pipe, p: dict, seconds: float, steps: int, seed: int) -> torch.Ten
 
 
 _METRICS = {"lsd": lsd, "mrstft": mrstft, "complex_stft": complex_stft_error}
+
+
+def _teacher_forced(pipe, teacher) -> list[float]:
+    """Per test prompt: complex-STFT error (FFT 1024, as the paired metric) of the audio ``pipe`` decodes when its
+    backbone sees the float trajectory (``accelerando.quant.recovery.teacher_forced_audio``) against the float
+    audio. No chaotic divergence of two free trajectories: the first-order audio error of the quantization."""
+    from accelerando.quant.recovery import teacher_forced_audio
+
+    with torch.no_grad():
+        return [
+            complex_stft_error(teacher_forced_audio(pipe, it, teacher.cfg, teacher.rhythm_cfg)[0], it.audio[0])
+            for it in teacher.items
+        ]
 
 
 def _paired(pred: list[torch.Tensor], ref: list[torch.Tensor]) -> dict:
@@ -180,6 +199,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--outliers", action="store_true")
     ap.add_argument("--tiny", action="store_true")
+    ap.add_argument(
+        "--teacher-forced",
+        action="store_true",
+        help="also the teacher-forced complex-STFT error on the test prompts (tf_complex_stft; see the docstring)",
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument(
         "--compare",
@@ -214,6 +238,11 @@ def main() -> None:
         "fp, other seed": {**_paired(fp_other, fp), "weight_bytes": state_bytes(base.model), "bf16_bytes": bf16_bytes}
     }
     calls = {"fp": _backbone_call(base, args.seconds)}
+    teacher = None
+    if args.teacher_forced:  # the float trajectories of the test prompts, recorded before anything is quantized
+        from accelerando.quant.recovery import record_teacher
+
+        teacher = record_teacher(base, prompts, args.seconds, args.steps, 3.0, args.seed)
     for label, preset, opts in _variants(args.presets, args.variant):
         pipe = copy.copy(base)
         pipe.model = copy.deepcopy(base.model)
@@ -222,8 +251,12 @@ def main() -> None:
         rep = pipe.model.quant_report
         out = [_generate(pipe, p, args.seconds, args.steps, args.seed + i) for i, p in enumerate(prompts)]
         rec = rep["recovery"]
+        paired = _paired(out, fp)
+        if teacher is not None:
+            tf = _teacher_forced(pipe, teacher)
+            paired["tf_complex_stft"], paired["per_prompt"]["tf_complex_stft"] = statistics.mean(tf), tf
         results[label] = {
-            **_paired(out, fp),
+            **paired,
             "weight_bytes": rep["weight_bytes_after"],
             "weight_ratio_vs_bf16": rep["weight_bytes_bf16"] / rep["weight_bytes_after"],
             "quantized_layer_bytes": rep["quantized_layer_bytes_after"],
@@ -253,7 +286,7 @@ def main() -> None:
         report["comparisons"] = []
         for a, b in args.compare:
             row = {"a": a, "b": b}
-            for k in _METRICS:
+            for k in [*_METRICS, *(["tf_complex_stft"] if teacher is not None else [])]:
                 row[k] = compare_paired(results[a]["per_prompt"][k], results[b]["per_prompt"][k])
             report["comparisons"].append(row)
             print("compare", json.dumps(row), file=sys.stderr, flush=True)

@@ -342,8 +342,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             :mod:`accelerando.quant.sensitivity`, recorded on the ``stft_prompts`` prompts generated with ``seconds``
             and ``steps``; ``stft_seconds`` / ``stft_steps`` / ``stft_unit`` / ``stft_accept`` / ``stft_min_gain``
             / ``stft_mode`` are the search's; "uniform": the sensitivity form's rows and grid with every output
-            weighted alike, an ablation that separates the weighting from the wider grid), ``stft_projections`` (2: random STFT projections per sensitivity
-            prompt),
+            weighted alike, an ablation that separates the weighting from the wider grid), ``stft_projections``
+            (2: random STFT projections per sensitivity prompt),
             ``prompts`` (a list of prompt dicts like the shipped ones, replacing them; train-split only),
             ``other_linears`` ("float": the Linears outside the DiT blocks stay float32; "w8a16": they become
             weight-only int8, see :func:`other_filter`), ``recover_steps`` (low-rank recovery steps,

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from accelerando.modules.precision import autocast
 from accelerando.quant.svd import SVDQuantLinear
 
-__all__ = ["Teacher", "record_teacher", "recover_", "complex_stft_loss", "RECOVERY_RESOLUTIONS"]
+__all__ = ["Teacher", "record_teacher", "recover_", "complex_stft_loss", "teacher_forced_audio", "RECOVERY_RESOLUTIONS"]
 
 RECOVERY_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop)
 
@@ -202,6 +202,12 @@ def _rows(cond, a: int, b: int):
 
 def _item_loss(pipeline, item: _Item, cfg: float, rhythm_cfg: float | None = None) -> torch.Tensor:
     """Complex-STFT loss of the teacher-forced quantized audio of ``item`` against the float audio."""
+    return complex_stft_loss(teacher_forced_audio(pipeline, item, cfg, rhythm_cfg), item.audio)
+
+
+def teacher_forced_audio(pipeline, item: _Item, cfg: float, rhythm_cfg: float | None = None) -> torch.Tensor:
+    """The audio [1, 1, S] ``pipeline`` would decode if its backbone saw the float trajectory of ``item`` (a
+    :class:`Teacher` item): the recorded final latent plus the Euler-integrated guided velocity differences."""
     dit, model = pipeline.model.dit, pipeline.model
     with autocast("cpu"):  # the pipeline's precision on the CPU (bf16 only with bf16 hardware)
         if _per_tensor(dit):  # one activation scale per call, as in generation: one backbone call per sampler call
@@ -214,7 +220,7 @@ def _item_loss(pipeline, item: _Item, cfg: float, rhythm_cfg: float | None = Non
     guided = _guided(v, item.calls, cfg, rhythm_cfg) - _guided(item.v, item.calls, cfg, rhythm_cfg)
     delta = (item.dt[:, None, None] * guided).sum(0)
     latent = item.latent + (delta * model.dit.latent_std).T[None]  # [1, D, T]
-    return complex_stft_loss(pipeline.codec.decode(latent), item.audio)
+    return pipeline.codec.decode(latent)
 
 
 def _stored(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -20,12 +20,16 @@ over a sample of rows whose inputs and weights were recorded together. Uniform `
 ``w`` adds what the codec and the sampler do to each output channel, frame, sampler step and guidance branch
 (the unconditional branch enters with weight ``(1 - cfg)²``, the conditional with ``cfg²``).
 
-The candidates per layer are :data:`~accelerando.quant.configs.STFT_ALPHA_GRID` × :data:`STFT_CLIP_GRID` at the
-configured rank (the ``"mse"`` choice, clipping 1, is one of them and is kept on ties). Cost: one forward and
+The candidates per layer are :data:`~accelerando.quant.configs.STFT_ALPHA_GRID` × the low-rank split × the
+residual clipping in :data:`STFT_CLIP_GRID`, at the configured rank (the ``"mse"`` choice, plain split, clipping 1,
+is one of them and is kept on ties). The split is the plain SVD of the smoothed weight, or its SVD weighted by each
+output channel's mean sensitivity (:func:`~accelerando.quant.svd.lowrank_split` with ``row_weights``: Fisher-weighted
+SVD), which gives the 16-bit branch the rows whose error the audio feels most. Cost: one forward and
 ``projections`` backward passes per prompt on the float model, then a grid of layer evaluations on the recorded rows;
 no end-to-end evaluation per candidate.
 """
 
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -36,7 +40,10 @@ from accelerando.modules.precision import autocast
 from accelerando.quant.configs import STFT_ALPHA_GRID, STFT_CLIP_GRID, SVDQuantConfig
 from accelerando.quant.svd import SVDQuantLinear, layer_smoothing, lowrank_split
 
-__all__ = ["record_sensitivity", "sensitivity_refine_", "weighted_error"]
+__all__ = ["SPLITS", "record_sensitivity", "sensitivity_refine_", "weighted_error"]
+
+SPLITS = ("plain", "weighted")  # the low-rank branch: plain SVD, or weighted by output-channel sensitivity
+_MIN_ROW_WEIGHT = 1e-2  # of the mean: a channel the calibration never saw move the audio still counts a little
 
 
 def _stft_projection(audio: torch.Tensor, ref: torch.Tensor, gen: torch.Generator, resolutions) -> torch.Tensor:
@@ -139,6 +146,13 @@ def record_sensitivity(
     return {n: {"x": torch.cat(d["x"])[:max_rows], "w": torch.cat(d["w"])[:max_rows]} for n, d in out.items()}
 
 
+def _row_weights(w: torch.Tensor) -> torch.Tensor:
+    """Sensitivity weights [M, N] -> per output channel [N], mean 1, at least ``_MIN_ROW_WEIGHT``."""
+    f = w.double().mean(0)
+    f = f / f.mean().clamp(min=1e-300)
+    return f.clamp(min=_MIN_ROW_WEIGHT) if bool(torch.isfinite(f).all()) and float(f.sum()) > 0 else torch.ones_like(f)
+
+
 def weighted_error(layer: nn.Module, ref: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> float:
     """``mean(w * (layer(x) - ref)²)``: the sensitivity-weighted output error of ``layer`` on rows ``x`` [M, K]
     against the float outputs ``ref`` [M, N], weights ``w`` [M, N]."""
@@ -153,13 +167,14 @@ def sensitivity_refine_(
     sensitivity: dict[str, dict[str, torch.Tensor]],
     callback: Callable[[int, int, float], None] | None = None,
 ) -> dict:
-    """Re-pick alpha and clipping of the installed ``SVDQuantLinear`` layers named in ``floats`` (name -> the float
-    layer it replaced) in place, minimising :func:`weighted_error` on ``sensitivity`` (from
+    """Re-pick alpha, clipping and the low-rank split of the installed ``SVDQuantLinear`` layers named in ``floats``
+    (name -> the float layer it replaced) in place, minimising :func:`weighted_error` on ``sensitivity`` (from
     :func:`record_sensitivity`); ``stats``: name -> ``{"absmax": [K]}`` as recorded for smoothing.
 
     Returns ``{"method": "sensitivity", "start", "best": summed weighted error of all layers at the starting and
-    final choice, "evaluations", "layers": {name: {"alpha", "w_clip", "rank", "gain"}}}`` (``gain``: the layer's
-    relative drop in weighted error). ``callback(done, total, best)`` after each layer."""
+    final choice, "evaluations", "layers": {name: {"alpha", "w_clip", "rank", "split", "gain"}}}`` (``split``:
+    ``"plain"`` or ``"weighted"``, see :data:`SPLITS`; ``gain``: the layer's relative drop in weighted error).
+    ``callback(done, total, best)`` after each layer."""
     start = best_total = 0.0
     layers, evaluations = {}, 0
     for i, (n, lin) in enumerate(floats.items()):
@@ -175,30 +190,38 @@ def sensitivity_refine_(
         alpha0 = round(float(cur.alpha), 6)
         best, best_err = cur, weighted_error(cur, ref, x, w)
         first = best_err
-        choice = {"alpha": alpha0, "w_clip": float(cfg.w_clip), "rank": cur.rank}
+        choice = {"alpha": alpha0, "w_clip": float(cfg.w_clip), "rank": cur.rank, "split": "plain"}
+        splits: dict[tuple[float, str], tuple] = {}
         evaluations += 1
-        for alpha in STFT_ALPHA_GRID:
-            s = layer_smoothing(lin, stats[n]["absmax"], alpha, cfg.act_scale)
-            split = lowrank_split(lin.weight.detach().float() * s, cur.rank)
-            for clip in STFT_CLIP_GRID:
-                if (alpha, clip) == (alpha0, choice["w_clip"]) and best is cur:
-                    continue
-                cand = SVDQuantLinear.from_float(
-                    lin,
-                    stats[n]["absmax"],
-                    alpha,
-                    cfg.w_bits,
-                    cfg.a_bits,
-                    cfg.group_size,
-                    cur.rank,
-                    clip,
-                    split=split,
-                    act_scale=cfg.act_scale,
+        rows = _row_weights(w)  # [N]: each output channel's mean sensitivity, for the weighted split
+        kinds = SPLITS if cur.rank and not torch.allclose(rows, torch.ones_like(rows)) else ("plain",)
+        for alpha, split_kind, clip in itertools.product(STFT_ALPHA_GRID, kinds, STFT_CLIP_GRID):
+            if (alpha, split_kind, clip) == (alpha0, "plain", choice["w_clip"]) and best is cur:
+                continue
+            if (alpha, split_kind) not in splits:
+                ws = lin.weight.detach().float() * layer_smoothing(lin, stats[n]["absmax"], alpha, cfg.act_scale)
+                splits[alpha, split_kind] = lowrank_split(ws, cur.rank, rows if split_kind == "weighted" else None)
+            split = splits[alpha, split_kind]
+            cand = SVDQuantLinear.from_float(
+                lin,
+                stats[n]["absmax"],
+                alpha,
+                cfg.w_bits,
+                cfg.a_bits,
+                cfg.group_size,
+                cur.rank,
+                clip,
+                split=split,
+                act_scale=cfg.act_scale,
+            )
+            err = weighted_error(cand, ref, x, w)
+            evaluations += 1
+            if err < best_err:
+                best, best_err, choice = (
+                    cand,
+                    err,
+                    {"alpha": alpha, "w_clip": clip, "rank": cur.rank, "split": split_kind},
                 )
-                err = weighted_error(cand, ref, x, w)
-                evaluations += 1
-                if err < best_err:
-                    best, best_err, choice = cand, err, {"alpha": alpha, "w_clip": clip, "rank": cur.rank}
         best.quant_config = replace(cfg, smooth_alpha=choice["alpha"], w_clip=choice["w_clip"], rank=choice["rank"])
         if best is not cur:
             parent, _, child = n.rpartition(".")

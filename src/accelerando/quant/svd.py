@@ -59,13 +59,21 @@ def layer_smoothing(
     return smoothing_factors(a, w, alpha).repeat_interleave(taps)  # [K], taps fastest (the unfold layout)
 
 
-def lowrank_split(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``rank`` SVD of ``w`` [N, K] -> (``L1`` bf16 [N, r], ``L2`` bf16 [r, K], residual fp32 [N, K])."""
+def lowrank_split(
+    w: torch.Tensor, rank: int, row_weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-``rank`` SVD of ``w`` [N, K] -> (``L1`` bf16 [N, r], ``L2`` bf16 [r, K], residual fp32 [N, K]).
+
+    ``row_weights`` [N] (positive): the rank-``r`` ``L1 L2`` minimising ``sum_n row_weights[n] ||w[n] - (L1 L2)[n]||²``
+    instead (the SVD of ``diag(sqrt(row_weights)) w``, unscaled; Fisher-weighted SVD when the weights are output
+    sensitivities), so the branch absorbs the rows whose error costs most."""
     w = w.detach().float()
     if rank == 0:
         return w.new_zeros(w.shape[0], 0).bfloat16(), w.new_zeros(0, w.shape[1]).bfloat16(), w.clone()
-    u, sv, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    r = None if row_weights is None else row_weights.detach().double().to(w.device).sqrt()[:, None]  # [N, 1]
+    u, sv, vh = torch.linalg.svd(w.double() if r is None else w.double() * r, full_matrices=False)
     root = sv[:rank].sqrt()
+    u = u if r is None else u / r
     l1 = (u[:, :rank] * root).float().bfloat16()  # [N, r]
     l2 = (root[:, None] * vh[:rank]).float().bfloat16()  # [r, K]
     return l1, l2, w - l1.float() @ l2.float()
