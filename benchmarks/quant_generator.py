@@ -286,7 +286,8 @@ def main() -> None:
         report["comparisons"] = []
         for a, b in args.compare:
             row = {"a": a, "b": b}
-            for k in [*_METRICS, *(["tf_complex_stft"] if teacher is not None else [])]:
+            tf = all("tf_complex_stft" in results[v]["per_prompt"] for v in (a, b))  # not "fp, other seed"
+            for k in [*_METRICS, *(["tf_complex_stft"] if tf else [])]:
                 row[k] = compare_paired(results[a]["per_prompt"][k], results[b]["per_prompt"][k])
             report["comparisons"].append(row)
             print("compare", json.dumps(row), file=sys.stderr, flush=True)

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--splits",
         default=None,
-        help="render only these splits, e.g. test (evaluation audio in minutes; a later full build resumes)",
+        help="render only these splits, e.g. test (evaluation audio in minutes; a later full build resumes); "
+        "--limit picks the scores first, then the split filter keeps about 5%% of them for test",
     )
     b.add_argument("--soundfont", default=None, help="GM .sf2 file (default: the Debian fluid-soundfont-gm)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

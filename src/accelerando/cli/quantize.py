@@ -98,7 +98,12 @@ def _run(args: argparse.Namespace) -> int:
         if stage not in bars:
             for b in bars.values():
                 b.close()
-            desc = {"calibrate": "calibrating", "stft": "stft search", "recover": "recovery"}.get(stage, stage)
+            desc = {
+                "calibrate": "calibrating",
+                "sensitivity": "stft sensitivities",
+                "stft": "stft calibration",
+                "recover": "recovery",
+            }.get(stage, stage)
             bars[stage] = tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
         bar = bars[stage]
         bar.total = max(bar.total or 0, total)

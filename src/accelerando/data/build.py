@@ -70,7 +70,7 @@ class BuildConfig:
         if self.splits is not None:
             from accelerando.data.split import SPLITS
 
-            self.splits = tuple(self.splits)
+            self.splits = tuple(self.splits.split(",")) if isinstance(self.splits, str) else tuple(self.splits)
             bad = [s for s in self.splits if s not in SPLITS]
             if bad or not self.splits:
                 raise ValueError(

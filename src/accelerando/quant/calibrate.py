@@ -29,7 +29,7 @@ from torch import nn
 
 from accelerando.quant.api import quant_plan, quantize_
 from accelerando.quant.configs import QuantConfig, SVDQuantConfig
-from accelerando.quant.sensitivity import sensitivity_refine_
+from accelerando.quant.sensitivity import check_sensitivity, sensitivity_refine_
 from accelerando.quant.stft_search import stft_refine_
 
 __all__ = ["calibrate_", "record_activations"]
@@ -113,12 +113,15 @@ def calibrate_(
     activation statistics already recorded with :func:`record_activations` (with row samples for mse / stft
     layers); ``batches`` is then not run.
 
-    Raises ``ValueError`` naming the layers no batch ran, or when stft layers have no ``objective``. Returns
+    Raises ``ValueError`` naming the layers no batch ran, when stft layers have neither ``objective`` nor
+    ``sensitivity`` (or both), or when the sensitivity rows do not fit a layer; all before quantizing. Returns
     ``model``.
     """
     plan = quant_plan(model, config, filter_fn, overrides)
     need = {n: _wants_sample(c) for n, c in plan.items() if c.needs_calibration}
     stft = [n for n, c in plan.items() if _is_stft(c)]
+    if stft and objective is not None and sensitivity is not None:
+        raise ValueError("give calibration='stft' layers an objective (the search) or sensitivity rows, not both")
     if stft and objective is None and sensitivity is None:
         raise ValueError(
             f"calibration='stft' needs objective=(model -> float), an end-to-end error to minimise; {len(stft)} "
@@ -134,6 +137,8 @@ def calibrate_(
         raise ValueError(f"calibration stats hold no activation rows for these mse/stft layers: {no_rows}")
     modules = dict(model.named_modules())
     floats = {n: modules[n] for n in stft}
+    if stft and sensitivity is not None:
+        check_sensitivity(floats, sensitivity)  # before anything is quantized
     for n in need:
         modules[n]._quant_calib = stats[n]
     try:

@@ -52,7 +52,11 @@ by the float pipeline (``stft_seconds`` long, ``stft_steps`` steps, seeds ``seed
 the codec; the objective regenerates them with the quantized backbone (same prompts, seeds and noise) and returns the
 mean complex-STFT error (``accelerando.eval.paired.complex_stft_error``) against the float audio. The per-unit search
 is :func:`accelerando.quant.stft_search.stft_refine_`; ``stft_unit="block"`` (default) searches each DiT block's
-layers together, ``"layer"`` each layer alone (8x the objective calls).
+layers together, ``"layer"`` each layer alone (8x the objective calls). With ``stft_method="sensitivity"`` there
+is no whole-pipeline objective: the float pipeline's teacher-forced trajectories of the ``stft_prompts`` prompts
+give each layer output's complex-STFT sensitivity, and each layer picks its alpha, low-rank split and clipping on
+the sensitivity-weighted output error (:mod:`accelerando.quant.sensitivity`); ``"uniform"`` is that with every
+weight 1 and the plain split only (the ablation).
 """
 
 import re
@@ -351,8 +355,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             SmoothQuant presets only), ``recover_prompts`` (8: further train prompts, disjoint from the others),
             ``recover_seconds`` (5.0), ``recover_lr`` (2e-4, relative), ``recover_scale_lr`` (3e-4), ``recover_scales``
             (True: train the residual's weight scales too), ``recover_lowrank`` (True: train the low-rank factors),
-            ``callback`` (``(stage, done, total)`` after each calibration generation / stft objective call /
-            recovery step; stages "calibrate", "stft", "recover").
+            ``callback`` (``(stage, done, total)`` after each calibration generation / sensitivity prompt / stft
+            objective call or refined layer / recovery step; stages "calibrate", "sensitivity", "stft", "recover").
 
     The report (``pipeline.model.quant_report``): preset, config, weight bytes before / after (whole generator state
     dict, and the quantized layers alone with their float version counted at 2 bytes per weight as bf16),
@@ -409,6 +413,12 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         raise UserError("calibration prompts must come from the train split")
     stft = isinstance(cfg, SVDQuantConfig) and cfg.calibration == "stft"
     n_stft = o["stft_prompts"] if stft else 0
+    if stft and (isinstance(n_stft, bool) or not isinstance(n_stft, int) or n_stft < 1):
+        raise UserError(f"stft_prompts={n_stft!r}; use an int >= 1")
+    if isinstance(o["max_rows"], bool) or not isinstance(o["max_rows"], int) or o["max_rows"] < 1:
+        raise UserError(f"max_rows={o['max_rows']!r}; use an int >= 1")
+    if o["stft_mode"] not in ("teacher", "free"):
+        raise UserError(f"stft_mode={o['stft_mode']!r}; use 'teacher' or 'free'")
     if calib_prompts + n_stft + n_rec > len(prompts):
         raise UserError(
             f"calib_prompts={calib_prompts} (+ {n_stft} for the stft objective, + {n_rec} for recovery) exceeds "
@@ -462,7 +472,13 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
                 pipeline, objective_prompts, o["seconds"], o["steps"], o["cfg"], o["seed"] + 1000
             )
             sensitivity = record_sensitivity(
-                pipeline, sens_teacher, list(plan), o["max_rows"], o["stft_projections"], o["seed"]
+                pipeline,
+                sens_teacher,
+                list(plan),
+                o["max_rows"],
+                o["stft_projections"],
+                o["seed"],
+                callback=lambda d, t: report("sensitivity", d, t),
             )
             del sens_teacher
             if o["stft_method"] == "uniform":  # the ablation: the same rows and grid, every output weighted alike

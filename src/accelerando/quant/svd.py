@@ -70,6 +70,12 @@ def lowrank_split(
     w = w.detach().float()
     if rank == 0:
         return w.new_zeros(w.shape[0], 0).bfloat16(), w.new_zeros(0, w.shape[1]).bfloat16(), w.clone()
+    if row_weights is not None and (
+        row_weights.shape != (w.shape[0],) or not bool(torch.isfinite(row_weights).all() and (row_weights > 0).all())
+    ):
+        raise ValueError(
+            f"row_weights must be {w.shape[0]} positive finite values, got shape {tuple(row_weights.shape)}"
+        )
     r = None if row_weights is None else row_weights.detach().double().to(w.device).sqrt()[:, None]  # [N, 1]
     u, sv, vh = torch.linalg.svd(w.double() if r is None else w.double() * r, full_matrices=False)
     root = sv[:rank].sqrt()
