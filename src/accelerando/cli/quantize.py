@@ -60,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="activation scales of the A8 presets: one per token (default) or one per call, which runs a U-Net's "
         "quantized convolutions as oneDNN int8 convolutions on the CPU",
     )
+    q.add_argument(
+        "--stft-method",
+        choices=("sensitivity", "search", "uniform"),
+        default=None,
+        help="how the stft presets pick each layer's settings: by complex-STFT sensitivity (default), by an "
+        "end-to-end search, or the uniform-weight ablation",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors file")
     q.add_argument("--json", action="store_true", help="print one JSON report on stdout")
@@ -119,6 +126,8 @@ def _run(args: argparse.Namespace) -> int:
         options["recover_steps"] = args.recover_steps
     if args.rank is not None:
         options["rank"] = args.rank
+    if args.stft_method is not None:
+        options["stft_method"] = args.stft_method
     if args.group_size is not None:
         options["group_size"] = args.group_size or None  # 0: per output channel
     try:

@@ -128,14 +128,14 @@ PRESET_OPTIONS: dict[str, object] = {
     "seconds": 5.0,
     "seed": 0,
     "max_rows": 1024,
-    "stft_prompts": 2,
+    "stft_prompts": None,
     "stft_seconds": 2.0,
     "stft_steps": 4,
     "stft_unit": "block",
     "stft_min_gain": 0.0,
     "stft_accept": "mean",
     "stft_mode": "teacher",
-    "stft_method": "search",
+    "stft_method": "sensitivity",
     "stft_projections": 2,
     "other_linears": "float",
     "recover_steps": None,
@@ -339,15 +339,16 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             presets: one uint8 activation scale per call, a U-Net's convs then run as oneDNN int8 convolutions),
             ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0:
             calibration clip length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer),
-            ``stft_prompts`` (2), ``stft_seconds`` (2.0), ``stft_steps`` (4), ``stft_unit`` ("block" or "layer"),
+            ``stft_prompts`` (4 for the sensitivity form, 2 for the search), ``stft_seconds`` (2.0), ``stft_steps``
+            (4), ``stft_unit`` ("block" or "layer"),
             ``stft_accept`` ("mean", or "all": a change must not raise any objective prompt's error),
-            ``stft_method`` ("search": the end-to-end search of :mod:`accelerando.quant.stft_search`;
-            "sensitivity": each layer on its output error weighted by the decoded audio's complex-STFT sensitivity,
-            :mod:`accelerando.quant.sensitivity`, recorded on the ``stft_prompts`` prompts generated with ``seconds``
-            and ``steps``; ``stft_seconds`` / ``stft_steps`` / ``stft_unit`` / ``stft_accept`` / ``stft_min_gain``
-            / ``stft_mode`` are the search's; "uniform": the sensitivity form's rows and grid with every output
-            weighted alike, an ablation that separates the weighting from the wider grid), ``stft_projections``
-            (2: random STFT projections per sensitivity prompt),
+            ``stft_method`` ("sensitivity", the default: each layer on its output error weighted by the decoded
+            audio's complex-STFT sensitivity, :mod:`accelerando.quant.sensitivity`, recorded on the
+            ``stft_prompts`` prompts generated with ``seconds`` and ``steps``; "search": the end-to-end search of
+            :mod:`accelerando.quant.stft_search`, to which ``stft_seconds`` / ``stft_steps`` / ``stft_unit`` /
+            ``stft_accept`` / ``stft_min_gain`` / ``stft_mode`` apply; "uniform": the sensitivity form's rows and
+            alpha x clipping grid with every output weighted alike and the plain split, an ablation),
+            ``stft_projections`` (2: random STFT projections per sensitivity prompt),
             ``prompts`` (a list of prompt dicts like the shipped ones, replacing them; train-split only),
             ``other_linears`` ("float": the Linears outside the DiT blocks stay float32; "w8a16": they become
             weight-only int8, see :func:`other_filter`), ``recover_steps`` (low-rank recovery steps,
@@ -413,6 +414,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         raise UserError("calibration prompts must come from the train split")
     stft = isinstance(cfg, SVDQuantConfig) and cfg.calibration == "stft"
     n_stft = o["stft_prompts"] if stft else 0
+    if stft and n_stft is None:  # the search evaluates whole generations per candidate: fewer, shorter prompts
+        n_stft = 2 if o["stft_method"] == "search" else 4
     if stft and (isinstance(n_stft, bool) or not isinstance(n_stft, int) or n_stft < 1):
         raise UserError(f"stft_prompts={n_stft!r}; use an int >= 1")
     if isinstance(o["max_rows"], bool) or not isinstance(o["max_rows"], int) or o["max_rows"] < 1:
