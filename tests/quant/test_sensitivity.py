@@ -144,3 +144,20 @@ def test_calibrate_rejects_missing_sensitivity_rows_before_quantizing():
             model, cfg, [torch.randn(8, 32)], sensitivity={"0": sens["0"], "1": {**sens["0"], "w": torch.ones(8, 5)}}
         )
     assert not quantized_layers(model)
+
+
+@pytest.mark.parametrize("method", [None, "uniform"])
+def test_cli_stft_method_reaches_the_calibration(tmp_path, monkeypatch, capsys, method):
+    """``accelerando quantize --config w4a8-svd-stft`` calibrates by sensitivity unless ``--stft-method`` says
+    otherwise; the JSON report names the method."""
+    import json
+
+    from accelerando.cli import quantize
+    from accelerando.cli.main import build_parser
+
+    monkeypatch.setattr(quantize, "load_pipeline", lambda model: tiny_pipeline(backbone="unet"))
+    argv = ["quantize", "--config", "w4a8-svd-stft", "--rank", "4", "--calib-prompts", "2", "--json"]
+    argv += ["-o", str(tmp_path / "s.safetensors"), *(["--stft-method", method] if method else [])]
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["stft_calibration"]["method"] == (method or "sensitivity")
