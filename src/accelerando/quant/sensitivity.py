@@ -44,7 +44,6 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from accelerando.modules.precision import autocast
 from accelerando.quant.configs import STFT_ALPHA_GRID, STFT_CLIP_GRID, SVDQuantConfig
 from accelerando.quant.svd import SVDQuantLinear, layer_smoothing, lowrank_split
 
@@ -102,7 +101,7 @@ def record_sensitivity(
     input over that whole call, so that per-tensor activation scales can be reproduced exactly on the sampled rows
     (:func:`weighted_error`).
     """
-    from accelerando.quant.recovery import RECOVERY_RESOLUTIONS, _guided
+    from accelerando.quant.recovery import RECOVERY_RESOLUTIONS, teacher_forced_audio
 
     if isinstance(projections, bool) or not isinstance(projections, int) or projections < 1:
         raise ValueError(f"projections={projections!r}; use an int >= 1")
@@ -139,13 +138,8 @@ def record_sensitivity(
             p.requires_grad_(False)
         for i, item in enumerate(teacher.items):
             live.clear()
-            with torch.enable_grad():
-                with autocast("cpu"):
-                    v = dit(item.x, item.t, item.cond).float()
-                guided = _guided(v, item.calls, teacher.cfg, teacher.rhythm_cfg)
-                guided = guided - _guided(item.v, item.calls, teacher.cfg, teacher.rhythm_cfg)
-                delta = (item.dt[:, None, None] * guided).sum(0)
-                audio = codec.decode(item.latent + (delta * dit.latent_std).T[None])
+            with torch.enable_grad():  # the float backbone's calls, batched, through the hooks and the codec
+                audio = teacher_forced_audio(pipeline, item, teacher.cfg, teacher.rhythm_cfg)
                 for r in range(projections):
                     proj = _stft_projection(audio, item.audio, gen, RECOVERY_RESOLUTIONS)
                     proj.backward(retain_graph=r + 1 < projections)
