@@ -326,6 +326,12 @@ def _fold_back_on_failure(backbone: nn.Module):
         raise
 
 
+def _int_option(name: str, value, low: int) -> None:
+    """``UserError`` naming ``name`` unless ``value`` is an int (not a bool) >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"{name}={value!r}; use an int >= {low}")
+
+
 def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     """Quantize ``pipeline.model.dit`` (the generator backbone) in place with a named preset; returns ``pipeline``.
 
@@ -373,9 +379,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
         raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
     if o["stft_method"] not in STFT_METHODS:
         raise UserError(f"stft_method={o['stft_method']!r}; use one of {', '.join(STFT_METHODS)}")
-    projections = o["stft_projections"]
-    if isinstance(projections, bool) or not isinstance(projections, int) or projections < 1:
-        raise UserError(f"stft_projections={projections!r}; use an int >= 1")
+    _int_option("stft_projections", o["stft_projections"], 1)
     if o["stft_accept"] not in ("mean", "all"):
         raise UserError(f"stft_accept={o['stft_accept']!r}; use 'mean' or 'all'")
     if o["cfg"] == 1.0:
@@ -387,13 +391,12 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     rec_steps = o["recover_steps"]
     if rec_steps is None:
         rec_steps = DEFAULT_RECOVER_STEPS if preset in RECOVER_PRESETS else 0
-    if isinstance(rec_steps, bool) or not isinstance(rec_steps, int) or rec_steps < 0:
-        raise UserError(f"recover_steps={rec_steps!r}; use an int >= 0")
+    _int_option("recover_steps", rec_steps, 0)
     if rec_steps and not isinstance(cfg, SmoothQuantConfig | SVDQuantConfig):
         raise UserError(f"low-rank recovery needs an SVD or SmoothQuant preset, not {preset!r}")
     n_rec = o["recover_prompts"] if rec_steps else 0
-    if rec_steps and (isinstance(n_rec, bool) or not isinstance(n_rec, int) or n_rec < 1):
-        raise UserError(f"recover_prompts={n_rec!r}; use an int >= 1")
+    if rec_steps:
+        _int_option("recover_prompts", n_rec, 1)
     callback: Callable | None = o["callback"]
     model = pipeline.model
     dit = model.dit
@@ -416,10 +419,9 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     n_stft = o["stft_prompts"] if stft else 0
     if stft and n_stft is None:  # the search evaluates whole generations per candidate: fewer, shorter prompts
         n_stft = 2 if o["stft_method"] == "search" else 4
-    if stft and (isinstance(n_stft, bool) or not isinstance(n_stft, int) or n_stft < 1):
-        raise UserError(f"stft_prompts={n_stft!r}; use an int >= 1")
-    if isinstance(o["max_rows"], bool) or not isinstance(o["max_rows"], int) or o["max_rows"] < 1:
-        raise UserError(f"max_rows={o['max_rows']!r}; use an int >= 1")
+    if stft:
+        _int_option("stft_prompts", n_stft, 1)
+    _int_option("max_rows", o["max_rows"], 1)
     if o["stft_mode"] not in ("teacher", "free"):
         raise UserError(f"stft_mode={o['stft_mode']!r}; use 'teacher' or 'free'")
     if calib_prompts + n_stft + n_rec > len(prompts):
