@@ -22,7 +22,10 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
   GEMM per group (``use_group_folding(False)``);
 - ``w8a8t-eager`` / ``w4a8g64t-eager``: RTN with one activation scale per call (``act_scale="tensor"``), a
   U-Net's convs then run as oneDNN int8 convolutions (:mod:`accelerando.quant.int8_conv`); ``w8a8t-unfold``: the
-  same layers on the unfold + int8 GEMM reference path (``use_int8_convs(False)``);
+  same layers on the unfold + int8 GEMM reference path (``use_int8_convs(False)``); ``w8a8tr-eager`` /
+  ``w4a8g64tr-eager``: the same with ``reduce_range=True`` (weight codes within [-64, 64]), which a CPU without
+  VNNI also runs through oneDNN's int8 convolution (elsewhere the per-tensor convs there are float32 convolutions
+  of the codes);
 - ``w4a8svd-eager`` / ``w4a8svdt-eager``: SVDQuant W4A8, rank 32, group 64, smoothing alpha 0.5, calibrated on
   one backbone call of the timed inputs (speed only: the quality figures come from ``quant_generator.py``), per-token
   or per-tensor activations (the latter through oneDNN, its low-rank branch as convolutions);
@@ -136,8 +139,11 @@ def _variant(name: str, base_dit, inputs=None):
     bits = 8 if name.startswith("w8") else 4
     a_bits = 16 if name.startswith(("w8a16", "w4a16")) else 8  # weight-only: float activations
     group = 64 if name.startswith("w4a8g64") else None
-    act = "tensor" if name.split("-")[0].endswith("t") else "token"  # w8a8t-..., w4a8g64t-...
-    quantize_(dit, RTNConfig(bits, a_bits, group, act_scale=act), filter_fn=layer_filter)
+    head = name.split("-")[0]
+    reduce_range = head.endswith("tr")  # w8a8tr-..., w4a8g64tr-...
+    act = "tensor" if head.removesuffix("r").endswith("t") else "token"  # w8a8t-..., w4a8g64t-...
+    cfg = RTNConfig(bits, a_bits, group, act_scale=act, reduce_range=reduce_range)
+    quantize_(dit, cfg, filter_fn=layer_filter)
     if name.endswith("unfold"):
         return dit, {"eager": True, "convs": False}, True
     if name.endswith("exact"):
@@ -151,6 +157,20 @@ def _variant(name: str, base_dit, inputs=None):
         {"shapes": "static" if name.endswith("static") else "dynamic", "cache_int4": name.endswith("cache")},
         True,
     )
+
+
+def _conv_modes(module) -> dict[str, int]:
+    """How many quantized convolutions of ``module`` ran as oneDNN int8 convolutions ("onednn") or float32
+    convolutions of the codes ("float") in its last call (:mod:`accelerando.quant.int8_conv`'s packed weights)."""
+    from accelerando.quant import int8_conv
+    from accelerando.quant.linear import QuantLinear
+
+    counts: dict[str, int] = {}
+    for m in module.modules():
+        hit = int8_conv._packed.get(m) if isinstance(m, QuantLinear) else None
+        if hit is not None and hit[1] is not None:
+            counts[hit[1].mode] = counts.get(hit[1].mode, 0) + 1
+    return counts
 
 
 def _caller(dit, fused_opts, autocast: bool, inputs):
@@ -194,19 +214,22 @@ def main() -> None:
     dit = load_generator(args.model).dit.eval()
     inputs = backbone_inputs(dit.config, args.seconds)
     names = args.variants.split(",")
-    calls, first, outs = {}, {}, {}
+    calls, first, outs, modes = {}, {}, {}, {}
     for name in names:
         mod, opts, ac = _variant(name, dit, inputs)
         calls[name] = _caller(mod, opts, ac, inputs)
         t = time.perf_counter()
         outs[name] = calls[name]().float()  # warm-up; for the fused variants this call compiles
         first[name] = time.perf_counter() - t
+        modes[name] = _conv_modes(mod)
     times = time_interleaved(calls, args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     ref = med.get("bf16")
     results = {}
     for k in names:
         r = {"median_ms": 1e3 * med[k], "first_call_ms": 1e3 * first[k], "all_ms": [1e3 * v for v in times[k]]}
+        if modes[k]:
+            r["conv_modes"] = modes[k]
         if ref:
             r["ratio_to_bf16"] = med[k] / ref
         if "fp32" in med:  # the baseline on a CPU without bf16 arithmetic

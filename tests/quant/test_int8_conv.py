@@ -277,10 +277,110 @@ def test_recovery_runs_per_call_with_per_tensor_scales(monkeypatch):
     assert rep["steps"] == 2 and len(sizes) >= 8 and set(sizes) == {2}
 
 
-def test_no_vnni_means_no_onednn_path(monkeypatch):
-    """Without VNNI oneDNN's uint8 x int8 kernels accumulate in saturating int16: the unfold reference runs."""
-    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+def test_no_vnni_means_no_onednn_path_for_every_layer(monkeypatch):
+    """Without VNNI oneDNN's uint8 x int8 kernels sum pairs in saturating int16: not every layer can run there."""
+    monkeypatch.setattr(int8_conv, "_cpu_has_vnni", lambda: False)
     assert not int8_conv.available()
+
+
+needs_op = pytest.mark.skipif(not int8_conv.op_available(), reason="PyTorch build without oneDNN int8 convolutions")
+
+
+@needs_op
+def test_onednn_int8_sums_are_exact_for_weight_codes_within_64():
+    """The premise of the no-VNNI path, on whatever CPU runs the tests: uint8 codes over the whole [0, 255] range
+    (all 255 as well) with weight codes within [-64, 64] give the exact integer sums."""
+    g = torch.Generator().manual_seed(0)
+    c, t = 96, 40
+    for case in range(3):
+        q = torch.randint(0, 256, (2, t, c), generator=g, dtype=torch.uint8)
+        w = torch.randint(-64, 65, (c, c, 3), generator=g, dtype=torch.int8)
+        if case:  # the worst case for a pair of products: both at the extremes, of one sign
+            q.fill_(255)
+            w = torch.where(torch.rand(c, c, 3, generator=g) < 0.5, 64, -64).to(torch.int8)
+            if case == 2:
+                w.fill_(64)
+        q = q.transpose(1, 2)  # channels-last codes [B, C, T]
+        ones = torch.ones(c)
+        packed = torch.ops.onednn.qconv_prepack(w, ones, 1.0, 0, [1], [1], [1], 1, None)
+        zeros = torch.zeros(c, dtype=torch.int64)
+        one, zero = torch.tensor(1.0), torch.tensor(0)
+        args = (packed, ones, zeros, None, [1], [1], [1], 1, 1.0, 0, torch.float64, "none", [], "")
+        try:
+            y = torch.ops.onednn.qconv_pointwise.tensor(q, one, zero, *args)
+        except RuntimeError:  # no float64 output: float32 holds these sums (below 2^24) exactly
+            args = args[:10] + (torch.float32,) + args[11:]
+            y = torch.ops.onednn.qconv_pointwise.tensor(q, one, zero, *args)
+        ref = torch.nn.functional.conv1d(q.double(), w.double(), None, 1, 1)
+        assert torch.equal(y.double(), ref), case
+
+
+@needs_op
+@pytest.mark.parametrize(
+    "cfg,runs",
+    [
+        (RTNConfig(8, 8, act_scale="tensor", reduce_range=True), "onednn"),
+        (RTNConfig(4, 8, 16, act_scale="tensor", reduce_range=True), "onednn"),  # groups folded in eighths
+        (RTNConfig(4, 8, None, act_scale="tensor"), "onednn"),  # 4-bit per channel: codes within [-8, 7]
+        (RTNConfig(8, 8, act_scale="tensor"), "float"),  # 8-bit codes reach 127: float32 conv of the codes
+        (RTNConfig(4, 8, 16, act_scale="tensor"), "float"),  # folded in sixteenths: up to 128
+    ],
+)
+def test_without_vnni_layers_with_small_weight_codes_run_through_onednn(cfg, runs, monkeypatch):
+    monkeypatch.setattr(int8_conv, "_cpu_has_vnni", lambda: False)
+    monkeypatch.delenv(INT_MM_ENV, raising=False)
+    assert int8_conv.status()["mode"] == "auto"
+    conv, x = _conv(32, 48, 3, padding=1)
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, cfg, **LINEAR)
+    assert int8_conv.plan(model[0], x)[1].mode == runs
+    fast, ref = _both_paths(model, x)
+    assert sqnr(ref, fast) > 100  # the same integer sums; only the float epilogue's rounding differs
+    if runs == "float":
+        assert torch.equal(fast, ref)
+    assert sqnr(conv(x), fast) > (30 if cfg.w_bits == 8 else 18)
+    monkeypatch.setenv(INT_MM_ENV, "float")  # forced: every layer takes the float32 conv of the codes
+    assert int8_conv.status()["mode"] == "float" and int8_conv.plan(model[0], x)[1].mode == "float"
+
+
+def test_reduce_range_keeps_weight_codes_within_64_and_round_trips(tmp_path):
+    from accelerando.quant.io import load_quantized, save_quantized
+
+    g = torch.Generator().manual_seed(4)
+    lin = nn.Linear(64, 24)
+    x = torch.randn(30, 64, generator=g)
+    q8 = QuantLinear.from_float(lin, 8, 8, None, act_scale="tensor", reduce_range=True)
+    assert int(q8.qweight.abs().max()) == 63 and q8.code_bits() == 7 and "reduce_range=True" in repr(q8)
+    full = QuantLinear.from_float(lin, 8, 8, None, act_scale="tensor")
+    assert sqnr(lin(x), q8(x)) > 30 and sqnr(lin(x), full(x)) > sqnr(lin(x), q8(x))  # a bit coarser, not broken
+    q4 = QuantLinear.from_float(lin, 4, 8, 16, act_scale="tensor", reduce_range=True)
+    codes, _, _ = q4.gemm_weight()
+    assert int(codes.abs().max()) <= 64
+    torch.testing.assert_close(q4(x), q4.reference_forward(x), rtol=0, atol=0)
+    with use_group_folding(False):
+        exact = q4(x)
+    assert sqnr(exact, q4(x)) > 25  # folding in eighths of a step stays close to the exact grouped product
+    model = nn.Sequential(nn.Linear(64, 24))
+    quantize_(model, RTNConfig(4, 8, 16, act_scale="tensor", reduce_range=True))
+    save_quantized(model, tmp_path / "r.safetensors")
+    again = load_quantized(nn.Sequential(nn.Linear(64, 24)), tmp_path / "r.safetensors")
+    assert again[0].reduce_range and again[0].quant_config.reduce_range
+    torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="reduce_range='yes'"):
+        RTNConfig(8, 8, reduce_range="yes")
+    with pytest.raises(ValueError, match="reduce_range=True with full_range=True"):
+        QuantLinear(64, 24, full_range=True, reduce_range=True)
+
+
+def test_svd_reduce_range_bounds_the_residual_codes():
+    g = torch.Generator().manual_seed(5)
+    model = nn.Sequential(nn.Linear(64, 48))
+    x = torch.randn(40, 64, generator=g)
+    x[:, 3] *= 20  # an outlier channel
+    cfg = SVDQuantConfig(8, 8, rank=4, act_scale="tensor", reduce_range=True)
+    calibrate_(model, cfg, [lambda m: m(x)])
+    res = model[0].residual
+    assert res.reduce_range and int(res.qweight.abs().max()) <= 63
 
 
 def test_float_codes_conv_is_exact_at_the_builtins_widths(monkeypatch):

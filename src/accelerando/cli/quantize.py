@@ -1,7 +1,7 @@
 """`accelerando quantize`: post-training quantization of the generator backbone with a named preset.
 
     accelerando quantize --model builtin|PATH --config PRESET [--calib-prompts N] [--rank R] [--recover-steps N]
-        [--other-linears float|w8a16] [--act-scale token|tensor] -o OUT.safetensors [--json]
+        [--other-linears float|w8a16] [--act-scale token|tensor] [--reduce-range] -o OUT.safetensors [--json]
 
 The output is a safetensors file (written next to its final name, then renamed) that ``accelerando generate
 --model OUT.safetensors`` loads. Presets, calibration and the report are described in ``docs/quantization.md``.
@@ -61,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "quantized convolutions as oneDNN int8 convolutions on the CPU",
     )
     q.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="weight codes within [-64, 64] (8-bit weights rounded to 7 bits), so that a CPU without VNNI (AVX2) "
+        "runs --act-scale tensor convolutions through oneDNN's int8 kernels too",
+    )
+    q.add_argument(
         "--stft-method",
         choices=("sensitivity", "search", "uniform"),
         default=None,
@@ -79,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.config not in PRESETS:
         preset_config(args.config)  # raises the UserError naming it and listing the valid presets
-    preset_config(args.config, act_scale=args.act_scale)  # a UserError for --act-scale tensor on an A16 / A4 preset
+    # a UserError for --act-scale tensor on an A16 / A4 preset, or --reduce-range on one without weight codes
+    preset_config(args.config, act_scale=args.act_scale, reduce_range=args.reduce_range)
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: use a .safetensors file name")
     if args.calib_prompts < 1 or args.calib_prompts > 62:
@@ -121,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         "callback": progress,
         "other_linears": args.other_linears,
         "act_scale": args.act_scale,
+        "reduce_range": args.reduce_range,
     }
     if args.recover_steps is not None:
         options["recover_steps"] = args.recover_steps

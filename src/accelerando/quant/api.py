@@ -127,7 +127,14 @@ def require_linear(module: nn.Module, config: QuantConfig) -> nn.Linear:
 @register_handler(RTNConfig)
 def _rtn(module: nn.Module, config: RTNConfig) -> nn.Module:
     linear = require_linear(module, config)
-    return QuantLinear.from_float(linear, config.w_bits, config.a_bits, config.group_size, act_scale=config.act_scale)
+    return QuantLinear.from_float(
+        linear,
+        config.w_bits,
+        config.a_bits,
+        config.group_size,
+        act_scale=config.act_scale,
+        reduce_range=config.reduce_range,
+    )
 
 
 @register_handler(Int8DynamicConfig)

@@ -70,12 +70,17 @@ class RTNConfig(QuantConfig):
     uint8 scale and zero point per call for the whole input, ``a_bits=8`` only). Per-tensor scales let a
     quantized convolution sum its taps in int32, so it runs as oneDNN's int8 convolution on the CPU
     (:mod:`accelerando.quant.int8_conv`).
+
+    ``reduce_range=True``: weight codes within ``[-64, 64]`` (8-bit weights rounded to 7 bits, 4-bit group scales
+    folded in eighths of a step; :class:`~accelerando.quant.linear.QuantLinear`), so that a CPU without VNNI, whose
+    int8 kernels sum pairs of products in saturating int16, runs those convolutions through oneDNN exactly too.
     """
 
     w_bits: int = 8  # 8 or 4
     a_bits: int = 8  # 8 (dynamic per-token int8) or 16 (weight-only)
     group_size: int | None = None  # None: one scale per output channel; else input features per scale
     act_scale: str = "token"  # "token" or "tensor" (a_bits=8)
+    reduce_range: bool = False  # weight codes within [-64, 64]: exact oneDNN int8 convs on a CPU without VNNI
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -88,6 +93,7 @@ class RTNConfig(QuantConfig):
             if self.w_bits == 4 and self.group_size % 2:
                 raise ValueError(f"RTNConfig.group_size={self.group_size!r} must be even for 4-bit packing")
         _check_act_scale("RTNConfig", self.act_scale, self.a_bits)
+        _check_reduce_range("RTNConfig", self.reduce_range)
 
 
 @dataclass
@@ -130,6 +136,11 @@ def _check_act_scale(name: str, act_scale, a_bits: int) -> None:
         raise ValueError(f"{name}.act_scale='tensor' needs a_bits=8, got a_bits={a_bits!r}")
 
 
+def _check_reduce_range(name: str, reduce_range) -> None:
+    if not isinstance(reduce_range, bool):
+        raise ValueError(f"{name}.reduce_range={reduce_range!r}; use True or False")
+
+
 def _check_alpha(name: str, field: str, alpha) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"{name}.{field}={alpha!r}; use a float in [0, 1]")
@@ -151,6 +162,7 @@ class SmoothQuantConfig(QuantConfig):
     alpha: float = 0.5  # migration strength: 0 keeps the activations, 1 moves all of their range into the weights
     group_size: int | None = None
     act_scale: str = "token"  # "token" or "tensor" (a_bits=8), as in RTNConfig
+    reduce_range: bool = False  # as in RTNConfig
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -160,6 +172,7 @@ class SmoothQuantConfig(QuantConfig):
         _check_alpha("SmoothQuantConfig", "alpha", self.alpha)
         _check_group_size("SmoothQuantConfig", self.group_size, self.w_bits)
         _check_act_scale("SmoothQuantConfig", self.act_scale, self.a_bits)
+        _check_reduce_range("SmoothQuantConfig", self.reduce_range)
 
 
 SVD_CALIBRATIONS = ("mse", "stft", None)
@@ -200,6 +213,7 @@ class SVDQuantConfig(QuantConfig):
     calibration: str | None = "mse"
     w_clip: float = 1.0
     act_scale: str = "token"  # "token" or "tensor" (a_bits=8), as in RTNConfig
+    reduce_range: bool = False  # as in RTNConfig
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -215,3 +229,4 @@ class SVDQuantConfig(QuantConfig):
         if isinstance(self.w_clip, bool) or not isinstance(self.w_clip, int | float) or not 0.5 <= self.w_clip <= 1:
             raise ValueError(f"SVDQuantConfig.w_clip={self.w_clip!r}; use a float in [0.5, 1]")
         _check_act_scale("SVDQuantConfig", self.act_scale, self.a_bits)
+        _check_reduce_range("SVDQuantConfig", self.reduce_range)

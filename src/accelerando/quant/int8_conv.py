@@ -31,9 +31,14 @@ Used when all of these hold, else the unfold path runs (the reference, same inte
 
 - :func:`~accelerando.quant.switches.use_int8_convs` is on (the default; ``ACCELERANDO_QUANT_CONVS=unfold``);
 - CPU tensors, ``torch.ops.onednn.qconv_pointwise`` present (oneDNN builds of PyTorch) and a CPU with VNNI. On a
-  CPU without VNNI (where ``primitives.int8_mm`` multiplies codes in float32, ``int_mm_native``) the same layers run
-  as one float32 convolution of the codes ``q - zp`` with the weight codes instead: the same integer sums (exact in
-  float32) and the reference's epilogue, about a float32 convolution's cost where unfold + GEMM cost 2.4x that;
+  CPU without VNNI (AVX2) oneDNN multiplies uint8 by int8 in pairs summed in saturating int16 (``vpmaddubsw``),
+  which is exact only while no pair passes ``2^15 - 1``: layers whose weight codes all lie within ``[-64, 64]``
+  (``2 * 255 * 64 = 32640``) still run through oneDNN there, 2.2-3.4x faster than a float32 convolution on the
+  AVX2 CPU of BENCHMARKS.md. That holds for ``reduce_range`` layers (7-bit codes, or 4-bit groups folded in eighths:
+  :class:`~accelerando.quant.linear.QuantLinear`) and 4-bit layers with one scale per channel. Other layers (and
+  every layer under ``ACCELERANDO_QUANT_INT_MM=float``) run as one float32 convolution of the codes ``q - zp``
+  with the weight codes: the same integer sums (exact in float32) and the reference's epilogue, about a float32
+  convolution's cost where unfold + GEMM cost 2.4x that;
 - float32 or bfloat16 input and output (autocast included), and windows that read every input frame (so that the
   input's min/max is the windows' min/max: strided convolutions that skip frames take the unfold path);
 - the layer is A8 with ``act_scale="tensor"``, and its groups are folded (``use_group_folding``, the default);
@@ -47,6 +52,7 @@ measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN"). One scale covers
 batch (the guidance branches, batched prompts) shares it: outputs depend on what is batched together.
 """
 
+import os
 import warnings
 import weakref
 from typing import NamedTuple
@@ -58,18 +64,38 @@ from accelerando.kernels.modes import dispatch_mode_active
 from accelerando.quant.primitives import _cpu_has_vnni, quantize_per_tensor_u8
 from accelerando.quant.switches import group_folding_enabled, int8_convs_enabled
 
-__all__ = ["available", "applies", "conv_codes", "float_codes_conv", "forget", "int8_conv1d", "plan", "status"]
+__all__ = [
+    "PAIR_SAFE_CODE",
+    "available",
+    "applies",
+    "conv_codes",
+    "float_codes_conv",
+    "forget",
+    "int8_conv1d",
+    "op_available",
+    "plan",
+    "status",
+]
 
 _state: dict = {"compile": True, "broken": None, "fns": {}}
 _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
 
 
+def op_available() -> bool:
+    """Whether this PyTorch build has oneDNN's int8 convolution op (any x86 CPU runs it)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv_pointwise")
+
+
 def available() -> bool:
-    """Whether this PyTorch build has oneDNN's int8 convolution op and the CPU has VNNI (without it oneDNN's uint8 x
-    int8 kernels accumulate pairs in saturating int16, which the int32 reference does not)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv_pointwise")):
-        return False
-    return _cpu_has_vnni()
+    """Whether oneDNN's int8 convolution runs every per-tensor layer exactly here: the op exists and the CPU has
+    VNNI (without it oneDNN's uint8 x int8 kernels sum pairs in saturating int16, exact only for weight codes
+    within ``[-64, 64]``: :data:`PAIR_SAFE_CODE`)."""
+    return op_available() and _cpu_has_vnni()
+
+
+# Without VNNI a uint8 code (at most 255) times an int8 weight code is summed with its neighbour in int16 before the
+# int32 accumulation: |w| <= 64 keeps every pair within 2 * 255 * 64 = 32640 < 2^15, so the int32 sums are exact.
+PAIR_SAFE_CODE = 64
 
 
 _DTYPES = (torch.float32, torch.bfloat16)  # what oneDNN's int8 convolution reads and writes here
@@ -94,7 +120,9 @@ def status() -> dict:
     return {
         "enabled": int8_convs_enabled(),
         "available": available(),
-        "mode": _mode(),  # "onednn", "float" (no VNNI: float32 conv of the codes) or None (unfold)
+        # "onednn" (VNNI), "auto" (no VNNI: oneDNN for layers whose weight codes fit PAIR_SAFE_CODE, else a float32
+        # conv of the codes), "float" (forced by ACCELERANDO_QUANT_INT_MM=float) or None (unfold)
+        "mode": _mode(),
         "compile_broken": _state["broken"],
     }
 
@@ -170,15 +198,19 @@ def plan(conv, x: torch.Tensor) -> tuple | None:
 
 
 def _mode() -> str | None:
-    """``"onednn"`` (VNNI: oneDNN's int8 convolution), ``"float"`` (no VNNI, where ``int8_mm`` multiplies codes in
-    float32 too: one float32 convolution of the codes) or None (``ACCELERANDO_QUANT_INT_MM=native`` without VNNI:
-    the unfold path with ``torch._int_mm``)."""
-    from accelerando.quant.primitives import int_mm_native
+    """``"onednn"`` (VNNI: oneDNN's int8 convolution), ``"auto"`` (no VNNI, where ``int8_mm`` multiplies codes in
+    float32: oneDNN for the layers whose weight codes lie within ``[-64, 64]``, one float32 convolution of the codes
+    for the others), ``"float"`` (``ACCELERANDO_QUANT_INT_MM=float``: the float32 convolution for every layer) or
+    None (``ACCELERANDO_QUANT_INT_MM=native`` without VNNI: the unfold path with ``torch._int_mm``)."""
+    from accelerando.quant.primitives import INT_MM_ENV, int_mm_native
 
     native = int_mm_native("cpu")
     if native and available():
         return "onednn"
-    return None if native else "float"
+    if native:
+        return None
+    forced = os.environ.get(INT_MM_ENV, "auto").strip().lower() == "float"
+    return "auto" if not forced and not _cpu_has_vnni() and op_available() else "float"
 
 
 def applies(conv, x: torch.Tensor) -> bool:
@@ -211,7 +243,8 @@ class _Entry(NamedTuple):
     zeros: torch.Tensor  # int64 [C_out] weight zero points
     inv: torch.Tensor | None  # [C_in] per-channel 1/s (SmoothQuant / SVD) or None
     low: tuple | None  # the low-rank branch as conv weights (down [r, C_in, k], up [C_out, r, 1]) or None
-    mode: str  # "onednn" or "float"
+    mode: str  # "onednn" or "float": how this layer runs
+    asked: str  # the mode it was built for (``_mode()``: "onednn", "auto" or "float")
 
 
 def _entry(conv, res, svd, mode: str = "onednn"):
@@ -219,7 +252,7 @@ def _entry(conv, res, svd, mode: str = "onednn"):
     smoothing differs between the taps of a channel (no native conv exists)."""
     src = _sources(res, svd)
     hit = _packed.get(res)
-    if hit is not None and _same(hit[0], src) and (hit[1] is None or hit[1].mode == mode):
+    if hit is not None and _same(hit[0], src) and (hit[1] is None or hit[1].asked == mode):
         return hit[1]
     k, c_in = conv.kernel_size, conv.in_channels
     inv = None
@@ -237,12 +270,15 @@ def _entry(conv, res, svd, mode: str = "onednn"):
     w_scale = scale[:, 0].float().contiguous()
     weight = qw.reshape(conv.out_channels, c_in, k).contiguous()
     zeros = torch.zeros(conv.out_channels, dtype=torch.int64)
-    if mode == "float":
-        entry = _Entry(weight.float(), w_scale, zeros, inv, low, mode)
+    run = mode
+    if mode == "auto":  # no VNNI: oneDNN only where no pair of products can saturate int16
+        run = "onednn" if int(weight.abs().max()) <= PAIR_SAFE_CODE else "float"
+    if run == "float":
+        entry = _Entry(weight.float(), w_scale, zeros, inv, low, run, mode)
     else:
         args = ([conv.stride], [conv.padding], [conv.dilation])
         packed = torch.ops.onednn.qconv_prepack(weight, w_scale, 1.0, 0, *args, 1, None)
-        entry = _Entry(packed, w_scale, zeros, inv, low, mode)
+        entry = _Entry(packed, w_scale, zeros, inv, low, run, mode)
     _packed[res] = (src, entry)
     return entry
 
@@ -269,7 +305,7 @@ def _float_codes_conv(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
 def float_codes_conv(conv, codes: torch.Tensor, scale, how: tuple, x: torch.Tensor | None = None) -> torch.Tensor:
     """The rest of the ``"float"`` mode from the codes: ``codes`` float32 [B, C_in, T] holding ``q - zp``, ``scale``
     fp32 [] -> [B, C_out, T_out]. ``x`` (the float input) is needed only by a low-rank branch."""
-    res, (wq, w_scale, _, _, lowrank, _), out_dtype = how
+    res, (wq, w_scale, _, _, lowrank, _, _), out_dtype = how
     with torch.autocast("cpu", enabled=False):  # float32 sums of integers: exact (autocast would round to bf16)
         acc = F.conv1d(codes, wq, None, conv.stride, conv.padding, conv.dilation)
     y = acc.mul_(w_scale[:, None]).mul_(scale)
@@ -287,7 +323,7 @@ def conv_codes(conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | N
     """The rest of :func:`int8_conv1d` from its input's codes: ``q`` uint8 [B, C_in, T] channels-last (strides
     ``[T C, 1, C]``), ``scale`` fp32 [] and ``zp`` int64 [] (``x ~ (q - zp) scale``) -> [B, C_out, T_out]. ``x``
     (the float input) is needed only by a low-rank branch."""
-    res, (packed, w_scale, zeros, inv, lowrank, _), out_dtype = how
+    res, (packed, w_scale, zeros, inv, lowrank, _, _), out_dtype = how
     args = ([conv.stride], [conv.padding], [conv.dilation], 1)
     y = torch.ops.onednn.qconv_pointwise.tensor(
         q, scale, zp, packed, w_scale, zeros, res.bias, *args, 1.0, 0, out_dtype, "none", [], ""

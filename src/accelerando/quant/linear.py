@@ -23,6 +23,12 @@ Execution paths (``x`` [..., K] -> [..., N]):
   fused kernel).
 - ``a_bits=16``: weights dequantized to the input's dtype, then a float matmul (bf16 under autocast / bf16 input).
 
+``reduce_range=True`` (ONNX Runtime's name for the same idea) keeps every weight code the A8 GEMM reads within
+``[-64, 64]``: 8-bit weights are quantized to 7 bits (``[-63, 63]``) and 4-bit group scales are folded in eighths
+instead of sixteenths of a step. A CPU without VNNI (AVX2) multiplies uint8 by int8 in pairs summed in saturating
+int16; with weights this small no pair can saturate (``2 * 255 * 64 = 32640 < 2^15``), so such a CPU runs these
+layers' per-tensor convolutions through oneDNN's int8 kernels exactly (:mod:`accelerando.quant.int8_conv`).
+
 :meth:`QuantLinear.reference_forward` runs the same math with int32 ``@`` instead of ``torch._int_mm``. With
 :func:`accelerando.quant.use_fused_kernels` on, the A8 path on CPU runs as a ``torch.compile``-d kernel of the same
 math instead (:mod:`accelerando.quant.fused`; bit-identical output). On CUDA with Triton installed, the A4/A8 path
@@ -86,8 +92,12 @@ class QuantLinear(nn.Module):
         group_size: int | None = None,
         full_range: bool = False,
         act_scale: str = "token",
+        reduce_range: bool = False,
     ):
         super().__init__()
+        if not isinstance(reduce_range, bool) or (reduce_range and full_range):
+            raise ValueError(f"reduce_range={reduce_range!r} with full_range={full_range!r}; use a bool, not both")
+        self.reduce_range = reduce_range
         if act_scale not in ("token", "tensor") or (act_scale == "tensor" and a_bits != 8):
             raise ValueError(f"act_scale={act_scale!r} with a_bits={a_bits}; use 'token', or 'tensor' with a_bits=8")
         self.act_scale = act_scale
@@ -115,6 +125,7 @@ class QuantLinear(nn.Module):
         group_size: int | None = None,
         full_range: bool = False,
         act_scale: str = "token",
+        reduce_range: bool = False,
     ) -> "QuantLinear":
         """Quantize ``linear``'s weight [N, K] (round to nearest) into a new module on the same device."""
         q = cls(
@@ -126,8 +137,9 @@ class QuantLinear(nn.Module):
             group_size,
             full_range,
             act_scale,
+            reduce_range,
         )
-        qw, scale = quantize_weight(linear.weight, w_bits, group_size, full_range)
+        qw, scale = quantize_weight(linear.weight, q.code_bits(), group_size, full_range)
         q.qweight = pack_int4(qw) if w_bits == 4 else qw
         q.weight_scale = scale
         if linear.bias is not None:
@@ -139,7 +151,12 @@ class QuantLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"w_bits={self.w_bits}, a_bits={self.a_bits}, group_size={self.group_size}"
             + (", act_scale=tensor" if self.act_scale == "tensor" else "")
+            + (", reduce_range=True" if self.reduce_range else "")
         )
+
+    def code_bits(self) -> int:
+        """The bits the weight is rounded to: ``w_bits``, or 7 for 8-bit ``reduce_range`` layers."""
+        return 7 if self.reduce_range and self.w_bits == 8 else self.w_bits
 
     def int_weight(self) -> torch.Tensor:
         """Weight codes as int8 [N, K] (4-bit codes unpacked)."""
@@ -159,11 +176,12 @@ class QuantLinear(nn.Module):
 
     def gemm_weight(self) -> tuple[torch.Tensor, torch.Tensor, int | None]:
         """What the A8 GEMM multiplies by: (int8 codes [N, K], float32 scales [N, G], group size or None). 4-bit
-        grouped weights come folded to one scale per row while :func:`group_folding_enabled`."""
+        grouped weights come folded to one scale per row while :func:`group_folding_enabled` (codes within
+        ``[-64, 64]`` for ``reduce_range`` layers)."""
         qw = self.int_weight()  # [N, K] int8
         if self.group_size is None or self.w_bits != 4 or not group_folding_enabled():
             return qw, self.weight_scale, self.group_size
-        q8, c = fold_group_scales(qw, self.weight_scale)
+        q8, c = fold_group_scales(qw, self.weight_scale, 8 if self.reduce_range else 16)
         return q8, c, None
 
     def _int_groups(self, x: torch.Tensor, mm, offset: torch.Tensor | None = None):

@@ -83,19 +83,22 @@ def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype =
     return w.reshape(n, k).to(dtype)
 
 
-def fold_group_scales(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_group_scales(q: torch.Tensor, scale: torch.Tensor, steps: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """4-bit codes with per-group scales -> int8 codes with one scale per row, for a single int8 GEMM.
 
     ``q`` int8 [N, K] holding codes in ``[-8, 7]``, ``scale`` [N, G] -> (``q8`` int8 [N, K], ``c`` float32 [N, 1]) with
-    ``c = max_g scale / 16`` and ``q8 = round(q * scale_g / c)``, so ``|q8| <= 128`` fits int8. Codes of the groups
-    with the row's largest scale are exact (times 16); the others are rounded to ``c``, a sixteenth of a 4-bit step of
-    the row's coarsest group: small against that group's 4-bit error, though a group with a much smaller scale keeps
-    fewer levels (tests: SQNR against the exact grouped product).
+    ``c = max_g scale / steps`` and ``q8 = round(q * scale_g / c)``, so ``|q8| <= 8 * steps``: 128 (fits int8) for
+    the default 16, 64 for ``steps=8`` (reduced-range layers, see ``QuantLinear``). Codes of the groups with the
+    row's largest scale are exact (times ``steps``); the others are rounded to ``c``, a ``steps``-th of a 4-bit step
+    of the row's coarsest group: small against that group's 4-bit error, though a group with a much smaller scale
+    keeps fewer levels (tests: SQNR against the exact grouped product).
     """
+    if steps not in (8, 16):
+        raise ValueError(f"steps={steps!r}; use 16 (int8 codes) or 8 (codes within [-64, 64])")
     n, k = q.shape
     g = scale.shape[1]
-    c = (scale.float().amax(dim=1, keepdim=True) / 16).clamp(min=_EPS)  # [N, 1]
-    ratio = (scale.float() / c).unsqueeze(-1)  # [N, G, 1], each at most 16
+    c = (scale.float().amax(dim=1, keepdim=True) / steps).clamp(min=_EPS)  # [N, 1]
+    ratio = (scale.float() / c).unsqueeze(-1)  # [N, G, 1], each at most steps
     q8 = torch.round(q.float().reshape(n, g, k // g) * ratio).clamp_(-128, 127).to(torch.int8)
     return q8.reshape(n, k), c
 

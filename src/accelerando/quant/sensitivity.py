@@ -288,6 +288,7 @@ def sensitivity_refine_(
                 clip,
                 split=split,
                 act_scale=cfg.act_scale,
+                reduce_range=cfg.reduce_range,
             )
             err = weighted_error(cand, ref, rows)
             evaluations += 1

@@ -91,6 +91,7 @@ def stft_refine_(
             st["w_clip"],
             split=splits[key],
             act_scale=cfg.act_scale,
+            reduce_range=cfg.reduce_range,
         )
         q.quant_config = replace(cfg, smooth_alpha=st["alpha"], w_clip=st["w_clip"], rank=st["rank"])
         return q

@@ -103,10 +103,13 @@ class SVDQuantLinear(nn.Module):
         group_size: int | None = None,
         rank: int = 0,
         act_scale: str = "token",
+        reduce_range: bool = False,
     ):
         super().__init__()
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.residual = QuantLinear(in_features, out_features, bias, w_bits, a_bits, group_size, act_scale=act_scale)
+        self.residual = QuantLinear(
+            in_features, out_features, bias, w_bits, a_bits, group_size, act_scale=act_scale, reduce_range=reduce_range
+        )
         self.register_buffer("inv_smooth", torch.ones(in_features))
         self.register_buffer("lora_up", torch.zeros(out_features, rank, dtype=torch.bfloat16))
         self.register_buffer("lora_down", torch.zeros(rank, in_features, dtype=torch.bfloat16))
@@ -126,19 +129,21 @@ class SVDQuantLinear(nn.Module):
         w_clip: float = 1.0,
         split: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         act_scale: str = "token",
+        reduce_range: bool = False,
     ) -> "SVDQuantLinear":
         """Smooth ``linear`` with calibration ``act_absmax`` [K], split off the rank-``rank`` branch, quantize.
 
         ``w_clip``: residual weight clipping ratio (see ``quantize_weight``). ``split``: a precomputed
         ``lowrank_split`` of the smoothed weight at this ``alpha`` and ``rank`` (the stft search caches them).
         ``act_scale``: the residual's activation scales (:func:`layer_smoothing` ties a conv's taps for "tensor").
+        ``reduce_range``: the residual's weight codes stay within [-64, 64] (see ``QuantLinear``).
         """
         k, n = linear.in_features, linear.out_features
         rank = min(rank, k, n)
-        q = cls(k, n, linear.bias is not None, w_bits, a_bits, group_size, rank, act_scale)
+        q = cls(k, n, linear.bias is not None, w_bits, a_bits, group_size, rank, act_scale, reduce_range)
         s = layer_smoothing(linear, act_absmax, alpha, act_scale)
         l1, l2, r = split if split is not None else lowrank_split(linear.weight.detach().float() * s, rank)
-        qw, scale = quantize_weight(r, w_bits, group_size, clip=w_clip)
+        qw, scale = quantize_weight(r, q.residual.code_bits(), group_size, clip=w_clip)
         q.residual.qweight = pack_int4(qw) if w_bits == 4 else qw
         q.residual.weight_scale = scale
         if linear.bias is not None:
@@ -217,10 +222,11 @@ def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...], w_cl
             config.group_size,
             min(rank, k, n),
             config.act_scale,
+            config.reduce_range,
         ).to(linear.weight.device)
     calib = _calibration(module, config)
     args = (config.w_bits, config.a_bits, config.group_size, rank, w_clip)
-    kw = {"act_scale": config.act_scale}
+    kw = {"act_scale": config.act_scale, "reduce_range": config.reduce_range}
     if len(alphas) == 1:
         return SVDQuantLinear.from_float(linear, calib["absmax"], alphas[0], *args, **kw)
     sample = calib.get("sample")
