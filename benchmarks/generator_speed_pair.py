@@ -1,12 +1,14 @@
 """Wall time of two generators side by side, at their own defaults, in one process.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/generator_speed_pair.py --a builtin --b OTHER.safetensors \
-        [--seconds 30] [--rounds 6] [--threads 2] [--compile-norms a,b]
+        [--seconds 30] [--rounds 6] [--threads 2] [--compile-norms a,b] [--fuse-norms a,b] [--json OUT]
 
 Both pipelines share one text encoder. Each round generates ``--seconds`` of audio with each model (prompt "a
 chorale", 100 bpm, G major, seed = round), alternating which goes first; the first round is a warm-up. Prints the
 median wall time of each, the ratio b / a, and the share of each generation spent inside backbone calls.
 ``--compile-norms``: run those pipelines' per-frame norms compiled (``accelerando.kernels.compile_frame_norms``).
+``--fuse-norms``: those pipelines' residual blocks make their int8 convolutions' input codes with the fused norm
+kernel (``accelerando.quant.norm_codes.fuse_block_norms``; per-tensor quantized U-Nets).
 """
 
 import argparse
@@ -14,6 +16,7 @@ import json
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -39,10 +42,10 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile-norms", default="", help="comma-separated: a, b or both")
+    ap.add_argument("--fuse-norms", default="", help="comma-separated: a, b or both")
+    ap.add_argument("--json", default=None, help="also write the report here")
     args = ap.parse_args(argv)
-    compiled = {c for c in args.compile_norms.split(",") if c}
-    if compiled - {"a", "b"}:
-        raise SystemExit(f"--compile-norms {args.compile_norms!r}: use a, b or a,b")
+    compiled, fused = _which("--compile-norms", args.compile_norms), _which("--fuse-norms", args.fuse_norms)
     torch.set_num_threads(args.threads)
     from accelerando.conditioning.text import TextEncoder
     from accelerando.pipelines.text_to_music import TextToMusicPipeline
@@ -56,6 +59,11 @@ def main(argv=None) -> None:
 
         if not compile_frame_norms(pipes[name].model.dit):
             raise SystemExit(f"--compile-norms {name}: that backbone has no per-frame norms")
+    for name in fused:
+        from accelerando.quant.norm_codes import fuse_block_norms
+
+        if not fuse_block_norms(pipes[name].model.dit):
+            raise SystemExit(f"--fuse-norms {name}: that backbone has no per-frame-norm residual blocks")
     for name, pipe in pipes.items():
         _time_backbone(pipe.model.dit, inside[name])
     times = {"a": [], "b": []}
@@ -79,6 +87,15 @@ def main(argv=None) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(json.dumps(report, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+def _which(flag: str, value: str) -> set[str]:
+    names = {c for c in value.split(",") if c}
+    if names - {"a", "b"}:
+        raise SystemExit(f"{flag} {value!r}: use a, b or a,b")
+    return names
 
 
 if __name__ == "__main__":

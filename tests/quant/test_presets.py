@@ -275,6 +275,7 @@ def test_cli_quantize_rejects_bad_arguments(tmp_path):
         (["--config", "w4a8-rtn", "--group-size", "3"], "--group-size 3"),
         (["--config", "w8a16-rtn", "--act-scale", "tensor"], "act_scale='tensor' needs a_bits=8"),
         (["--config", "int8-dynamic", "--act-scale", "tensor"], "'int8-dynamic' has no act_scale"),
+        (["--config", "w8a8-fp8", "--reduce-range"], "'w8a8-fp8' has no reduce_range"),
     ]:
         args = parser.parse_args(["quantize", *argv, "-o", str(tmp_path / "o.safetensors")])
         with pytest.raises(UserError, match=needle):
@@ -319,12 +320,31 @@ def test_cli_act_scale_reaches_the_layers(tmp_path, monkeypatch):
     assert layers and {cfg.act_scale for cfg in layers.values()} == {"tensor"}
 
 
+def test_cli_reduce_range_reaches_the_layers_and_keeps_codes_small(tmp_path, monkeypatch):
+    from accelerando.cli import quantize
+    from accelerando.pretrained import load_generator
+    from accelerando.quant.linear import QuantLinear
+
+    monkeypatch.setattr(quantize, "load_pipeline", lambda model: tiny_pipeline(backbone="unet"))
+    out = tmp_path / "r.safetensors"
+    argv = ["quantize", "--config", "w8a8-rtn", "--act-scale", "tensor", "--reduce-range", "--calib-prompts", "1"]
+    args = _parser().parse_args([*argv, "-o", str(out)])
+    assert args.func(args) == 0
+    g = load_generator(out)
+    assert {(c.act_scale, c.reduce_range) for c in quantized_layers(g).values()} == {("tensor", True)}
+    codes = [m.gemm_weight()[0] for m in g.dit.modules() if isinstance(m, QuantLinear)]
+    assert codes and max(int(c.short().abs().max()) for c in codes) <= 64
+
+
 def test_preset_act_scale_is_checked_naming_the_value():
     from accelerando.quant.presets import preset_config
 
     for preset in ("w8a8-rtn", "int8-dynamic"):
         with pytest.raises(UserError, match="act_scale='Tensor'"):
             preset_config(preset, act_scale="Tensor")
+    with pytest.raises(UserError, match="reduce_range=1"):
+        preset_config("w8a8-rtn", reduce_range=1)
+    assert preset_config("w4a8-svd", act_scale="tensor", reduce_range=True).reduce_range
 
 
 def test_4bit_presets_default_to_group_64_and_8bit_to_per_channel():

@@ -18,9 +18,10 @@ pipeline``. Packages can also register through the entry-point group ``acceleran
 point is a callable taking no arguments that calls :func:`register_technique`), or a module passed to
 ``accelerando bench run --plugin MODULE``. The runner never needs to change for a new technique.
 
-Built in: ``quantize:PRESET``, ``compile-norms`` (a per-frame-norm U-Net's norms compiled, bit-identical) and
-``sparse-edit:FRACTION`` (each clip becomes an edit, sparse against full regeneration; it must come last:
-:mod:`accelerando.bench.edit`).
+Built in: ``quantize:PRESET``, ``compile-norms`` (a per-frame-norm U-Net's norms compiled, bit-identical),
+``fuse-norms`` (a per-tensor quantized U-Net's norm -> SiLU -> quantize chains fused:
+:mod:`accelerando.quant.norm_codes`) and ``sparse-edit:FRACTION`` (each clip becomes an edit, sparse against full
+regeneration; it must come last: :mod:`accelerando.bench.edit`).
 """
 
 import hashlib
@@ -389,4 +390,27 @@ register_technique(
     check=_check_compile_norms,
     description="the U-Net's per-frame GroupNorms compiled by inductor (accelerando.kernels.compile_frame_norms): "
     "bit-identical output; the variant's warm-up generation pays the compile",
+)
+
+
+def _check_fuse_norms(options: dict) -> None:
+    if options:
+        given = ", ".join(str(v) if k == "arg" else f"{k}={v}" for k, v in options.items())
+        raise UserError(f"technique 'fuse-norms' takes no arguments or options, got {given!r}")
+
+
+def _fuse_norms(pipeline, options: dict):
+    from accelerando.quant import norm_codes
+
+    if not norm_codes.fuse_block_norms(pipeline.model.dit):
+        raise UserError("technique 'fuse-norms' needs a U-Net with per-frame norms (norm='frame'), as the built-in")
+    return pipeline
+
+
+register_technique(
+    "fuse-norms",
+    _fuse_norms,
+    check=_check_fuse_norms,
+    description="a per-tensor quantized U-Net's blocks make their int8 convolutions' input codes with the fused "
+    "norm + SiLU + quantize kernel (accelerando.quant.norm_codes.fuse_block_norms; apply after quantize:...)",
 )

@@ -272,7 +272,8 @@ def _entry(conv, res, svd, mode: str = "onednn"):
     zeros = torch.zeros(conv.out_channels, dtype=torch.int64)
     run = mode
     if mode == "auto":  # no VNNI: oneDNN only where no pair of products can saturate int16
-        run = "onednn" if int(weight.abs().max()) <= PAIR_SAFE_CODE else "float"
+        small = -PAIR_SAFE_CODE <= int(weight.min()) and int(weight.max()) <= PAIR_SAFE_CODE  # no int8 abs: -128
+        run = "onednn" if small else "float"
     if run == "float":
         entry = _Entry(weight.float(), w_scale, zeros, inv, low, run, mode)
     else:
