@@ -28,7 +28,8 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
   of the codes);
 - ``w4a8svd-eager`` / ``w4a8svdt-eager``: SVDQuant W4A8, rank 32, group 64, smoothing alpha 0.5, calibrated on
   one backbone call of the timed inputs (speed only: the quality figures come from ``quant_generator.py``), per-token
-  or per-tensor activations (the latter through oneDNN, its low-rank branch as convolutions);
+  or per-tensor activations (the latter through oneDNN, its low-rank branch as convolutions); ``w4a8svdtr-eager``:
+  per tensor with ``reduce_range=True``;
 - ``NAME+cnorm`` (any variant above): the same with the U-Net's per-frame norms compiled
   (:func:`accelerando.kernels.compile_frame_norms`, bit-identical output), e.g. ``bf16+cnorm``, ``w8a8t-eager+cnorm``;
 - ``NAME+f32`` (last): the same without bf16 autocast (float32 activations), what the pipeline runs on a CPU
@@ -131,7 +132,8 @@ def _variant(name: str, base_dit, inputs=None):
         return dit, None, True
     if name.startswith("w4a8svd"):
         act = "tensor" if name.startswith("w4a8svdt") else "token"
-        cfg = SVDQuantConfig(4, 8, rank=32, group_size=64, calibration=None, act_scale=act)
+        reduce_range = name.startswith("w4a8svdtr")  # weight codes within [-64, 64] (group scales folded in eighths)
+        cfg = SVDQuantConfig(4, 8, rank=32, group_size=64, calibration=None, act_scale=act, reduce_range=reduce_range)
         x, t, cond = inputs
         with torch.no_grad():
             calibrate_(dit, cfg, [lambda m: m(x, t, cond)], filter_fn=layer_filter)
