@@ -81,6 +81,32 @@ def test_mse_calibration_picks_alpha_from_grid_and_is_no_worse_than_fixed():
         assert (mse(calib) - ref).pow(2).mean() <= (fixed(calib) - ref).pow(2).mean() * (1 + 1e-6)
 
 
+def test_clip_search_picks_alpha_and_clipping_by_mse_and_records_the_clip(tmp_path):
+    lin, calib, x = _outlier_linear(seed=3)
+    with torch.no_grad():
+        lin.weight[5, 9] = 4 * lin.weight.abs().max()  # one weight far out: worth clipping
+    plain = _calibrated(lin, SVDQuantConfig(4, 8, rank=4), calib)
+    model = nn.Sequential(nn.Linear(K, N))
+    model[0].load_state_dict(lin.state_dict())
+    calibrate_(model, SVDQuantConfig(4, 8, rank=4, clip_search=True), [calib])
+    searched = model[0]
+    with torch.no_grad():
+        ref = lin(calib)
+        err = (searched(calib) - ref).pow(2).mean()
+        assert err <= (plain(calib) - ref).pow(2).mean() * (1 + 1e-6)  # the plain choice is one of the candidates
+    cfg = searched.quant_config
+    assert cfg.clip_search and cfg.w_clip in (0.9, 0.8), cfg  # recorded per layer
+    assert min(abs(float(searched.alpha) - a) for a in (0.3, 0.5, 0.7)) < 1e-6
+    path = save_quantized(model, tmp_path / "c.safetensors")
+    fresh = nn.Sequential(nn.Linear(K, N))
+    loaded = load_quantized(fresh, path)
+    assert loaded[0].quant_config == cfg
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="clip_search='yes'"):
+        SVDQuantConfig(clip_search="yes")
+
+
 @pytest.mark.parametrize(
     "cfg,floor",
     [(SVDQuantConfig(4, 4, rank=32), 25.0), (SVDQuantConfig(8, 8, rank=32, group_size=32), 35.0)],

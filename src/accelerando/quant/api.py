@@ -107,7 +107,8 @@ def quantize_(
             new = _handler(cfg)(modules[name], cfg)
         except ValueError as err:  # e.g. a group size that does not divide this layer's in_features
             raise ValueError(f"cannot quantize layer {name!r}: {err}; exclude it with filter_fn or overrides") from None
-        new.quant_config = cfg  # read by accelerando.quant.io to rebuild the layer on load
+        if getattr(new, "quant_config", None) is None:  # a handler may record its per-layer choices in a copy
+            new.quant_config = cfg  # read by accelerando.quant.io to rebuild the layer on load
         parent_name, _, child = name.rpartition(".")
         setattr(modules[parent_name] if parent_name else model, child, new)
     return model

@@ -201,6 +201,10 @@ class SVDQuantConfig(QuantConfig):
 
     ``w_clip``: the residual's weight scale is ``w_clip * absmax / qmax`` (values beyond are clamped); ``1.0`` is
     plain round-to-nearest. ``"stft"`` calibration searches it per layer and records the choice here.
+
+    ``clip_search=True`` (``"mse"`` and ``"stft"``): the MSE stage picks each layer's ``w_clip`` from
+    :data:`STFT_CLIP_GRID` together with its alpha (9 candidates instead of 3, the same output MSE), and records the
+    choice in the layer's own config.
     """
 
     needs_calibration = True
@@ -214,6 +218,7 @@ class SVDQuantConfig(QuantConfig):
     w_clip: float = 1.0
     act_scale: str = "token"  # "token" or "tensor" (a_bits=8), as in RTNConfig
     reduce_range: bool = False  # as in RTNConfig
+    clip_search: bool = False  # the MSE stage also picks w_clip from STFT_CLIP_GRID
 
     def __post_init__(self):
         if self.w_bits not in (4, 8):
@@ -230,3 +235,5 @@ class SVDQuantConfig(QuantConfig):
             raise ValueError(f"SVDQuantConfig.w_clip={self.w_clip!r}; use a float in [0.5, 1]")
         _check_act_scale("SVDQuantConfig", self.act_scale, self.a_bits)
         _check_reduce_range("SVDQuantConfig", self.reduce_range)
+        if not isinstance(self.clip_search, bool):
+            raise ValueError(f"SVDQuantConfig.clip_search={self.clip_search!r}; use True or False")

@@ -124,6 +124,7 @@ PRESET_OPTIONS: dict[str, object] = {
     "alpha": 0.5,
     "act_scale": "token",
     "reduce_range": False,
+    "clip_search": False,
     "steps": 8,
     "cfg": 3.0,
     "seconds": 5.0,
@@ -229,20 +230,24 @@ def preset_config(
     alpha: float = 0.5,
     act_scale: str = "token",
     reduce_range: bool = False,
+    clip_search: bool = False,
 ) -> QuantConfig:
     """The config a preset applies; ``UserError`` naming an unknown preset and listing the valid ones, or a bad option.
 
     ``act_scale="tensor"``: the A8 presets with one activation scale per call, which runs a U-Net's quantized
     convolutions as oneDNN int8 convolutions on the CPU (``accelerando.quant.int8_conv``). ``reduce_range=True``:
     weight codes within [-64, 64], so that CPUs without VNNI run those convolutions through oneDNN too
-    (``QuantLinear``).
+    (``QuantLinear``). ``clip_search=True`` (SVD presets): the MSE stage picks each layer's residual clipping
+    together with its alpha (``SVDQuantConfig``).
     """
     cfg = _preset_config(preset, rank, group_size, alpha)
     if act_scale not in ("token", "tensor"):
         raise UserError(f"act_scale={act_scale!r}; use 'token' or 'tensor'")
-    if not isinstance(reduce_range, bool):
-        raise UserError(f"reduce_range={reduce_range!r}; use True or False")
-    changes = {k: v for k, v in (("act_scale", act_scale), ("reduce_range", reduce_range)) if v not in ("token", False)}
+    for name, flag in (("reduce_range", reduce_range), ("clip_search", clip_search)):
+        if not isinstance(flag, bool):
+            raise UserError(f"{name}={flag!r}; use True or False")
+    given = (("act_scale", act_scale), ("reduce_range", reduce_range), ("clip_search", clip_search))
+    changes = {k: v for k, v in given if v not in ("token", False)}
     missing = [k for k in changes if not hasattr(cfg, k)]
     if missing:
         raise UserError(f"preset {preset!r} has no {missing[0]} option (it is fixed for this preset)")
@@ -350,7 +355,8 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             divide stay per channel), ``alpha`` (0.5, SmoothQuant), ``act_scale`` ("token", or "tensor" for A8
             presets: one uint8 activation scale per call, a U-Net's convs then run as oneDNN int8 convolutions),
             ``reduce_range`` (False; True: weight codes within [-64, 64], 8-bit weights rounded to 7 bits, so that
-            a CPU without VNNI runs the per-tensor convolutions through oneDNN too),
+            a CPU without VNNI runs the per-tensor convolutions through oneDNN too), ``clip_search`` (False; SVD
+            presets: the MSE stage also picks each layer's residual clipping),
             ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0:
             calibration clip length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer),
             ``stft_prompts`` (4 for the sensitivity form, 2 for the search), ``stft_seconds`` (2.0), ``stft_steps``
@@ -382,7 +388,9 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     if unknown:
         raise UserError(f"unknown quantize_pipeline option(s) {unknown}; valid: {', '.join(PRESET_OPTIONS)}")
     o = {**PRESET_OPTIONS, **options}
-    cfg = preset_config(preset, o["rank"], o["group_size"], o["alpha"], o["act_scale"], o["reduce_range"])
+    cfg = preset_config(
+        preset, o["rank"], o["group_size"], o["alpha"], o["act_scale"], o["reduce_range"], o["clip_search"]
+    )
     if o["stft_unit"] not in ("block", "layer"):
         raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
     if o["stft_method"] not in STFT_METHODS:

@@ -20,13 +20,16 @@ tokens, ``W_j``: weight column ``j``); channels never active in calibration (or 
 ``s_j = 1``.
 """
 
+import itertools
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from accelerando.quant import fused, triton_kernels
 from accelerando.quant.api import is_building_skeleton, register_handler, require_linear
-from accelerando.quant.configs import MSE_ALPHA_GRID, SmoothQuantConfig, SVDQuantConfig
+from accelerando.quant.configs import MSE_ALPHA_GRID, STFT_CLIP_GRID, SmoothQuantConfig, SVDQuantConfig
 from accelerando.quant.linear import QuantLinear, _forget_packed
 from accelerando.quant.primitives import pack_int4, quantize_weight
 
@@ -209,7 +212,12 @@ def _calibration(module: nn.Module, config) -> dict:
     return calib
 
 
-def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...], w_clip: float = 1.0) -> nn.Module:
+def _build(
+    module: nn.Module, config, rank: int, alphas: tuple[float, ...], clips: tuple[float, ...] = (1.0,)
+) -> nn.Module:
+    """The quantized layer for ``module``: the (alpha, clip) candidate with the lowest output MSE on the recorded
+    rows (the only one when there is one). A clip other than ``config.w_clip`` is recorded in the layer's own
+    ``quant_config``."""
     linear = require_linear(module, config)
     if is_building_skeleton():
         k, n = linear.in_features, linear.out_features
@@ -225,21 +233,27 @@ def _build(module: nn.Module, config, rank: int, alphas: tuple[float, ...], w_cl
             config.reduce_range,
         ).to(linear.weight.device)
     calib = _calibration(module, config)
-    args = (config.w_bits, config.a_bits, config.group_size, rank, w_clip)
+    args = (config.w_bits, config.a_bits, config.group_size, rank)
     kw = {"act_scale": config.act_scale, "reduce_range": config.reduce_range}
-    if len(alphas) == 1:
-        return SVDQuantLinear.from_float(linear, calib["absmax"], alphas[0], *args, **kw)
+    if len(alphas) == 1 and len(clips) == 1:
+        return SVDQuantLinear.from_float(linear, calib["absmax"], alphas[0], *args, clips[0], **kw)
     sample = calib.get("sample")
     if sample is None or not len(sample):
         raise ValueError(f"calibration={config.calibration!r} needs recorded activation rows (calibrate_ records them)")
-    best, best_err = None, float("inf")
+    best, best_err, best_clip = None, float("inf"), clips[0]
     with torch.no_grad():
         ref = linear(sample)
-        for a in alphas:
-            cand = SVDQuantLinear.from_float(linear, calib["absmax"], a, *args, **kw)
+        splits = {}  # the low-rank split depends on alpha only
+        for clip, a in itertools.product(clips, alphas):  # the first clip's candidates first: they win ties
+            if a not in splits:
+                s = layer_smoothing(linear, calib["absmax"], a, config.act_scale)
+                splits[a] = lowrank_split(linear.weight.detach().float() * s, min(rank, *linear.weight.shape))
+            cand = SVDQuantLinear.from_float(linear, calib["absmax"], a, *args, clip, split=splits[a], **kw)
             err = float((cand(sample) - ref).pow(2).mean())
             if err < best_err:
-                best, best_err = cand, err
+                best, best_err, best_clip = cand, err, clip
+    if best_clip != config.w_clip:
+        best.quant_config = replace(config, w_clip=best_clip)  # quantize_ keeps a config the handler set
     return best
 
 
@@ -251,5 +265,7 @@ def _smoothquant(module: nn.Module, config: SmoothQuantConfig) -> nn.Module:
 @register_handler(SVDQuantConfig)
 def _svdquant(module: nn.Module, config: SVDQuantConfig) -> nn.Module:
     # "stft" starts from the "mse" choice; calibrate_ then refines it end to end (accelerando.quant.stft_search)
-    alphas = MSE_ALPHA_GRID if config.calibration in ("mse", "stft") else (config.smooth_alpha,)
-    return _build(module, config, config.rank, alphas, config.w_clip)
+    searched = config.calibration in ("mse", "stft")
+    alphas = MSE_ALPHA_GRID if searched else (config.smooth_alpha,)
+    clips = (config.w_clip,) + tuple(c for c in STFT_CLIP_GRID if c != config.w_clip)
+    return _build(module, config, config.rank, alphas, clips if searched and config.clip_search else clips[:1])
