@@ -275,7 +275,8 @@ def test_cli_quantize_rejects_bad_arguments(tmp_path):
         (["--config", "w4a8-rtn", "--group-size", "3"], "--group-size 3"),
         (["--config", "w8a16-rtn", "--act-scale", "tensor"], "act_scale='tensor' needs a_bits=8"),
         (["--config", "int8-dynamic", "--act-scale", "tensor"], "'int8-dynamic' has no act_scale"),
-        (["--config", "w8a8-fp8", "--reduce-range"], "'w8a8-fp8' has no reduce_range"),
+        (["--config", "w8a8-fp8", "--reduce-range", "--act-scale", "tensor"], "'w8a8-fp8' has no "),
+        (["--config", "w8a8-rtn", "--reduce-range"], "needs act_scale='tensor'"),
     ]:
         args = parser.parse_args(["quantize", *argv, "-o", str(tmp_path / "o.safetensors")])
         with pytest.raises(UserError, match=needle):

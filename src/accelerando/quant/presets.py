@@ -246,6 +246,8 @@ def preset_config(
     for name, flag in (("reduce_range", reduce_range), ("clip_search", clip_search)):
         if not isinstance(flag, bool):
             raise UserError(f"{name}={flag!r}; use True or False")
+    if reduce_range and act_scale != "tensor":  # only per-tensor A8 convolutions run through oneDNN
+        raise UserError("reduce_range=True needs act_scale='tensor' (CLI: --reduce-range with --act-scale tensor)")
     given = (("act_scale", act_scale), ("reduce_range", reduce_range), ("clip_search", clip_search))
     changes = {k: v for k, v in given if v not in ("token", False)}
     missing = [k for k in changes if not hasattr(cfg, k)]
