@@ -10,12 +10,13 @@ preset                    config applied to the backbone's block Linears
 ``w8a8-fp8``              :class:`Float8DynamicConfig` (e4m3 weights and per-token activations, ``_scaled_mm``)
 ``w4a8-rtn``              ``RTNConfig(4, 8, group_size)``
 ``w4a8-smooth``           ``SmoothQuantConfig(4, 8, alpha, group_size)``
-``w4a8-svd``              ``SVDQuantConfig(4, 8, rank, group_size, calibration="mse")``
-``w4a8-svd-stft``         ``SVDQuantConfig(4, 8, rank, group_size, calibration="stft")``
+``w4a8-svd``              ``SVDQuantConfig(4, 8, rank, group_size, calibration="mse", clip_search=True)``
+``w4a8-svd-stft``         ``SVDQuantConfig(4, 8, rank, group_size, calibration="stft", clip_search=True)``
 ``w4a8-svd-stft-rec``     ``w4a8-svd-stft``, then low-rank recovery (:mod:`accelerando.quant.recovery`)
-``w4a4-svd``              ``SVDQuantConfig(4, 4, rank, group_size, calibration="mse")``
+``w4a4-svd``              ``SVDQuantConfig(4, 4, rank, group_size, calibration="mse", clip_search=True)``
 ``w8a16-rtn``             ``RTNConfig(8, 16)``: weight-only int8 (activations float; U-Net convs run natively)
-``w4a16-svd``             ``SVDQuantConfig(4, 16, rank, group_size, calibration="mse")``: weight-only 4-bit + low rank
+``w4a16-svd``             ``SVDQuantConfig(4, 16, rank, group_size, calibration="mse", clip_search=True)``: weight-only
+                          4-bit + low rank
 ========================  ==========================================================================================
 
 Which layers (:func:`dit_filter`): inside every DiT block, the self-attention ``q``/``kv``/``out``, the
@@ -124,7 +125,7 @@ PRESET_OPTIONS: dict[str, object] = {
     "alpha": 0.5,
     "act_scale": "token",
     "reduce_range": False,
-    "clip_search": False,
+    "clip_search": None,
     "steps": 8,
     "cfg": 3.0,
     "seconds": 5.0,
@@ -230,17 +231,20 @@ def preset_config(
     alpha: float = 0.5,
     act_scale: str = "token",
     reduce_range: bool = False,
-    clip_search: bool = False,
+    clip_search: bool | None = None,
 ) -> QuantConfig:
     """The config a preset applies; ``UserError`` naming an unknown preset and listing the valid ones, or a bad option.
 
     ``act_scale="tensor"``: the A8 presets with one activation scale per call, which runs a U-Net's quantized
     convolutions as oneDNN int8 convolutions on the CPU (``accelerando.quant.int8_conv``). ``reduce_range=True``:
     weight codes within [-64, 64], so that CPUs without VNNI run those convolutions through oneDNN too
-    (``QuantLinear``). ``clip_search=True`` (SVD presets): the MSE stage picks each layer's residual clipping
-    together with its alpha (``SVDQuantConfig``).
+    (``QuantLinear``). ``clip_search``: the MSE stage of the SVD presets picks each layer's residual clipping
+    together with its alpha (``SVDQuantConfig``); None (default) turns it on for them, where it lowered the
+    teacher-forced complex-STFT error by 9% per token (BENCHMARKS.md, "Residual clipping in the MSE calibration").
     """
     cfg = _preset_config(preset, rank, group_size, alpha)
+    if clip_search is None:
+        clip_search = isinstance(cfg, SVDQuantConfig) and cfg.calibration in ("mse", "stft")
     if act_scale not in ("token", "tensor"):
         raise UserError(f"act_scale={act_scale!r}; use 'token' or 'tensor'")
     for name, flag in (("reduce_range", reduce_range), ("clip_search", clip_search)):
@@ -357,8 +361,9 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
             divide stay per channel), ``alpha`` (0.5, SmoothQuant), ``act_scale`` ("token", or "tensor" for A8
             presets: one uint8 activation scale per call, a U-Net's convs then run as oneDNN int8 convolutions),
             ``reduce_range`` (False; True: weight codes within [-64, 64], 8-bit weights rounded to 7 bits, so that
-            a CPU without VNNI runs the per-tensor convolutions through oneDNN too), ``clip_search`` (False; SVD
-            presets: the MSE stage also picks each layer's residual clipping),
+            a CPU without VNNI runs the per-tensor convolutions through oneDNN too), ``clip_search`` (None: on for
+            the SVD presets, whose MSE stage then picks each layer's residual clipping with its alpha; False: alpha
+            only, as before 2026-11-27),
             ``steps`` (8), ``cfg`` (3.0), ``seconds`` (5.0:
             calibration clip length), ``seed`` (0), ``max_rows`` (1024: activation rows kept per layer),
             ``stft_prompts`` (4 for the sensitivity form, 2 for the search), ``stft_seconds`` (2.0), ``stft_steps``
