@@ -7,7 +7,9 @@ For each shape ``[B=2, C, T]`` (a 30 s clip at the U-Net's three levels, ``C -> 
 activation codes drawn over the whole ``[0, 255]`` range, int8 weight codes drawn over ``[-127, 127]`` ("full") or
 ``[-64, 64]`` (``reduce_range``), and oneDNN's ``qconv_pointwise`` with unit scales, against the exact integer
 sums (a float64 convolution of the codes). On a CPU without VNNI the full-range sums saturate pairs of products in
-int16 (:mod:`accelerando.quant.int8_conv`); reduced-range ones must be exact everywhere. Times: median of
+int16 (:mod:`accelerando.quant.int8_conv`); reduced-range ones must be exact everywhere. (oneDNN writes float32
+here, which holds integers exactly up to 2^24; the worst case at 384 channels, 1152 x 255 x 64, is above that, but
+random codes sum to far less. ``tests/quant/test_int8_conv.py`` checks the worst case itself.) Times: median of
 ``--repeats`` calls after a warm-up, the int8 convolution (codes already made) against ``F.conv1d`` on float32
 input of the same shape, in the same process.
 """

@@ -188,12 +188,16 @@ def test_fuse_norms_technique_fuses_the_blocks_and_refuses_other_backbones():
     from accelerando.quant import norm_codes
     from accelerando.testing.models import tiny_pipeline
 
-    v = parse_variant("f=builtin+quantize:w8a8-rtn:act_scale=tensor:reduce_range=true+fuse-norms")
+    quant = "quantize:w8a8-rtn:act_scale=tensor:reduce_range=true:calib_prompts=1:seconds=1.0:steps=2"
+    v = parse_variant(f"f=builtin+{quant}+fuse-norms")
     check_variant(v)
     with pytest.raises(UserError, match="'fuse-norms' takes no arguments or options, got 'x=1'"):
         check_variant(parse_variant("builtin+fuse-norms:x=1"))
     pipe = tiny_pipeline(backbone="unet")
-    with pytest.raises(UserError, match="per-frame norms"):  # the tiny U-Net normalises over the clip
-        apply_techniques(pipe, v.techniques[1:], v.name)
     pipe.model.dit = MusicUNet(replace(pipe.model.dit.config, norm="frame"))
-    assert apply_techniques(pipe, v.techniques[1:], v.name) is pipe and norm_codes.blocks_fused(pipe.model.dit)
+    with pytest.raises(UserError, match="needs per-tensor quantized convolutions"):  # float: nothing to fuse
+        apply_techniques(pipe, v.techniques[1:], v.name)
+    clip_norm = tiny_pipeline(backbone="unet")  # the tiny U-Net normalises over the clip
+    with pytest.raises(UserError, match="per-frame norms"):
+        apply_techniques(clip_norm, v.techniques, v.name)
+    assert apply_techniques(pipe, v.techniques, v.name) is pipe and norm_codes.blocks_fused(pipe.model.dit)

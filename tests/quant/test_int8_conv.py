@@ -277,10 +277,21 @@ def test_recovery_runs_per_call_with_per_tensor_scales(monkeypatch):
     assert rep["steps"] == 2 and len(sizes) >= 8 and set(sizes) == {2}
 
 
-def test_no_vnni_means_no_onednn_path_for_every_layer(monkeypatch):
-    """Without VNNI oneDNN's uint8 x int8 kernels sum pairs in saturating int16: not every layer can run there."""
+def _no_vnni(monkeypatch):
+    """Pretend the CPU has no VNNI (both modules read it), with ``ACCELERANDO_QUANT_INT_MM`` unset (auto)."""
+    from accelerando.quant import primitives
+
     monkeypatch.setattr(int8_conv, "_cpu_has_vnni", lambda: False)
+    monkeypatch.setattr(primitives, "_cpu_has_vnni", lambda: False)
+    monkeypatch.delenv(INT_MM_ENV, raising=False)
+
+
+def test_no_vnni_means_no_onednn_path_for_every_layer(monkeypatch):
+    """Without VNNI oneDNN's uint8 x int8 kernels sum pairs in saturating int16: not every layer can run there, so
+    the mode is chosen per layer ("auto"), or the unfold path runs where the op is missing."""
+    _no_vnni(monkeypatch)
     assert not int8_conv.available()
+    assert int8_conv.status()["mode"] == ("auto" if int8_conv.op_available() else "float")
 
 
 needs_op = pytest.mark.skipif(not int8_conv.op_available(), reason="PyTorch build without oneDNN int8 convolutions")
@@ -327,8 +338,7 @@ def test_onednn_int8_sums_are_exact_for_weight_codes_within_64():
     ],
 )
 def test_without_vnni_layers_with_small_weight_codes_run_through_onednn(cfg, runs, monkeypatch):
-    monkeypatch.setattr(int8_conv, "_cpu_has_vnni", lambda: False)
-    monkeypatch.delenv(INT_MM_ENV, raising=False)
+    _no_vnni(monkeypatch)
     assert int8_conv.status()["mode"] == "auto"
     conv, x = _conv(32, 48, 3, padding=1)
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
@@ -372,15 +382,23 @@ def test_reduce_range_keeps_weight_codes_within_64_and_round_trips(tmp_path):
         QuantLinear(64, 24, full_range=True, reduce_range=True)
 
 
-def test_svd_reduce_range_bounds_the_residual_codes():
-    g = torch.Generator().manual_seed(5)
-    model = nn.Sequential(nn.Linear(64, 48))
-    x = torch.randn(40, 64, generator=g)
+@needs_op
+@pytest.mark.parametrize("w_bits,group", [(8, None), (4, 16)])
+def test_svd_reduce_range_conv_runs_through_onednn_without_vnni(w_bits, group, monkeypatch):
+    """The residual's codes stay within [-64, 64] and the layer (low-rank branch included) matches the reference."""
+    _no_vnni(monkeypatch)
+    conv, x = _conv(32, 48, 3, padding=1)
     x[:, 3] *= 20  # an outlier channel
-    cfg = SVDQuantConfig(8, 8, rank=4, act_scale="tensor", reduce_range=True)
-    calibrate_(model, cfg, [lambda m: m(x)])
-    res = model[0].residual
-    assert res.reduce_range and int(res.qweight.short().abs().max()) <= 63
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    cfg = SVDQuantConfig(w_bits, 8, rank=4, group_size=group, act_scale="tensor", reduce_range=True)
+    calibrate_(model, cfg, [lambda m: m(x)], **LINEAR)
+    res = model[0].linear.residual
+    assert res.reduce_range and int(res.gemm_weight()[0].short().abs().max()) <= 64
+    how = int8_conv.plan(model[0], x)
+    assert how[1].mode == "onednn" and how[1].low is not None
+    fast, ref = _both_paths(model, x)
+    assert sqnr(ref, fast) > 60  # the low-rank branch's float convs round differently from the unfold GEMMs
+    assert sqnr(conv(x), fast) > (25 if w_bits == 8 else 18)
 
 
 def test_float_codes_conv_is_exact_at_the_builtins_widths(monkeypatch):

@@ -94,19 +94,30 @@ def _quantized(cfg, seed: int = 0) -> MusicUNet:
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-@pytest.mark.parametrize("mode", ["onednn", "float"])
+@pytest.mark.parametrize("mode", ["onednn", "float", "auto"])
 def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, monkeypatch):
-    """Both consumers of the codes: oneDNN's int8 convolution (VNNI CPUs) and the float32 convolution of the codes
-    (CPUs without VNNI, forced here with ACCELERANDO_QUANT_INT_MM=float)."""
+    """Every consumer of the codes: oneDNN's int8 convolution (VNNI CPUs), the float32 convolution of the codes
+    (CPUs without VNNI, forced here with ACCELERANDO_QUANT_INT_MM=float), and oneDNN again for reduced-range layers
+    on a CPU without VNNI ("auto", VNNI hidden here)."""
+    from accelerando.quant import primitives
+
     if mode == "onednn" and not int8_conv.available():
         pytest.skip("no oneDNN int8 convolutions (VNNI) here")
-    monkeypatch.setenv(INT_MM_ENV, "native" if mode == "onednn" else "float")
-    model = _quantized(RTNConfig(8, 8, act_scale="tensor"))
+    if mode == "auto" and not int8_conv.op_available():
+        pytest.skip("PyTorch build without oneDNN int8 convolutions")
+    if mode == "auto":
+        monkeypatch.setattr(int8_conv, "_cpu_has_vnni", lambda: False)
+        monkeypatch.setattr(primitives, "_cpu_has_vnni", lambda: False)
+        monkeypatch.delenv(INT_MM_ENV, raising=False)
+    else:
+        monkeypatch.setenv(INT_MM_ENV, "native" if mode == "onednn" else "float")
+    model = _quantized(RTNConfig(8, 8, act_scale="tensor", reduce_range=mode == "auto"))
     h, c = _features(model)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         ref = model.features(h, c)
         assert norm_codes.fuse_block_norms(model) == 8 and norm_codes.blocks_fused(model)  # 2 down, 2 mid, 4 up
-        assert norm_codes._fused_plan(model.down[0][0].conv1, model.down[0][0].norm1, model.in_conv(h), None)
+        how = norm_codes._fused_plan(model.down[0][0].conv1, model.down[0][0].norm1, model.in_conv(h), None)
+        assert how is not None and how[1].mode == ("float" if mode == "float" else "onednn")
         out = model.features(h, c)
         assert norm_codes.unfuse_block_norms(model) == 8 and not norm_codes.blocks_fused(model)
         again = model.features(h, c)

@@ -337,6 +337,25 @@ def test_cli_reduce_range_reaches_the_layers_and_keeps_codes_small(tmp_path, mon
     assert codes and max(int(c.short().abs().max()) for c in codes) <= 64
 
 
+def test_cli_clip_search_is_on_by_default_and_no_clip_search_turns_it_off(tmp_path, monkeypatch):
+    from accelerando.cli import quantize
+    from accelerando.pretrained import load_generator
+
+    monkeypatch.setattr(quantize, "load_pipeline", lambda model: tiny_pipeline(backbone="unet"))
+    found = {}
+    for flag in ([], ["--no-clip-search"]):
+        out = tmp_path / f"c{len(flag)}.safetensors"
+        argv = ["quantize", "--config", "w4a8-svd", "--rank", "2", "--calib-prompts", "1", *flag, "-o", str(out)]
+        args = _parser().parse_args(argv)
+        assert args.func(args) == 0
+        found[bool(flag)] = {c.clip_search for c in quantized_layers(load_generator(out)).values()}
+    assert found == {False: {True}, True: {False}}
+    with pytest.raises(UserError, match="'w8a8-rtn' has no clip_search"):
+        from accelerando.quant.presets import preset_config
+
+        preset_config("w8a8-rtn", clip_search=True)
+
+
 def test_preset_act_scale_is_checked_naming_the_value():
     from accelerando.quant.presets import preset_config
 

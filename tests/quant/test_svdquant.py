@@ -95,8 +95,9 @@ def test_clip_search_picks_alpha_and_clipping_by_mse_and_records_the_clip(tmp_pa
         err = (searched(calib) - ref).pow(2).mean()
         assert err <= (plain(calib) - ref).pow(2).mean() * (1 + 1e-6)  # the plain choice is one of the candidates
     cfg = searched.quant_config
-    assert cfg.clip_search and cfg.w_clip in (0.9, 0.8), cfg  # recorded per layer
+    assert cfg.clip_search and cfg.w_clip in (0.9, 0.8), cfg  # recorded per layer, with the alpha
     assert min(abs(float(searched.alpha) - a) for a in (0.3, 0.5, 0.7)) < 1e-6
+    assert abs(cfg.smooth_alpha - float(searched.alpha)) < 1e-6
     path = save_quantized(model, tmp_path / "c.safetensors")
     fresh = nn.Sequential(nn.Linear(K, N))
     loaded = load_quantized(fresh, path)
@@ -105,6 +106,8 @@ def test_clip_search_picks_alpha_and_clipping_by_mse_and_records_the_clip(tmp_pa
         assert torch.equal(loaded(x), model(x))
     with pytest.raises(ValueError, match="clip_search='yes'"):
         SVDQuantConfig(clip_search="yes")
+    with pytest.raises(ValueError, match="clip_search=True needs calibration 'mse' or 'stft', not None"):
+        SVDQuantConfig(calibration=None, clip_search=True)
 
 
 @pytest.mark.parametrize(

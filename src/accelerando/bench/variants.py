@@ -402,7 +402,13 @@ def _check_fuse_norms(options: dict) -> None:
 def _fuse_norms(pipeline, options: dict):
     from accelerando.quant import norm_codes
 
-    if not norm_codes.fuse_block_norms(pipeline.model.dit):
+    dit = pipeline.model.dit
+    if not any(getattr(m, "act_scale", None) == "tensor" for m in dit.modules()):
+        raise UserError(
+            "technique 'fuse-norms' needs per-tensor quantized convolutions: put it after "
+            "quantize:PRESET:act_scale=tensor"
+        )
+    if not norm_codes.fuse_block_norms(dit):
         raise UserError("technique 'fuse-norms' needs a U-Net with per-frame norms (norm='frame'), as the built-in")
     return pipeline
 

@@ -1,7 +1,8 @@
 """`accelerando quantize`: post-training quantization of the generator backbone with a named preset.
 
     accelerando quantize --model builtin|PATH --config PRESET [--calib-prompts N] [--rank R] [--recover-steps N]
-        [--other-linears float|w8a16] [--act-scale token|tensor] [--reduce-range] -o OUT.safetensors [--json]
+        [--other-linears float|w8a16] [--act-scale token|tensor] [--reduce-range] [--no-clip-search]
+        -o OUT.safetensors [--json]
 
 The output is a safetensors file (written next to its final name, then renamed) that ``accelerando generate
 --model OUT.safetensors`` loads. Presets, calibration and the report are described in ``docs/quantization.md``.
@@ -67,6 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "runs --act-scale tensor convolutions through oneDNN's int8 kernels too",
     )
     q.add_argument(
+        "--no-clip-search",
+        action="store_true",
+        help="SVD presets: pick each layer's smoothing alpha by MSE without also searching its residual clipping "
+        "(the default searches both)",
+    )
+    q.add_argument(
         "--stft-method",
         choices=("sensitivity", "search", "uniform"),
         default=None,
@@ -86,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.config not in PRESETS:
         preset_config(args.config)  # raises the UserError naming it and listing the valid presets
     # a UserError for --act-scale tensor on an A16 / A4 preset, or --reduce-range on one without weight codes
-    preset_config(args.config, act_scale=args.act_scale, reduce_range=args.reduce_range)
+    clip = False if args.no_clip_search else None
+    preset_config(args.config, act_scale=args.act_scale, reduce_range=args.reduce_range, clip_search=clip)
     if args.out.suffix != ".safetensors":
         raise UserError(f"-o {args.out}: use a .safetensors file name")
     if args.calib_prompts < 1 or args.calib_prompts > 62:
@@ -129,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         "other_linears": args.other_linears,
         "act_scale": args.act_scale,
         "reduce_range": args.reduce_range,
+        "clip_search": clip,
     }
     if args.recover_steps is not None:
         options["recover_steps"] = args.recover_steps

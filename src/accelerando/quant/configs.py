@@ -202,9 +202,9 @@ class SVDQuantConfig(QuantConfig):
     ``w_clip``: the residual's weight scale is ``w_clip * absmax / qmax`` (values beyond are clamped); ``1.0`` is
     plain round-to-nearest. ``"stft"`` calibration searches it per layer and records the choice here.
 
-    ``clip_search=True`` (``"mse"`` and ``"stft"``): the MSE stage picks each layer's ``w_clip`` from
-    :data:`STFT_CLIP_GRID` together with its alpha (9 candidates instead of 3, the same output MSE), and records the
-    choice in the layer's own config.
+    ``clip_search=True`` (``"mse"`` and ``"stft"`` only): the MSE stage picks each layer's ``w_clip`` from
+    :data:`STFT_CLIP_GRID` together with its alpha (9 candidates instead of 3, the same output MSE), and records both
+    choices in the layer's own config (``smooth_alpha``, ``w_clip``).
     """
 
     needs_calibration = True
@@ -237,3 +237,7 @@ class SVDQuantConfig(QuantConfig):
         _check_reduce_range("SVDQuantConfig", self.reduce_range)
         if not isinstance(self.clip_search, bool):
             raise ValueError(f"SVDQuantConfig.clip_search={self.clip_search!r}; use True or False")
+        if self.clip_search and self.calibration not in ("mse", "stft"):
+            raise ValueError(
+                f"SVDQuantConfig.clip_search=True needs calibration 'mse' or 'stft', not {self.calibration!r}"
+            )

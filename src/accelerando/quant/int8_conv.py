@@ -33,7 +33,7 @@ Used when all of these hold, else the unfold path runs (the reference, same inte
 - CPU tensors, ``torch.ops.onednn.qconv_pointwise`` present (oneDNN builds of PyTorch) and a CPU with VNNI. On a
   CPU without VNNI (AVX2) oneDNN multiplies uint8 by int8 in pairs summed in saturating int16 (``vpmaddubsw``),
   which is exact only while no pair passes ``2^15 - 1``: layers whose weight codes all lie within ``[-64, 64]``
-  (``2 * 255 * 64 = 32640``) still run through oneDNN there, 2.2-3.4x faster than a float32 convolution on the
+  (``2 * 255 * 64 = 32640``) still run through oneDNN there, 2.1-3.8x faster than a float32 convolution on the
   AVX2 CPU of BENCHMARKS.md. That holds for ``reduce_range`` layers (7-bit codes, or 4-bit groups folded in eighths:
   :class:`~accelerando.quant.linear.QuantLinear`) and 4-bit layers with one scale per channel. Other layers (and
   every layer under ``ACCELERANDO_QUANT_INT_MM=float``) run as one float32 convolution of the codes ``q - zp``

@@ -398,6 +398,7 @@ def quantize_pipeline(pipeline, preset: str, calib_prompts: int = 8, **options):
     cfg = preset_config(
         preset, o["rank"], o["group_size"], o["alpha"], o["act_scale"], o["reduce_range"], o["clip_search"]
     )
+    o["clip_search"] = bool(getattr(cfg, "clip_search", False))  # the report records what ran
     if o["stft_unit"] not in ("block", "layer"):
         raise UserError(f"stft_unit={o['stft_unit']!r}; use 'block' or 'layer'")
     if o["stft_method"] not in STFT_METHODS:

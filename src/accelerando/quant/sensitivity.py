@@ -29,12 +29,12 @@ estimator with i.i.d. noise (``tests/quant/test_sensitivity.py``); whether the c
 measured in BENCHMARKS.md.
 
 The candidates per layer are :data:`~accelerando.quant.configs.STFT_ALPHA_GRID` × the low-rank split × the
-residual clipping in :data:`STFT_CLIP_GRID`, at the configured rank (the ``"mse"`` choice, plain split, clipping 1,
-is one of them and is kept on ties). The split is the plain SVD of the smoothed weight, or its SVD weighted by each
-output channel's mean sensitivity (:func:`~accelerando.quant.svd.lowrank_split` with ``row_weights``: Fisher-weighted
-SVD), which gives the 16-bit branch the rows whose error the audio feels most. Cost: one forward and
-``projections`` backward passes per prompt on the float model, then a grid of layer evaluations on the recorded rows;
-no end-to-end evaluation per candidate.
+residual clipping in :data:`STFT_CLIP_GRID`, at the configured rank (the ``"mse"`` choice, plain split, with its
+clipping, 1 unless ``clip_search`` picked another, is one of them and is kept on ties). The split is the plain
+SVD of the smoothed weight, or its SVD weighted by each output channel's mean sensitivity
+(:func:`~accelerando.quant.svd.lowrank_split` with ``row_weights``: Fisher-weighted SVD), which gives the 16-bit
+branch the rows whose error the audio feels most. Cost: one forward and ``projections`` backward passes per prompt
+on the float model, then a grid of layer evaluations on the recorded rows; no end-to-end evaluation per candidate.
 """
 
 import itertools

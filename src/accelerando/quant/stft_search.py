@@ -2,7 +2,8 @@
 
 Layer-output MSE treats every error alike; what a listener (and the paired metrics) sees is the decoded audio,
 after the error has gone through the sampler's trajectory and the codec. So ``SVDQuantConfig(calibration="stft")``
-starts from the ``"mse"`` choice (per-layer alpha from the MSE grid, ``w_clip`` 1, full rank) and then refines it
+starts from the ``"mse"`` choice (per-layer alpha from the MSE grid, ``w_clip`` 1 or the MSE stage's pick with
+``clip_search``, full rank) and then refines it
 against an ``objective(model) -> float`` that runs the whole pipeline and returns the complex-STFT error of its audio
 against the float pipeline's audio on the same prompts, seeds and noise (lower is better;
 :func:`accelerando.quant.presets.quantize_pipeline` builds it).

@@ -216,8 +216,8 @@ def _build(
     module: nn.Module, config, rank: int, alphas: tuple[float, ...], clips: tuple[float, ...] = (1.0,)
 ) -> nn.Module:
     """The quantized layer for ``module``: the (alpha, clip) candidate with the lowest output MSE on the recorded
-    rows (the only one when there is one). A clip other than ``config.w_clip`` is recorded in the layer's own
-    ``quant_config``."""
+    rows (the only one when there is one). With ``config.clip_search`` the chosen alpha and clip are recorded in
+    the layer's own ``quant_config`` (``smooth_alpha``, ``w_clip``)."""
     linear = require_linear(module, config)
     if is_building_skeleton():
         k, n = linear.in_features, linear.out_features
@@ -240,7 +240,7 @@ def _build(
     sample = calib.get("sample")
     if sample is None or not len(sample):
         raise ValueError(f"calibration={config.calibration!r} needs recorded activation rows (calibrate_ records them)")
-    best, best_err, best_clip = None, float("inf"), clips[0]
+    best, best_err, best_alpha, best_clip = None, float("inf"), alphas[0], clips[0]
     with torch.no_grad():
         ref = linear(sample)
         splits = {}  # the low-rank split depends on alpha only
@@ -251,9 +251,9 @@ def _build(
             cand = SVDQuantLinear.from_float(linear, calib["absmax"], a, *args, clip, split=splits[a], **kw)
             err = float((cand(sample) - ref).pow(2).mean())
             if err < best_err:
-                best, best_err, best_clip = cand, err, clip
-    if best_clip != config.w_clip:
-        best.quant_config = replace(config, w_clip=best_clip)  # quantize_ keeps a config the handler set
+                best, best_err, best_alpha, best_clip = cand, err, a, clip
+    if getattr(config, "clip_search", False):  # quantize_ keeps a config the handler set
+        best.quant_config = replace(config, smooth_alpha=best_alpha, w_clip=best_clip)
     return best
 
 
