@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from accelerando.quant.configs import STFT_ALPHA_GRID, STFT_CLIP_GRID, SVDQuantConfig
-from accelerando.quant.svd import SVDQuantLinear, layer_smoothing, lowrank_split
+from accelerando.quant.svd import SVDQuantLinear, smoothed_split
 
 __all__ = [
     "SPLITS",
@@ -274,8 +274,10 @@ def sensitivity_refine_(
             if (alpha, split_kind, clip) == (alpha0, "plain", choice["w_clip"]) and best is cur:
                 continue
             if (alpha, split_kind) not in splits:
-                ws = lin.weight.detach().float() * layer_smoothing(lin, stats[n]["absmax"], alpha, cfg.act_scale)
-                splits[alpha, split_kind] = lowrank_split(ws, cur.rank, f if split_kind == "weighted" else None)
+                rows_w = f if split_kind == "weighted" else None
+                splits[alpha, split_kind] = smoothed_split(
+                    lin, stats[n]["absmax"], alpha, cfg.act_scale, cur.rank, rows_w
+                )
             split = splits[alpha, split_kind]
             cand = SVDQuantLinear.from_float(
                 lin,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from accelerando.quant.configs import STFT_ALPHA_GRID, STFT_CLIP_GRID, SVDQuantConfig
-from accelerando.quant.svd import SVDQuantLinear, layer_smoothing, lowrank_split
+from accelerando.quant.svd import SVDQuantLinear, smoothed_split
 
 __all__ = ["stft_refine_"]
 
@@ -79,8 +79,7 @@ def stft_refine_(
         lin, cfg = floats[n], current[n].quant_config
         key = (n, st["alpha"], st["rank"])
         if key not in splits:
-            s = layer_smoothing(lin, stats[n]["absmax"], st["alpha"], cfg.act_scale)
-            splits[key] = lowrank_split(lin.weight.detach().float() * s, st["rank"])
+            splits[key] = smoothed_split(lin, stats[n]["absmax"], st["alpha"], cfg.act_scale, st["rank"])
         q = SVDQuantLinear.from_float(
             lin,
             stats[n]["absmax"],

@@ -33,7 +33,7 @@ from accelerando.quant.configs import MSE_ALPHA_GRID, STFT_CLIP_GRID, SmoothQuan
 from accelerando.quant.linear import QuantLinear, _forget_packed
 from accelerando.quant.primitives import pack_int4, quantize_weight
 
-__all__ = ["SVDQuantLinear", "smoothing_factors", "layer_smoothing", "lowrank_split"]
+__all__ = ["SVDQuantLinear", "smoothing_factors", "layer_smoothing", "lowrank_split", "smoothed_split"]
 
 _EPS = 1e-8
 
@@ -86,6 +86,20 @@ def lowrank_split(
     l1 = (u[:, :rank] * root).float().bfloat16()  # [N, r]
     l2 = (root[:, None] * vh[:rank]).float().bfloat16()  # [r, K]
     return l1, l2, w - l1.float() @ l2.float()
+
+
+def smoothed_split(
+    linear: nn.Linear,
+    act_absmax: torch.Tensor,
+    alpha: float,
+    act_scale: str,
+    rank: int,
+    row_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`lowrank_split` of ``linear``'s weight smoothed at ``alpha`` (:func:`layer_smoothing`): the ``split``
+    :meth:`SVDQuantLinear.from_float` takes, for callers that try several candidates per split."""
+    s = layer_smoothing(linear, act_absmax, alpha, act_scale)
+    return lowrank_split(linear.weight.detach().float() * s, rank, row_weights)
 
 
 class SVDQuantLinear(nn.Module):
@@ -246,8 +260,9 @@ def _build(
         splits = {}  # the low-rank split depends on alpha only
         for clip, a in itertools.product(clips, alphas):  # the first clip's candidates first: they win ties
             if a not in splits:
-                s = layer_smoothing(linear, calib["absmax"], a, config.act_scale)
-                splits[a] = lowrank_split(linear.weight.detach().float() * s, min(rank, *linear.weight.shape))
+                splits[a] = smoothed_split(
+                    linear, calib["absmax"], a, config.act_scale, min(rank, *linear.weight.shape)
+                )
             cand = SVDQuantLinear.from_float(linear, calib["absmax"], a, *args, clip, split=splits[a], **kw)
             err = float((cand(sample) - ref).pow(2).mean())
             if err < best_err:
