@@ -52,7 +52,6 @@ measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN"). One scale covers
 batch (the guidance branches, batched prompts) shares it: outputs depend on what is batched together.
 """
 
-import os
 import warnings
 import weakref
 from typing import NamedTuple
@@ -202,15 +201,12 @@ def _mode() -> str | None:
     float32: oneDNN for the layers whose weight codes lie within ``[-64, 64]``, one float32 convolution of the codes
     for the others), ``"float"`` (``ACCELERANDO_QUANT_INT_MM=float``: the float32 convolution for every layer) or
     None (``ACCELERANDO_QUANT_INT_MM=native`` without VNNI: the unfold path with ``torch._int_mm``)."""
-    from accelerando.quant.primitives import INT_MM_ENV, int_mm_native
+    from accelerando.quant.primitives import int_mm_native, int_mm_setting
 
-    native = int_mm_native("cpu")
-    if native and available():
-        return "onednn"
-    if native:
-        return None
-    forced = os.environ.get(INT_MM_ENV, "auto").strip().lower() == "float"
-    return "auto" if not forced and not _cpu_has_vnni() and op_available() else "float"
+    if int_mm_native("cpu"):
+        return "onednn" if available() else None
+    # not native: either forced to float, or "auto" on a CPU without VNNI
+    return "auto" if int_mm_setting() == "auto" and op_available() else "float"
 
 
 def applies(conv, x: torch.Tensor) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "int8_mm_float",
     "int_mm_supported",
     "int_mm_native",
+    "int_mm_setting",
     "INT_MM_ENV",
 ]
 
@@ -195,6 +196,15 @@ def _cpu_has_vnni() -> bool:
     return bool(check and check())
 
 
+def int_mm_setting() -> str:
+    """``ACCELERANDO_QUANT_INT_MM`` as ``"native"``, ``"float"`` or ``"auto"`` (unset or empty); ``UserError`` for
+    anything else."""
+    value = os.environ.get(INT_MM_ENV, "auto").strip().lower() or "auto"
+    if value not in ("auto", "native", "float"):
+        raise UserError(f"{INT_MM_ENV}={value!r}; use native, float or auto")
+    return value
+
+
 def int_mm_native(device: torch.device | str = "cpu") -> bool:
     """Whether :func:`int8_mm` calls ``torch._int_mm`` on ``device`` (else a float32 GEMM of the codes).
 
@@ -205,10 +215,8 @@ def int_mm_native(device: torch.device | str = "cpu") -> bool:
     """
     if torch.device(device).type != "cpu":
         return True
-    value = os.environ.get(INT_MM_ENV, "auto").strip().lower()
-    if value not in ("auto", "", "native", "float"):
-        raise UserError(f"{INT_MM_ENV}={value!r}; use native, float or auto")
-    return value == "native" or (value != "float" and _cpu_has_vnni())
+    value = int_mm_setting()
+    return value == "native" or (value == "auto" and _cpu_has_vnni())
 
 
 def int8_mm_float(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
