@@ -370,10 +370,15 @@ register_technique(
 )
 
 
-def _check_compile_norms(options: dict) -> None:
-    if options:
-        given = ", ".join(str(v) if k == "arg" else f"{k}={v}" for k, v in options.items())
-        raise UserError(f"technique 'compile-norms' takes no arguments or options, got {given!r}")
+def _no_options(kind: str) -> Callable[[dict], None]:
+    """The ``check`` of a technique that takes no argument and no option: a ``UserError`` naming what was given."""
+
+    def check(options: dict) -> None:
+        if options:
+            given = ", ".join(str(v) if k == "arg" else f"{k}={v}" for k, v in options.items())
+            raise UserError(f"technique {kind!r} takes no arguments or options, got {given!r}")
+
+    return check
 
 
 def _compile_norms(pipeline, options: dict):
@@ -387,16 +392,10 @@ def _compile_norms(pipeline, options: dict):
 register_technique(
     "compile-norms",
     _compile_norms,
-    check=_check_compile_norms,
+    check=_no_options("compile-norms"),
     description="the U-Net's per-frame GroupNorms compiled by inductor (accelerando.kernels.compile_frame_norms): "
     "bit-identical output; the variant's warm-up generation pays the compile",
 )
-
-
-def _check_fuse_norms(options: dict) -> None:
-    if options:
-        given = ", ".join(str(v) if k == "arg" else f"{k}={v}" for k, v in options.items())
-        raise UserError(f"technique 'fuse-norms' takes no arguments or options, got {given!r}")
 
 
 def _fuse_norms(pipeline, options: dict):
@@ -416,7 +415,7 @@ def _fuse_norms(pipeline, options: dict):
 register_technique(
     "fuse-norms",
     _fuse_norms,
-    check=_check_fuse_norms,
+    check=_no_options("fuse-norms"),
     description="a per-tensor quantized U-Net's blocks make their int8 convolutions' input codes with the fused "
     "norm + SiLU + quantize kernel (accelerando.quant.norm_codes.fuse_block_norms; apply after quantize:...)",
 )
