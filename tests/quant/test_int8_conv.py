@@ -277,19 +277,9 @@ def test_recovery_runs_per_call_with_per_tensor_scales(monkeypatch):
     assert rep["steps"] == 2 and len(sizes) >= 8 and set(sizes) == {2}
 
 
-def _no_vnni(monkeypatch):
-    """Pretend the CPU has no VNNI (both modules read it), with ``ACCELERANDO_QUANT_INT_MM`` unset (auto)."""
-    from accelerando.quant import primitives
-
-    monkeypatch.setattr(int8_conv, "_cpu_has_vnni", lambda: False)
-    monkeypatch.setattr(primitives, "_cpu_has_vnni", lambda: False)
-    monkeypatch.delenv(INT_MM_ENV, raising=False)
-
-
-def test_no_vnni_means_no_onednn_path_for_every_layer(monkeypatch):
+def test_no_vnni_means_no_onednn_path_for_every_layer(no_vnni):
     """Without VNNI oneDNN's uint8 x int8 kernels sum pairs in saturating int16: not every layer can run there, so
     the mode is chosen per layer ("auto"), or the unfold path runs where the op is missing."""
-    _no_vnni(monkeypatch)
     assert not int8_conv.available()
     assert int8_conv.status()["mode"] == ("auto" if int8_conv.op_available() else "float")
 
@@ -337,8 +327,7 @@ def test_onednn_int8_sums_are_exact_for_weight_codes_within_64():
         (RTNConfig(4, 8, 16, act_scale="tensor"), "float"),  # folded in sixteenths: up to 128
     ],
 )
-def test_without_vnni_layers_with_small_weight_codes_run_through_onednn(cfg, runs, monkeypatch):
-    _no_vnni(monkeypatch)
+def test_without_vnni_layers_with_small_weight_codes_run_through_onednn(cfg, runs, no_vnni, monkeypatch):
     assert int8_conv.status()["mode"] == "auto"
     conv, x = _conv(32, 48, 3, padding=1)
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))
@@ -384,9 +373,8 @@ def test_reduce_range_keeps_weight_codes_within_64_and_round_trips(tmp_path):
 
 @needs_op
 @pytest.mark.parametrize("w_bits,group", [(8, None), (4, 16)])
-def test_svd_reduce_range_conv_runs_through_onednn_without_vnni(w_bits, group, monkeypatch):
+def test_svd_reduce_range_conv_runs_through_onednn_without_vnni(w_bits, group, no_vnni):
     """The residual's codes stay within [-64, 64] and the layer (low-rank branch included) matches the reference."""
-    _no_vnni(monkeypatch)
     conv, x = _conv(32, 48, 3, padding=1)
     x[:, 3] *= 20  # an outlier channel
     model = nn.Sequential(UnfoldConv1d.from_conv(conv))

@@ -95,20 +95,16 @@ def _quantized(cfg, seed: int = 0) -> MusicUNet:
 
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("mode", ["onednn", "float", "auto"])
-def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, monkeypatch):
+def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, monkeypatch, request):
     """Every consumer of the codes: oneDNN's int8 convolution (VNNI CPUs), the float32 convolution of the codes
     (CPUs without VNNI, forced here with ACCELERANDO_QUANT_INT_MM=float), and oneDNN again for reduced-range layers
     on a CPU without VNNI ("auto", VNNI hidden here)."""
-    from accelerando.quant import primitives
-
     if mode == "onednn" and not int8_conv.available():
         pytest.skip("no oneDNN int8 convolutions (VNNI) here")
     if mode == "auto" and not int8_conv.op_available():
         pytest.skip("PyTorch build without oneDNN int8 convolutions")
     if mode == "auto":
-        monkeypatch.setattr(int8_conv, "_cpu_has_vnni", lambda: False)
-        monkeypatch.setattr(primitives, "_cpu_has_vnni", lambda: False)
-        monkeypatch.delenv(INT_MM_ENV, raising=False)
+        request.getfixturevalue("no_vnni")
     else:
         monkeypatch.setenv(INT_MM_ENV, "native" if mode == "onednn" else "float")
     model = _quantized(RTNConfig(8, 8, act_scale="tensor", reduce_range=mode == "auto"))
