@@ -16,24 +16,18 @@ input of the same shape, in the same process.
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from accelerando.eval.efficiency import time_call
+
 SHAPES = ((192, 2812), (256, 1406), (384, 703))  # (channels, frames) of a 30 s clip at the built-in's levels
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+    return 1e3 * time_call(fn, repeats=repeats, warmup=1)
 
 
 def _qconv(q: torch.Tensor, w: torch.Tensor):
