@@ -56,7 +56,7 @@ def _row(c_in: int, c_out: int, frames: int, repeats: int) -> dict:
         "int8_conv_nwc_ms": _median_ms(lambda: qconv(q_nwc), repeats),
         "quantize_ms": _median_ms(lambda: int8_conv._run(int8_conv._quantize, x, None), repeats),
         "relayout_contiguous_ms": _median_ms(lambda: y.contiguous(), repeats),
-        "relayout_compiled_ms": _median_ms(lambda: int8_conv._run(int8_conv._finish, y, None), repeats),
+        "relayout_compiled_ms": _median_ms(lambda: int8_conv._run(int8_conv._finish, y, None, y.dtype), repeats),
     }
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     from accelerando.quant import int8_conv
 
-    if not int8_conv.available():
+    if not int8_conv.op_available():
         raise SystemExit("this PyTorch build has no oneDNN int8 convolution")
     rows = []
     for c_in, c_out, frames in SHAPES:

@@ -32,7 +32,9 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
   per tensor with ``reduce_range=True``;
 - ``NAME+cnorm`` (any variant above): the same with the U-Net's per-frame norms compiled
   (:func:`accelerando.kernels.compile_frame_norms`, bit-identical output), e.g. ``bf16+cnorm``, ``w8a8t-eager+cnorm``;
-- ``NAME+f32`` (last): the same without bf16 autocast (float32 activations), what the pipeline runs on a CPU
+- ``NAME+zp`` (after everything else): the same with oneDNN given the activation zero point, the int8 conv path
+  before the zero point was folded into the bias (:func:`accelerando.quant.int8_conv.conv_codes`);
+- ``NAME+f32`` (last but ``+zp``): the same without bf16 autocast (float32 activations), what the pipeline runs on a CPU
   without bf16 arithmetic (:mod:`accelerando.modules.precision`), e.g. ``w8a8-eager+f32`` against ``fp32``;
 - ``NAME+fnorm`` (after ``+cnorm`` if both): the U-Net's residual blocks feed their oneDNN int8 convolutions from
   the fused norm + SiLU + quantize kernel (:func:`accelerando.quant.norm_codes.fuse_block_norms`), e.g.
@@ -101,6 +103,9 @@ _PATCHES = {
 
 def _variant(name: str, base_dit, inputs=None):
     """(backbone module, fused-kernel settings or None, autocast on)."""
+    if name.endswith("+zp"):
+        mod, opts, ac = _variant(name[: -len("+zp")], base_dit, inputs)
+        return mod, {**(opts or {"eager": True}), "fold_zp": False}, ac
     if name.endswith("+f32"):
         mod, opts, _ = _variant(name[: -len("+f32")], base_dit, inputs)
         return mod, opts, False
@@ -176,20 +181,25 @@ def _conv_modes(module) -> dict[str, int]:
 
 
 def _caller(dit, fused_opts, autocast: bool, inputs):
-    from accelerando.quant import use_fused_kernels, use_group_folding
+    from accelerando.quant import int8_conv, use_fused_kernels, use_group_folding
     from accelerando.quant.switches import use_int8_convs
 
     x, t, cond = inputs
     opts = dict(fused_opts or {})
     fold = opts.pop("fold", True)
     convs = opts.pop("convs", True)
+    fold_zp = opts.pop("fold_zp", True)
     fused = fused_opts is not None and not opts.pop("eager", False)
 
     @torch.inference_mode()
     def run():
-        with use_fused_kernels(fused, **opts), use_group_folding(fold), use_int8_convs(convs):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                return dit(x, t, cond)
+        int8_conv._state["fold_zp"] = fold_zp
+        try:
+            with use_fused_kernels(fused, **opts), use_group_folding(fold), use_int8_convs(convs):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    return dit(x, t, cond)
+        finally:
+            int8_conv._state["fold_zp"] = True
 
     return run
 

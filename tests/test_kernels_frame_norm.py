@@ -83,5 +83,5 @@ def test_dispatch_modes_run_the_eager_twin_and_leave_the_compiled_kernel_alone(m
             assert not fused.applies(x)  # the fused per-token kernels stand aside too
             assert torch.equal(model(x), want)
             y = torch.randn(2, 5, 7).transpose(1, 2)
-            assert torch.equal(int8_conv._run(int8_conv._finish, y, None), y.contiguous())
+            assert torch.equal(int8_conv._run(int8_conv._finish, y, None, y.dtype), y.contiguous())
     assert frame_norm._state["broken"] is None and int8_conv._state["broken"] is None

@@ -399,3 +399,56 @@ def test_float_codes_conv_is_exact_at_the_builtins_widths(monkeypatch):
     quantize_(model, RTNConfig(8, 8, act_scale="tensor"), **LINEAR)
     fast, ref = _both_paths(model, x)
     assert torch.equal(fast, ref)
+
+
+@needs_op
+@pytest.mark.parametrize(
+    "k,stride,padding,dilation,frames,bias",
+    [
+        (3, 1, 1, 1, 50, True),
+        (4, 2, 1, 1, 50, True),  # the U-Net's downsampling
+        (3, 1, 2, 2, 50, False),
+        (5, 1, 3, 1, 4, True),  # a short input: every output frame reads padding
+        (3, 1, 1, 1, 1, False),
+    ],
+)
+def test_zero_point_folded_into_the_bias_and_the_edge_frames(k, stride, padding, dilation, frames, bias, no_vnni):
+    """oneDNN runs without the activation zero point (its offset folded into the bias, the padded taps put back on
+    the edge frames): the same output as the unfold reference and as oneDNN given the zero point."""
+    conv, x = _conv(32, 48, k, stride, padding, seed=5)
+    conv.dilation = (dilation,)
+    if not bias:
+        conv.bias = None
+    x = x[..., :frames].contiguous() - 0.5  # negative values: a zero point well above 0
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor", reduce_range=True), **LINEAR)
+    how = int8_conv.plan(model[0], x)
+    assert how is not None and how[1].mode == "onednn"
+    fast, ref = _both_paths(model, x)
+    assert fast.shape == conv(x).shape and sqnr(ref, fast) > 100
+    q, scale, zp = int8_conv._quantize(x, None)
+    assert int(zp) > 20
+    res, entry = how[0], how[1]
+    given = torch.ops.onednn.qconv_pointwise.tensor(
+        q,
+        scale,
+        zp,
+        entry.weight,
+        entry.w_scale,
+        entry.zeros,
+        res.bias,
+        [stride],
+        [padding],
+        [dilation],
+        1,
+        1.0,
+        0,
+        torch.float32,
+        "none",
+        [],
+        "",
+    )
+    torch.testing.assert_close(fast, given.contiguous(), rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        fast16 = model(x)
+    assert fast16.dtype == torch.bfloat16 and sqnr(ref, fast16.float()) > 40  # one bf16 rounding of the output

@@ -76,7 +76,8 @@ __all__ = [
     "status",
 ]
 
-_state: dict = {"compile": True, "broken": None, "fns": {}}
+# fold_zp: False gives oneDNN the activation zero point (the path before the fold; benchmarks compare the two)
+_state: dict = {"compile": True, "broken": None, "fns": {}, "fold_zp": True}
 _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
 
 
@@ -135,11 +136,12 @@ def _quantize(x: torch.Tensor, inv: torch.Tensor | None):
     return q.transpose(1, 2).contiguous().transpose(1, 2), scale, zp
 
 
-def _finish(y: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
-    """oneDNN's channels-last output [B, C_out, T] (plus the low-rank branch) -> a channels-first tensor."""
+def _finish(y: torch.Tensor, low: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """oneDNN's channels-last float32 output [B, C_out, T] (plus the low-rank branch) -> a channels-first tensor of
+    ``dtype``."""
     if low is not None:
         y = y + low.to(y.dtype)
-    return y.contiguous()
+    return y.to(dtype).contiguous()
 
 
 def _run(fn, *args):
@@ -241,6 +243,8 @@ class _Entry(NamedTuple):
     low: tuple | None  # the low-rank branch as conv weights (down [r, C_in, k], up [C_out, r, 1]) or None
     mode: str  # "onednn" or "float": how this layer runs
     asked: str  # the mode it was built for (``_mode()``: "onednn", "auto" or "float")
+    taps: torch.Tensor | None  # "onednn": fp32 [C_out, k], w_scale times the weight codes summed over C_in per tap
+    edges: dict | None  # "onednn": (T_in, T_out) -> (n_left, n_right, fp32 [C_out, n_left + n_right]): see _edges
 
 
 def _entry(conv, res, svd, mode: str = "onednn"):
@@ -271,11 +275,12 @@ def _entry(conv, res, svd, mode: str = "onednn"):
         small = -PAIR_SAFE_CODE <= int(weight.min()) and int(weight.max()) <= PAIR_SAFE_CODE  # no int8 abs: -128
         run = "onednn" if small else "float"
     if run == "float":
-        entry = _Entry(weight.float(), w_scale, zeros, inv, low, run, mode)
+        entry = _Entry(weight.float(), w_scale, zeros, inv, low, run, mode, None, None)
     else:
         args = ([conv.stride], [conv.padding], [conv.dilation])
         packed = torch.ops.onednn.qconv_prepack(weight, w_scale, 1.0, 0, *args, 1, None)
-        entry = _Entry(packed, w_scale, zeros, inv, low, run, mode)
+        taps = weight.float().sum(1) * w_scale[:, None]  # [C_out, k]
+        entry = _Entry(packed, w_scale, zeros, inv, low, run, mode, taps, {})
     _packed[res] = (src, entry)
     return entry
 
@@ -302,7 +307,8 @@ def _float_codes_conv(conv, x: torch.Tensor, how: tuple) -> torch.Tensor:
 def float_codes_conv(conv, codes: torch.Tensor, scale, how: tuple, x: torch.Tensor | None = None) -> torch.Tensor:
     """The rest of the ``"float"`` mode from the codes: ``codes`` float32 [B, C_in, T] holding ``q - zp``, ``scale``
     fp32 [] -> [B, C_out, T_out]. ``x`` (the float input) is needed only by a low-rank branch."""
-    res, (wq, w_scale, _, _, lowrank, _, _), out_dtype = how
+    res, entry, out_dtype = how
+    wq, w_scale, lowrank = entry.weight, entry.w_scale, entry.low
     with torch.autocast("cpu", enabled=False):  # float32 sums of integers: exact (autocast would round to bf16)
         acc = F.conv1d(codes, wq, None, conv.stride, conv.padding, conv.dilation)
     y = acc.mul_(w_scale[:, None]).mul_(scale)
@@ -316,18 +322,82 @@ def float_codes_conv(conv, codes: torch.Tensor, scale, how: tuple, x: torch.Tens
     return y
 
 
+def _padded_taps(conv, frames: int, frames_out: int) -> tuple[int, int, torch.Tensor]:
+    """(n_left, n_right, mask): the first ``n_left`` and last ``n_right`` output frames of ``conv`` on ``frames``
+    input frames are those whose windows reach into the zero padding, and ``mask`` fp32 [k, n_left + n_right] is 1
+    where a tap of such a frame reads padding. (Tap positions grow with the frame, so padded taps only occur in a
+    prefix and a suffix of the output frames.)"""
+    k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    pos = torch.arange(frames_out)[:, None] * s - p + torch.arange(k)[None, :] * d  # [T_out, k]
+    pad = (pos < 0) | (pos >= frames)
+    inside = (~pad.any(1)).nonzero()[:, 0]
+    if inside.numel() == 0:  # every frame reads padding (a very short input)
+        return frames_out, 0, pad.T.float()
+    n_left, n_right = int(inside[0]), frames_out - 1 - int(inside[-1])
+    rows = torch.cat([torch.arange(n_left), torch.arange(frames_out - n_right, frames_out)])
+    return n_left, n_right, pad[rows].T.float()
+
+
+def _edges(conv, entry: _Entry, frames: int, frames_out: int) -> tuple[int, int, torch.Tensor]:
+    """(n_left, n_right, padded tap sums fp32 [C_out, n_left + n_right]) of a layer for one input length, cached in
+    its entry: the weight codes (times their scales) that the padding multiplies at each edge frame."""
+    hit = entry.edges.get((frames, frames_out))
+    if hit is None:
+        n_left, n_right, mask = _padded_taps(conv, frames, frames_out)
+        hit = entry.edges[(frames, frames_out)] = (n_left, n_right, entry.taps @ mask)
+    return hit
+
+
 def conv_codes(conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | None = None) -> torch.Tensor:
     """The rest of :func:`int8_conv1d` from its input's codes: ``q`` uint8 [B, C_in, T] channels-last (strides
     ``[T C, 1, C]``), ``scale`` fp32 [] and ``zp`` int64 [] (``x ~ (q - zp) scale``) -> [B, C_out, T_out]. ``x``
-    (the float input) is needed only by a low-rank branch."""
-    res, (packed, w_scale, zeros, inv, lowrank, _, _), out_dtype = how
+    (the float input) is needed only by a low-rank branch.
+
+    The zero point is not given to oneDNN: with a source zero point its kernels ran 1.4x slower on the AVX2 CPU of
+    BENCHMARKS.md ("The activation zero point folded into the bias"). Instead oneDNN sums ``q w`` and the offset
+    ``zp sum(w)`` is folded into the bias, ``b - scale zp w_scale sum(w)``; the padding, which oneDNN reads as code 0
+    where the reference reads code ``zp``, is put back on the few edge frames afterwards. The integer sums are the
+    same; the epilogue rounds in float32 in another order (oneDNN writes float32 here and the final cast to bf16
+    comes after the edge fix)."""
+    res, entry, out_dtype = how
     args = ([conv.stride], [conv.padding], [conv.dilation], 1)
+    if not _state["fold_zp"]:
+        y = torch.ops.onednn.qconv_pointwise.tensor(
+            q, scale, zp, entry.weight, entry.w_scale, entry.zeros, res.bias, *args, 1.0, 0, out_dtype, "none", [], ""
+        )
+        return _run(_finish, y, _low_rank(conv, entry, x), out_dtype)
+    shift = scale * zp  # fp32 []: the real value of code 0 is -shift
+    bias = -shift * entry.taps.sum(1) if res.bias is None else torch.addcmul(res.bias, entry.taps.sum(1), -shift)
     y = torch.ops.onednn.qconv_pointwise.tensor(
-        q, scale, zp, packed, w_scale, zeros, res.bias, *args, 1.0, 0, out_dtype, "none", [], ""
+        q,
+        scale,
+        zp.new_zeros(()),
+        entry.weight,
+        entry.w_scale,
+        entry.zeros,
+        bias.float(),
+        *args,
+        1.0,
+        0,
+        torch.float32,
+        "none",
+        [],
+        "",
     )  # channels-last
-    low = None
-    if lowrank is not None:
-        down, up = lowrank
-        z = F.conv1d(x, down.to(x.dtype), None, conv.stride, conv.padding, conv.dilation)  # [B, r, T_out]
-        low = F.conv1d(z, up.to(z.dtype))  # [B, C_out, T_out]
-    return _run(_finish, y, low)
+    if conv.padding:
+        n_left, n_right, padded = _edges(conv, entry, q.shape[-1], y.shape[-1])
+        fix = padded * shift  # [C_out, n_left + n_right]
+        if n_left:
+            y[..., :n_left] += fix[:, :n_left]
+        if n_right:
+            y[..., y.shape[-1] - n_right :] += fix[:, n_left:]
+    return _run(_finish, y, _low_rank(conv, entry, x), out_dtype)
+
+
+def _low_rank(conv, entry: _Entry, x: torch.Tensor | None) -> torch.Tensor | None:
+    """The low-rank branch of an SVD layer, [B, C_out, T_out] (None without one)."""
+    if entry.low is None:
+        return None
+    down, up = entry.low
+    z = F.conv1d(x, down.to(x.dtype), None, conv.stride, conv.padding, conv.dilation)  # [B, r, T_out]
+    return F.conv1d(z, up.to(z.dtype))
