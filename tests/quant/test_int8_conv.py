@@ -135,6 +135,21 @@ def test_compiled_quantize_kernel_gives_the_eager_codes():
         assert got[0].stride() == want[0].stride() == (xx.shape[1] * xx.shape[2], 1, xx.shape[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_finish_adds_low_rank_and_residual_as_eager(dtype):
+    """oneDNN's channels-last float32 output, the low-rank branch and a block's skip connection: the compiled pass
+    rounds where ``residual + conv(x)`` does in eager mode (or runs eagerly where compiling fails)."""
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(2, 37, 48, generator=g).transpose(1, 2)  # [B, C, T] channels-last
+    low = torch.randn(2, 48, 37, generator=g).to(dtype)
+    res = torch.randn(2, 48, 37, generator=g).to(dtype)
+    for lo, r in ((None, None), (low, None), (None, res), (low, res)):
+        want = y if lo is None else y + lo.float()
+        want = want.to(dtype) if r is None else r + want.to(dtype)
+        got = int8_conv._run(int8_conv._finish, y, lo, dtype, r)
+        assert got.dtype == dtype and got.is_contiguous() and torch.equal(got, want)
+
+
 def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onednn(conv_mode):
     conv, x = _conv(32, 48, 3, padding=1)
     x[:, [3, 20]] *= 15  # outlier channels

@@ -136,12 +136,16 @@ def _quantize(x: torch.Tensor, inv: torch.Tensor | None):
     return q.transpose(1, 2).contiguous().transpose(1, 2), scale, zp
 
 
-def _finish(y: torch.Tensor, low: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+def _finish(
+    y: torch.Tensor, low: torch.Tensor | None, dtype: torch.dtype, residual: torch.Tensor | None = None
+) -> torch.Tensor:
     """oneDNN's channels-last float32 output [B, C_out, T] (plus the low-rank branch) -> a channels-first tensor of
-    ``dtype``."""
+    ``dtype``, added to ``residual`` [B, C_out, T] (of ``dtype``) if given: one pass for the transpose and a residual
+    block's skip connection."""
     if low is not None:
         y = y + low.to(y.dtype)
-    return y.to(dtype).contiguous()
+    y = y.to(dtype)
+    return (y if residual is None else residual + y).contiguous()
 
 
 def _run(fn, *args):
@@ -244,6 +248,7 @@ class _Entry(NamedTuple):
     mode: str  # "onednn" or "float": how this layer runs
     asked: str  # the mode it was built for (``_mode()``: "onednn", "auto" or "float")
     taps: torch.Tensor | None  # "onednn": fp32 [C_out, k], w_scale times the weight codes summed over C_in per tap
+    w_sum: torch.Tensor | None  # "onednn": fp32 [C_out], ``taps`` summed over the taps
     edges: dict | None  # "onednn": (T_in, T_out) -> (n_left, n_right, fp32 [C_out, n_left + n_right]): see _edges
 
 
@@ -275,12 +280,12 @@ def _entry(conv, res, svd, mode: str = "onednn"):
         small = -PAIR_SAFE_CODE <= int(weight.min()) and int(weight.max()) <= PAIR_SAFE_CODE  # no int8 abs: -128
         run = "onednn" if small else "float"
     if run == "float":
-        entry = _Entry(weight.float(), w_scale, zeros, inv, low, run, mode, None, None)
+        entry = _Entry(weight.float(), w_scale, zeros, inv, low, run, mode, None, None, None)
     else:
         args = ([conv.stride], [conv.padding], [conv.dilation])
         packed = torch.ops.onednn.qconv_prepack(weight, w_scale, 1.0, 0, *args, 1, None)
         taps = weight.float().sum(1) * w_scale[:, None]  # [C_out, k]
-        entry = _Entry(packed, w_scale, zeros, inv, low, run, mode, taps, {})
+        entry = _Entry(packed, w_scale, zeros, inv, low, run, mode, taps, taps.sum(1), {})
     _packed[res] = (src, entry)
     return entry
 
@@ -348,10 +353,13 @@ def _edges(conv, entry: _Entry, frames: int, frames_out: int) -> tuple[int, int,
     return hit
 
 
-def conv_codes(conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | None = None) -> torch.Tensor:
+def conv_codes(
+    conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | None = None, residual: torch.Tensor | None = None
+) -> torch.Tensor:
     """The rest of :func:`int8_conv1d` from its input's codes: ``q`` uint8 [B, C_in, T] channels-last (strides
     ``[T C, 1, C]``), ``scale`` fp32 [] and ``zp`` int64 [] (``x ~ (q - zp) scale``) -> [B, C_out, T_out]. ``x``
-    (the float input) is needed only by a low-rank branch.
+    (the float input) is needed only by a low-rank branch. ``residual`` [B, C_out, T_out] of the output dtype, if given,
+    is added to the output (``residual + conv(x)``) in the pass that makes it channels-first.
 
     The zero point is not given to oneDNN: with a source zero point its kernels ran 1.4x slower on the AVX2 CPU of
     BENCHMARKS.md ("The activation zero point folded into the bias"). Instead oneDNN sums ``q w`` and the offset
@@ -365,9 +373,9 @@ def conv_codes(conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | N
         y = torch.ops.onednn.qconv_pointwise.tensor(
             q, scale, zp, entry.weight, entry.w_scale, entry.zeros, res.bias, *args, 1.0, 0, out_dtype, "none", [], ""
         )
-        return _run(_finish, y, _low_rank(conv, entry, x), out_dtype)
+        return _run(_finish, y, _low_rank(conv, entry, x), out_dtype, residual)
     shift = scale * zp  # fp32 []: the real value of code 0 is -shift
-    bias = -shift * entry.taps.sum(1) if res.bias is None else torch.addcmul(res.bias, entry.taps.sum(1), -shift)
+    bias = -shift * entry.w_sum if res.bias is None else torch.addcmul(res.bias, entry.w_sum, -shift)
     y = torch.ops.onednn.qconv_pointwise.tensor(
         q,
         scale,
@@ -391,7 +399,7 @@ def conv_codes(conv, q: torch.Tensor, scale, zp, how: tuple, x: torch.Tensor | N
             y[..., :n_left] += fix[:, :n_left]
         if n_right:
             y[..., y.shape[-1] - n_right :] += fix[:, n_left:]
-    return _run(_finish, y, _low_rank(conv, entry, x), out_dtype)
+    return _run(_finish, y, _low_rank(conv, entry, x), out_dtype, residual)
 
 
 def _low_rank(conv, entry: _Entry, x: torch.Tensor | None) -> torch.Tensor | None:

@@ -245,26 +245,30 @@ def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
     return how
 
 
-def _conv_after_norm(conv, norm, x: torch.Tensor, mul=None, add=None) -> torch.Tensor:
-    """``conv(silu(norm(x) * mul + add))``, through the fused codes where :func:`_fused_plan` finds a plan."""
+def _conv_after_norm(conv, norm, x: torch.Tensor, mul=None, add=None, residual=None) -> torch.Tensor:
+    """``residual + conv(silu(norm(x) * mul + add))`` (without ``residual`` when None), through the fused codes where
+    :func:`_fused_plan` finds a plan (oneDNN then adds the residual in the pass that makes its output channels-first).
+    """
     from accelerando.quant import int8_conv
 
     how = _fused_plan(conv, norm, x, mul)
+    if how is not None and how[1].mode != "float":
+        q, scale, zp = frame_norm_silu_codes(x, norm, mul, add, how[1].inv)
+        return int8_conv.conv_codes(conv, q, scale, zp, how, residual=residual)
     if how is None:
         h = norm(x)
-        return conv(F.silu(h if mul is None else h * mul + add))
-    if how[1].mode == "float":  # a CPU without VNNI: a float32 convolution of the codes
+        y = conv(F.silu(h if mul is None else h * mul + add))
+    else:  # a CPU without VNNI: a float32 convolution of the codes
         codes, scale, _ = frame_norm_silu_float_codes(x, norm, mul, add, how[1].inv)
-        return int8_conv.float_codes_conv(conv, codes, scale, how)
-    q, scale, zp = frame_norm_silu_codes(x, norm, mul, add, how[1].inv)
-    return int8_conv.conv_codes(conv, q, scale, zp, how)
+        y = int8_conv.float_codes_conv(conv, codes, scale, how)
+    return y if residual is None else residual + y
 
 
 def _block_forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``_ResBlock.forward`` with its two norm -> SiLU -> conv chains through :func:`_conv_after_norm`."""
     h = _conv_after_norm(self.conv1, self.norm1, x)
     scale, shift = self.mod(c).unsqueeze(-1).chunk(2, dim=1)  # [B, C_out, 1] each
-    return self.skip(x) + _conv_after_norm(self.conv2, self.norm2, h, 1 + scale, shift)
+    return _conv_after_norm(self.conv2, self.norm2, h, 1 + scale, shift, residual=self.skip(x))
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
