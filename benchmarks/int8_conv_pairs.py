@@ -11,7 +11,8 @@ int16 (:mod:`accelerando.quant.int8_conv`); reduced-range ones must be exact eve
 here, which holds integers exactly up to 2^24; the worst case at 384 channels, 1152 x 255 x 64, is above that, but
 random codes sum to far less. ``tests/quant/test_int8_conv.py`` checks the worst case itself.) Times: median of
 ``--repeats`` calls after a warm-up, the int8 convolution (codes already made) against ``F.conv1d`` on float32
-input of the same shape, in the same process.
+input of the same shape, in the same process; and the reduced-range convolution given an activation zero point
+(100) against none, the cost :func:`accelerando.quant.int8_conv.conv_codes` avoids by folding it into the bias.
 """
 
 import argparse
@@ -30,11 +31,11 @@ def _median_ms(fn, repeats: int) -> float:
     return 1e3 * time_call(fn, repeats=repeats, warmup=1)
 
 
-def _qconv(q: torch.Tensor, w: torch.Tensor):
+def _qconv(q: torch.Tensor, w: torch.Tensor, zp: int = 0):
     c_out = w.shape[0]
     ones, zeros = torch.ones(c_out), torch.zeros(c_out, dtype=torch.int64)
     packed = torch.ops.onednn.qconv_prepack(w, ones, 1.0, 0, [1], [1], [1], 1, None)
-    one, zero = torch.tensor(1.0), torch.tensor(0)
+    one, zero = torch.tensor(1.0), torch.tensor(zp)
     args = (packed, ones, zeros, None, [1], [1], [1], 1, 1.0, 0, torch.float32, "none", [], "")
     return lambda: torch.ops.onednn.qconv_pointwise.tensor(q, one, zero, *args)
 
@@ -61,6 +62,9 @@ def main() -> None:
             err = (run().double() - exact).abs().max() / exact.abs().max()
             ms = _median_ms(run, args.repeats)
             row[name] = {"max_rel_error": float(err), "int8_ms": ms, "float32_over_int8": f32_ms / ms}
+        # the same reduced-range convolution given an activation zero point, as int8_conv did before folding it
+        row["reduced"]["with_zero_point_ms"] = zp_ms = _median_ms(_qconv(q, w, zp=100), args.repeats)
+        row["reduced"]["zero_point_cost"] = zp_ms / row["reduced"]["int8_ms"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     report = {

@@ -158,3 +158,49 @@ def test_builtin_pipeline_loads_offline_and_is_deterministic():
     a = outs[0].audio
     assert a.shape == (1, 1, 2 * pipe.codec.sample_rate) and torch.isfinite(a).all() and a.abs().max() > 1e-3
     assert torch.equal(a, outs[1].audio)
+
+
+def _frame_norm_unet_file(tmp_path, act_scale):
+    """A tiny U-Net generator with per-frame norms (as the built-in), quantized W8A8 RTN and saved."""
+    from dataclasses import replace
+
+    from accelerando.models.generator import MusicGenerator
+    from accelerando.models.unet import MusicUNetConfig
+    from accelerando.quant.presets import quantize_pipeline, save_quantized_generator
+    from accelerando.testing.models import tiny_pipeline
+
+    pipe = tiny_pipeline(backbone="unet")
+    cfg = replace(MusicUNetConfig.tiny(latent_dim=pipe.codec.latent_dim, text_dim=16), norm="frame")
+    cfg.frame_rate = pipe.codec.frame_rate
+    torch.manual_seed(0)
+    pipe.model = MusicGenerator(cfg).eval()
+    quantize_pipeline(pipe, "w8a8-rtn", act_scale=act_scale, reduce_range=act_scale == "tensor")
+    return pipe, save_quantized_generator(pipe.model, tmp_path / f"unet-{act_scale}.safetensors", {})
+
+
+def test_loading_a_per_tensor_unet_fuses_its_block_norms_unless_turned_off(tmp_path, monkeypatch):
+    from accelerando.pretrained import load_generator
+    from accelerando.quant.norm_codes import FUSE_ENV, available, blocks_fused, unfuse_block_norms
+    from accelerando.testing.models import backbone_inputs
+
+    pipe, path = _frame_norm_unet_file(tmp_path, "tensor")
+    monkeypatch.delenv(FUSE_ENV, raising=False)
+    g = load_generator(path)
+    assert blocks_fused(g.dit) and not blocks_fused(pipe.model.dit)
+    x, t, cond = backbone_inputs(g.dit.config, 2.0)
+    with torch.no_grad():
+        fused = g.dit(x, t, cond)
+        unfuse_block_norms(g.dit)
+        own = g.dit(x, t, cond)
+    if available():  # the kernel built: its codes feed the same convolutions (a rare code may move by one)
+        torch.testing.assert_close(fused, own, rtol=1e-3, atol=1e-3)
+    else:  # no compiler: the fused forward ran the blocks' own ops
+        assert torch.equal(fused, own)
+    monkeypatch.setenv(FUSE_ENV, "off")
+    assert not blocks_fused(load_generator(path).dit)
+    monkeypatch.setenv(FUSE_ENV, "sometimes")
+    with pytest.raises(UserError, match=f"{FUSE_ENV}='sometimes'; use on or off"):
+        load_generator(path)
+    monkeypatch.setenv(FUSE_ENV, "on")
+    _, per_token = _frame_norm_unet_file(tmp_path, "token")  # no per-tensor layers: nothing to feed codes to
+    assert not blocks_fused(load_generator(per_token).dit)

@@ -50,6 +50,7 @@ def _load_quantized_generator(path: Path):
     per-layer configs (versioned JSON), then every tensor loaded strictly. Safetensors only; nothing is unpickled."""
     from accelerando.models.generator import MusicGenerator, backbone_config
     from accelerando.quant.io import load_quantized, read_quant_metadata
+    from accelerando.quant.norm_codes import fuse_on_load
 
     try:
         _, model_config = read_quant_metadata(path)
@@ -60,6 +61,7 @@ def _load_quantized_generator(path: Path):
     except (FileNotFoundError, ValueError, TypeError, KeyError, RuntimeError) as err:
         raise UserError(f"cannot load quantized generator {str(path)!r}: {' '.join(str(err).split())}") from None
     model.quant_metadata = {k: v for k, v in model_config.items() if k != "config"}
+    fuse_on_load(model)  # per-tensor U-Nets: their blocks make their int8 convolutions' codes in one C++ kernel
     return model.eval()
 
 

@@ -12,10 +12,15 @@ Per call, ``x`` [B, C_in, T] -> [B, C_out, T_out]:
 
 1. ``q, scale, zp = quantize_per_tensor_u8(x * inv_smooth)`` (the smoothing only for SmoothQuant / SVD layers),
    the codes written channels-last, the layout oneDNN reads without a reorder;
-2. the oneDNN convolution of the codes with the layer's int8 weight, prepacked once per layer;
+2. the oneDNN convolution of the codes with the layer's int8 weight, prepacked once per layer, without the zero
+   point: ``zp`` times the weight codes' sum is folded into the bias, and the zero padding (code ``zp`` in the
+   reference, code 0 for oneDNN here) is put back on the few edge frames (:func:`conv_codes`). With a source zero
+   point oneDNN's kernels ran 1.4x slower on the AVX2 CPU of BENCHMARKS.md;
 3. for :class:`~accelerando.quant.svd.SVDQuantLinear`, the 16-bit low-rank branch as a rank-``r`` convolution of
    the input with ``L2 / s`` followed by a 1x1 convolution with ``L1`` (``L1 L2`` is never formed);
-4. oneDNN's channels-last output (plus the low-rank branch) back to the channels-first layout the backbone reads.
+4. oneDNN's channels-last float32 output (plus the low-rank branch, plus a residual block's skip connection when
+   :mod:`accelerando.quant.norm_codes` runs the block) back to the channels-first layout and dtype the backbone
+   reads, in one pass.
 
 Steps 1 and 4 are compiled by inductor where ``torch.compile`` works (a min/max reduction, the rounding, and a tiled
 transpose, 4-7x faster than ``Tensor.contiguous`` on the dev CPU: benchmarks/int8_conv_parts.py), else they run
@@ -46,7 +51,8 @@ Used when all of these hold, else the unfold path runs (the reference, same inte
 - no autograd through the input and the layer's ``forward`` not replaced (low-rank recovery trains through unfold).
 
 Numerics: the integer codes and int32 sums are those of the unfold reference (zero padding is a zero code offset,
-and the per-tensor range includes zero in both), so only the float epilogue's rounding differs (tests: SQNR of this
+and the per-tensor range includes zero in both; the folded zero point is exact integer arithmetic moved into the
+float epilogue), so only the float epilogue's rounding differs (tests: SQNR of this
 path against the reference). Per-tensor scales are coarser than per-token ones; what that costs in audio is
 measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN"). One scale covers the whole call, so every row of a
 batch (the guidance branches, batched prompts) shares it: outputs depend on what is batched together.

@@ -51,7 +51,9 @@ __all__ = [
     "available",
     "frame_norm_silu_codes",
     "frame_norm_silu_float_codes",
+    "FUSE_ENV",
     "fuse_block_norms",
+    "fuse_on_load",
     "unfuse_block_norms",
     "blocks_fused",
     "status",
@@ -284,6 +286,25 @@ def fuse_block_norms(model: nn.Module) -> int:
     for m in blocks:
         m.forward = types.MethodType(_block_forward, m)
     return len(blocks)
+
+
+FUSE_ENV = "ACCELERANDO_QUANT_FUSED_NORMS"
+
+
+def fuse_on_load(model: nn.Module) -> int:
+    """What loading a quantized generator does (:func:`accelerando.pretrained.load_generator`): when ``model`` has
+    per-tensor A8 layers (``act_scale="tensor"``, whose convolutions read the kernel's codes), point its
+    per-frame-norm residual blocks at the fused forward; returns how many. ``ACCELERANDO_QUANT_FUSED_NORMS=off``
+    leaves every model alone (``on``, the default, or unset: fuse); another value is a ``UserError``. Per call, a
+    block without a fused plan (no kernel, a GPU, hooks) still runs its own ops."""
+    from accelerando.errors import UserError
+    from accelerando.quant.linear import QuantLinear
+
+    value = os.environ.get(FUSE_ENV, "on").strip().lower() or "on"
+    if value not in ("on", "off"):
+        raise UserError(f"{FUSE_ENV}={value!r}; use on or off")
+    per_tensor = any(isinstance(m, QuantLinear) and m.a_bits == 8 and m.act_scale == "tensor" for m in model.modules())
+    return fuse_block_norms(model) if value == "on" and per_tensor else 0
 
 
 def unfuse_block_norms(model: nn.Module) -> int:
