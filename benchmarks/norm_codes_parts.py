@@ -1,0 +1,91 @@
+"""The two passes of the fused norm-codes kernel (accelerando.quant.norm_codes) at the built-in U-Net's shapes.
+
+    OMP_NUM_THREADS=T .venv/bin/python benchmarks/norm_codes_parts.py [--threads T] [--repeats 21]
+        [--source OTHER.cpp] [--json OUT]
+
+For each block shape ``[B=2, C, T]`` of a 30 s clip (float32, per-frame GroupNorm of 32 groups, with the
+modulation ``conv2`` applies), the median milliseconds of pass 1 (statistics, normalised, modulated and SiLU-ed
+values and their min/max) and pass 2 (the uint8 codes, written channels-last), each called straight through
+ctypes. ``--source`` builds another version of ``quant/csrc/norm_codes.cpp`` with the same flags into a temporary
+directory and times that one instead, e.g. the kernel before its ``exp`` used fused multiply-adds::
+
+    git show 14ee694:src/accelerando/quant/csrc/norm_codes.cpp > /tmp/old.cpp
+"""
+
+import argparse
+import ctypes
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+SHAPES = ((192, 2812), (256, 1406), (384, 703))
+
+
+def _library(source: str | None):
+    from accelerando.quant import norm_codes
+
+    if source is None:
+        lib = norm_codes._library()
+        if lib is None:
+            raise SystemExit(f"the fused norm kernel does not build here: {norm_codes.status()['broken']}")
+        return lib
+    src = Path(source)
+    if not src.is_file():
+        raise SystemExit(f"--source {source!r}: no such file")
+    so = Path(tempfile.mkdtemp(prefix="norm-codes-")) / "norm_codes.so"
+    import subprocess
+
+    done = subprocess.run(["g++", *norm_codes._FLAGS, str(src), "-o", str(so)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"--source {source!r} does not build: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return norm_codes._bind(ctypes.CDLL(str(so)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--source", default=None, help="time this kernel source instead of the package's")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from accelerando.eval.efficiency import time_call
+
+    lib = _library(args.source)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for c, t in SHAPES:
+        x = torch.randn(2, c, t, generator=g) * 2
+        y, q, lo_hi = torch.empty_like(x), torch.empty(2, t, c, dtype=torch.uint8), torch.zeros(2)
+        w, b = 1 + 0.1 * torch.randn(c, generator=g), 0.1 * torch.randn(c, generator=g)
+        mul, add = 1 + 0.2 * torch.randn(2, c, generator=g), 0.3 * torch.randn(2, c, generator=g)
+        ptrs = [v.data_ptr() for v in (w, b, mul, add)]
+
+        def pass1(x=x, y=y, c=c, t=t, ptrs=ptrs, lo_hi=lo_hi):
+            lib.accel_norm_silu_f32(
+                x.data_ptr(), y.data_ptr(), 2, c, t, 32, 1e-5, *ptrs, None, lo_hi.data_ptr(), args.threads
+            )
+
+        pass1()
+        scale = float(lo_hi[1] - lo_hi[0]) / 255
+
+        def pass2(y=y, q=q, c=c, t=t, scale=scale):
+            lib.accel_codes_f32(y.data_ptr(), q.data_ptr(), 2, c, t, scale, 64.0, args.threads)
+
+        row = {
+            "channels": c,
+            "frames": t,
+            "pass1_ms": 1e3 * time_call(pass1, args.repeats, warmup=3),
+            "pass2_ms": 1e3 * time_call(pass2, args.repeats, warmup=3),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    report = {"args": vars(args), "torch": torch.__version__, "rows": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
