@@ -15,7 +15,7 @@ Per call, ``x`` [B, C_in, T] -> [B, C_out, T_out]:
 2. the oneDNN convolution of the codes with the layer's int8 weight, prepacked once per layer, without the zero
    point: ``zp`` times the weight codes' sum is folded into the bias, and the zero padding (code ``zp`` in the
    reference, code 0 for oneDNN here) is put back on the few edge frames (:func:`conv_codes`). With a source zero
-   point oneDNN's kernels ran 1.4x slower on the AVX2 CPU of BENCHMARKS.md;
+   point oneDNN's kernels took 1.1-1.5x longer on the AVX2 CPU of BENCHMARKS.md;
 3. for :class:`~accelerando.quant.svd.SVDQuantLinear`, the 16-bit low-rank branch as a rank-``r`` convolution of
    the input with ``L2 / s`` followed by a 1x1 convolution with ``L1`` (``L1 L2`` is never formed);
 4. oneDNN's channels-last float32 output (plus the low-rank branch, plus a residual block's skip connection when
@@ -367,10 +367,11 @@ def conv_codes(
     (the float input) is needed only by a low-rank branch. ``residual`` [B, C_out, T_out] of the output dtype, if given,
     is added to the output (``residual + conv(x)``) in the pass that makes it channels-first.
 
-    The zero point is not given to oneDNN: with a source zero point its kernels ran 1.4x slower on the AVX2 CPU of
-    BENCHMARKS.md ("The activation zero point folded into the bias"). Instead oneDNN sums ``q w`` and the offset
-    ``zp sum(w)`` is folded into the bias, ``b - scale zp w_scale sum(w)``; the padding, which oneDNN reads as code 0
-    where the reference reads code ``zp``, is put back on the few edge frames afterwards. The integer sums are the
+    The zero point is not given to oneDNN: with a source zero point its kernels took 1.1-1.5x longer per
+    convolution on the AVX2 CPU of BENCHMARKS.md ("W8A8 on a CPU without VNNI, second pass"). Instead oneDNN sums
+    ``q w`` and the offset ``zp sum(w)`` is folded into the bias, ``b - scale zp w_scale sum(w)``; the padding,
+    which oneDNN reads as code 0 where the reference reads code ``zp``, is put back on the few edge frames
+    afterwards. The integer sums are the
     same; the epilogue rounds in float32 in another order (oneDNN writes float32 here and the final cast to bf16
     comes after the edge fix)."""
     res, entry, out_dtype = how
