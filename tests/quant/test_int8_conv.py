@@ -123,31 +123,48 @@ def test_onednn_conv_under_bf16_autocast_returns_bf16(conv_mode):
         assert torch.equal(fast, ref)
 
 
-@needs_onednn
-def test_compiled_quantize_kernel_gives_the_eager_codes():
-    _, x = _conv(32, 48, 3)
-    inv = torch.rand(32) + 0.5
-    for xx in (x, x.bfloat16()):
-        want = int8_conv._quantize(xx, inv)
-        got = int8_conv._run(int8_conv._quantize, xx, inv)
-        assert int8_conv.status()["compile_broken"] is None
-        assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
-        assert got[0].stride() == want[0].stride() == (xx.shape[1] * xx.shape[2], 1, xx.shape[1])
+def _cpp_kernels():
+    from accelerando.quant import norm_codes
+
+    if not norm_codes.available():
+        pytest.skip(f"no C++ kernels here: {norm_codes.status()['broken']}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_compiled_finish_adds_low_rank_and_residual_as_eager(dtype):
-    """oneDNN's channels-last float32 output, the low-rank branch and a block's skip connection: the compiled pass
-    rounds where ``residual + conv(x)`` does in eager mode (or runs eagerly where compiling fails)."""
+@pytest.mark.parametrize("smooth", [False, True])
+def test_cpp_quantize_kernel_gives_the_eager_codes(dtype, smooth):
+    _cpp_kernels()
+    _, x = _conv(32, 48, 3)
+    x = x.to(dtype)
+    inv = torch.rand(32) + 0.5 if smooth else None
+    want = int8_conv._quantize(x, inv)
+    from accelerando.quant.norm_codes import conv_input_codes
+
+    got = conv_input_codes(x, inv)
+    assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+    assert got[0].stride() == want[0].stride() == (x.shape[1] * x.shape[2], 1, x.shape[1])
+    assert conv_input_codes(x.transpose(1, 2).contiguous().transpose(1, 2), inv) is None  # not contiguous: eager
+    assert all(torch.equal(a, b) for a, b in zip(int8_conv._run(int8_conv._quantize, x, inv), want, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_finish_adds_low_rank_and_residual_as_eager(dtype):
+    """oneDNN's channels-last float32 output, the low-rank branch and a block's skip connection: the C++ pass rounds
+    where ``residual + conv(x)`` does in eager mode. Shapes that are not multiples of its 64 x 64 tiles."""
+    _cpp_kernels()
+    from accelerando.quant.norm_codes import conv_output
+
     g = torch.Generator().manual_seed(2)
-    y = torch.randn(2, 37, 48, generator=g).transpose(1, 2)  # [B, C, T] channels-last
-    low = torch.randn(2, 48, 37, generator=g).to(dtype)
-    res = torch.randn(2, 48, 37, generator=g).to(dtype)
+    y = torch.randn(2, 137, 70, generator=g).transpose(1, 2)  # [B, C, T] channels-last
+    low = torch.randn(2, 70, 137, generator=g).to(dtype)
+    res = torch.randn(2, 70, 137, generator=g).to(dtype)
     for lo, r in ((None, None), (low, None), (None, res), (low, res)):
-        want = y if lo is None else y + lo.float()
-        want = want.to(dtype) if r is None else r + want.to(dtype)
-        got = int8_conv._run(int8_conv._finish, y, lo, dtype, r)
+        want = int8_conv._finish(y, lo, dtype, r)
+        got = conv_output(y, lo, dtype, r)
         assert got.dtype == dtype and got.is_contiguous() and torch.equal(got, want)
+        assert torch.equal(int8_conv._run(int8_conv._finish, y, lo, dtype, r), want)
+    assert conv_output(y.contiguous(), None, dtype) is None  # channels-first input: the eager pass
+    assert conv_output(y, low.float() if dtype == torch.bfloat16 else low.bfloat16(), dtype) is None
 
 
 def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onednn(conv_mode):

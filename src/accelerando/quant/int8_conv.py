@@ -22,9 +22,11 @@ Per call, ``x`` [B, C_in, T] -> [B, C_out, T_out]:
    :mod:`accelerando.quant.norm_codes` runs the block) back to the channels-first layout and dtype the backbone
    reads, in one pass.
 
-Steps 1 and 4 are compiled by inductor where ``torch.compile`` works (a min/max reduction, the rounding, and a tiled
-transpose, 4-7x faster than ``Tensor.contiguous`` on the dev CPU: benchmarks/int8_conv_parts.py), else they run
-eagerly with the same math (tests check that both give the same codes).
+Steps 1 and 4 run as small C++ kernels (a min/max pass and a codes pass; a tiled transpose) from the library of
+:mod:`accelerando.quant.norm_codes`, built at first use; they give the eager ops' values (tests compare them code
+for code and bit for bit), where the eager ops run if the library cannot be built. Until 2026-11-27 inductor
+compiled them instead: as fast per call, but its first call cost about 6.5 s per process even with a warm disk
+cache, more than a single 30 s generation saved (BENCHMARKS.md, "W8A8 on a CPU without VNNI, second pass").
 
 Weights: the layer's codes as :meth:`~accelerando.quant.linear.QuantLinear.gemm_weight` gives them (4-bit codes
 unpacked; grouped 4-bit folded to one scale per row), reshaped to ``[C_out, C_in, k]``. The prepacked copy lives in
@@ -58,7 +60,6 @@ measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN"). One scale covers
 batch (the guidance branches, batched prompts) shares it: outputs depend on what is batched together.
 """
 
-import warnings
 import weakref
 from typing import NamedTuple
 
@@ -82,8 +83,9 @@ __all__ = [
     "status",
 ]
 
-# fold_zp: False gives oneDNN the activation zero point (the path before the fold; benchmarks compare the two)
-_state: dict = {"compile": True, "broken": None, "fns": {}, "fold_zp": True}
+# cpp: the C++ twins of _quantize / _finish (False: eager only); fold_zp: False gives oneDNN the activation zero
+# point (the path before the fold; benchmarks compare the two)
+_state: dict = {"cpp": True, "fold_zp": True}
 _packed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # QuantLinear -> (sources, packed weight, ...)
 
 
@@ -129,7 +131,7 @@ def status() -> dict:
         # "onednn" (VNNI), "auto" (no VNNI: oneDNN for layers whose weight codes fit PAIR_SAFE_CODE, else a float32
         # conv of the codes), "float" (forced by ACCELERANDO_QUANT_INT_MM=float) or None (unfold)
         "mode": _mode(),
-        "compile_broken": _state["broken"],
+        "cpp_kernels": _cpp_status(),
     }
 
 
@@ -155,19 +157,24 @@ def _finish(
 
 
 def _run(fn, *args):
-    """``fn(*args)`` compiled by inductor (a tiled transpose runs several times faster than ``Tensor.contiguous``
-    here), or eagerly when compiling is off or has failed in this process (warned once)."""
-    if not _state["compile"] or _state["broken"] is not None or dispatch_mode_active():  # accelerando.kernels.modes
-        return fn(*args)
-    compiled = _state["fns"].get(fn)
-    if compiled is None:
-        compiled = _state["fns"][fn] = torch.compile(fn, dynamic=True, options={"emulate_precision_casts": True})
-    try:
-        return compiled(*args)
-    except Exception as err:  # no C++ compiler, unsupported platform, ...
-        _state["broken"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        warnings.warn(f"int8 conv kernels could not compile ({_state['broken']}); running them eagerly", stacklevel=3)
-        return fn(*args)
+    """``fn(*args)`` (:func:`_quantize` or :func:`_finish`) through its C++ twin in the norm-codes library
+    (:func:`accelerando.quant.norm_codes.conv_input_codes` / :func:`~accelerando.quant.norm_codes.conv_output`:
+    the same values, a tiled transpose several times faster than ``Tensor.contiguous``, no compile step), or
+    eagerly where the twin does not apply (a layout or dtype it does not take, no C++ compiler, or a
+    ``TorchDispatchMode`` active: :mod:`accelerando.kernels.modes`)."""
+    if _state["cpp"] and not dispatch_mode_active():
+        from accelerando.quant import norm_codes
+
+        out = (norm_codes.conv_input_codes if fn is _quantize else norm_codes.conv_output)(*args)
+        if out is not None:
+            return out
+    return fn(*args)
+
+
+def _cpp_status() -> dict:
+    from accelerando.quant import norm_codes
+
+    return {"enabled": _state["cpp"], **norm_codes.status()}
 
 
 def _layers(conv):

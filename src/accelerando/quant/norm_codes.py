@@ -106,7 +106,13 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn.argtypes = [p, p, i64, i64, i64, i64, f32, p, p, p, p, p, p, i32]
         fn.restype = None
         fn = getattr(lib, f"accel_codes_{name}")
-        fn.argtypes = [p, p, i64, i64, i64, f32, f32, i32]
+        fn.argtypes = [p, p, p, i64, i64, i64, f32, f32, i32]
+        fn.restype = None
+        fn = getattr(lib, f"accel_minmax_{name}")
+        fn.argtypes = [p, p, i64, i64, i64, p, i32]
+        fn.restype = None
+        fn = getattr(lib, f"accel_finish_{name}")
+        fn.argtypes = [p, p, p, p, i64, i64, i64, i32]
         fn.restype = None
         fn = getattr(lib, f"accel_float_codes_{name}")
         fn.argtypes = [p, p, i64, f32, f32, i32]
@@ -127,7 +133,7 @@ def _library() -> ctypes.CDLL | None:
         if not so.exists():
             _build(so, compiler)
         lib = ctypes.CDLL(str(so))
-        if lib.accel_norm_codes_abi() != 2:
+        if lib.accel_norm_codes_abi() != 3:
             raise RuntimeError(f"{so} is from another version")
         _state["lib"] = _bind(lib)
     except Exception as err:  # no compiler, no OpenMP, a read-only cache, ...
@@ -172,7 +178,7 @@ def frame_norm_silu_codes(
     lib, y, scale, zp, threads = _normalised(x, norm, mul, add, smooth)
     b, c, t = x.shape
     q = torch.empty(b, t, c, dtype=torch.uint8)
-    getattr(lib, f"accel_codes_{_DTYPES[x.dtype]}")(_ptr(y), _ptr(q), b, c, t, float(scale), float(zp), threads)
+    getattr(lib, f"accel_codes_{_DTYPES[x.dtype]}")(_ptr(y), None, _ptr(q), b, c, t, float(scale), float(zp), threads)
     return q.transpose(1, 2), scale, zp
 
 
@@ -286,6 +292,44 @@ def fuse_block_norms(model: nn.Module) -> int:
     for m in blocks:
         m.forward = types.MethodType(_block_forward, m)
     return len(blocks)
+
+
+def conv_input_codes(x: torch.Tensor, inv: torch.Tensor | None) -> tuple | None:
+    """``int8_conv._quantize`` in two C++ passes (min/max, then the codes written channels-last): ``x`` [B, C, T]
+    contiguous float32 or bfloat16 (times ``inv`` [C] in ``x``'s dtype, if given) -> (codes uint8 [B, C, T] with
+    strides [T C, 1, C], scale fp32 [], zero point int64 []), equal to the eager ones; None where the kernel does
+    not apply (another dtype or layout, or no kernel)."""
+    from accelerando.quant.primitives import u8_params
+
+    if x.dtype not in _DTYPES or x.dim() != 3 or not x.is_contiguous() or x.numel() == 0 or _library() is None:
+        return None
+    b, c, t = x.shape
+    kind, threads = _DTYPES[x.dtype], torch.get_num_threads()
+    s = None if inv is None else _per_channel(inv, x.dtype, (c,))
+    lo_hi = torch.zeros(2)
+    getattr(_state["lib"], f"accel_minmax_{kind}")(_ptr(x), _ptr(s), b, c, t, _ptr(lo_hi), threads)
+    scale, zp = u8_params(lo_hi[0], lo_hi[1])
+    q = torch.empty(b, t, c, dtype=torch.uint8)
+    getattr(_state["lib"], f"accel_codes_{kind}")(_ptr(x), _ptr(s), _ptr(q), b, c, t, float(scale), float(zp), threads)
+    return q.transpose(1, 2), scale, zp
+
+
+def conv_output(y: torch.Tensor, low, dtype: torch.dtype, residual=None) -> torch.Tensor | None:
+    """``int8_conv._finish`` in one C++ pass: ``y`` float32 [B, C, T] channels-last (strides [T C, 1, C]), ``low``
+    and ``residual`` [B, C, T] contiguous in ``dtype`` or None -> ``residual + (y + low).to(dtype)`` contiguous,
+    rounded as the eager expression rounds; None where the kernel does not apply."""
+    b, c, t = y.shape if y.dim() == 3 else (0, 0, 0)
+    if y.dtype != torch.float32 or y.dim() != 3 or y.stride() != (t * c, 1, c) or dtype not in _DTYPES:
+        return None
+    for v in (low, residual):
+        if v is not None and (v.dtype != dtype or v.shape != y.shape or not v.is_contiguous()):
+            return None
+    if y.numel() == 0 or _library() is None:
+        return None
+    out = torch.empty(b, c, t, dtype=dtype)
+    fn = getattr(_state["lib"], f"accel_finish_{_DTYPES[dtype]}")
+    fn(_ptr(y), _ptr(low), _ptr(residual), _ptr(out), b, c, t, torch.get_num_threads())
+    return out
 
 
 FUSE_ENV = "ACCELERANDO_QUANT_FUSED_NORMS"

@@ -1,5 +1,7 @@
 // Per-frame GroupNorm (+ per-row, per-channel modulation) + SiLU (+ per-channel smoothing), then per-tensor
 // asymmetric uint8 codes written channels-last: the input of a U-Net block's int8 convolution in two memory passes.
+// Also the two small passes around every other oneDNN int8 convolution (accelerando/quant/int8_conv.py): the
+// per-tensor min/max and codes of its input, and its channels-last output back to channels-first.
 // Built and loaded by accelerando/quant/norm_codes.py (g++ -O3 -march=native -fopenmp -ffp-contract=off), which
 // documents the contract. Every step rounds where PyTorch's eager ops round (bf16 after each op, float32 sums in
 // channel order), so the values are those of the eager chain except where this file's exp differs from PyTorch's by
@@ -129,10 +131,11 @@ void norm_silu(const typename D::T* x, typename D::T* y, int64_t B, int64_t C, i
   lo_hi[1] = hi;
 }
 
-// Pass 2: codes[b, t, c] = clamp(round(y[b, c, t] / scale) + zp, 0, 255).
+// Pass 2: codes[b, t, c] = clamp(round(y[b, c, t] * smooth[c] / scale) + zp, 0, 255), the product (if smooth is
+// given) rounded to D as PyTorch's ``x * smooth.to(x.dtype)`` rounds it.
 template <class D>
-void codes(const typename D::T* y, uint8_t* q, int64_t B, int64_t C, int64_t T, float scale, float zp,
-           int threads) {
+void codes(const typename D::T* y, const float* smooth, uint8_t* q, int64_t B, int64_t C, int64_t T, float scale,
+           float zp, int threads) {
   const int64_t tiles = (T + kTile - 1) / kTile, items = B * tiles;
 #pragma omp parallel num_threads(threads)
   {
@@ -143,9 +146,11 @@ void codes(const typename D::T* y, uint8_t* q, int64_t B, int64_t C, int64_t T, 
       const int64_t b = item / tiles, t0 = (item % tiles) * kTile, len = std::min(kTile, T - t0);
       for (int64_t c = 0; c < C; ++c) {
         const typename D::T* row = y + (b * C + c) * T + t0;
+        const float sm = smooth ? smooth[c] : 1.0f;
 #pragma omp simd
         for (int64_t t = 0; t < len; ++t) {
-          float code = round_even(D::load(row[t]) / scale) + zp;
+          const float v = smooth ? D::round(D::load(row[t]) * sm) : D::load(row[t]);
+          float code = round_even(v / scale) + zp;
           row_codes[t] = std::min(std::max(code, 0.0f), 255.0f);
         }
         for (int64_t t = 0; t < len; ++t) buf[t * C + c] = static_cast<uint8_t>(row_codes[t]);
@@ -166,11 +171,58 @@ void float_codes(const typename D::T* y, float* out, int64_t n, float scale, flo
   }
 }
 
+// min and max of y[b, c, t] * smooth[c] (rounded to D; smooth may be null) over [B, C, T], widened to include 0.
+template <class D>
+void minmax(const typename D::T* y, const float* smooth, int64_t B, int64_t C, int64_t T, float* lo_hi,
+            int threads) {
+  float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi)
+  for (int64_t row = 0; row < B * C; ++row) {
+    const typename D::T* x = y + row * T;
+    const float sm = smooth ? smooth[row % C] : 1.0f;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+    for (int64_t t = 0; t < T; ++t) {
+      const float v = smooth ? D::round(D::load(x[t]) * sm) : D::load(x[t]);
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  }
+  lo_hi[0] = lo;
+  lo_hi[1] = hi;
+}
+
+// out[b, c, t] = residual[b, c, t] + D(y[b, t, c] + low[b, c, t]): oneDNN's channels-last float32 output back to
+// channels-first in D, with the low-rank branch added in float32 before the rounding and a block's skip connection
+// added after it (both optional), rounding where PyTorch's ``residual + (y + low.float()).to(D)`` rounds.
+constexpr int64_t kBlock = 64;
+
+template <class D>
+void finish(const float* y, const typename D::T* low, const typename D::T* residual, typename D::T* out, int64_t B,
+            int64_t C, int64_t T, int threads) {
+  const int64_t cb = (C + kBlock - 1) / kBlock, tb = (T + kBlock - 1) / kBlock;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t item = 0; item < B * cb * tb; ++item) {
+    const int64_t b = item / (cb * tb), c0 = (item / tb) % cb * kBlock, t0 = item % tb * kBlock;
+    const int64_t c1 = std::min(C, c0 + kBlock), len = std::min(kBlock, T - t0);
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* src = y + (b * T + t0) * C + c;
+      const int64_t o = (b * C + c) * T + t0;
+      for (int64_t t = 0; t < len; ++t) {
+        float v = src[t * C];
+        if (low) v += D::load(low[o + t]);
+        v = D::round(v);
+        if (residual) v = D::round(D::load(residual[o + t]) + v);
+        out[o + t] = D::store(v);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
-int accel_norm_codes_abi() { return 2; }
+int accel_norm_codes_abi() { return 3; }
 
 void accel_norm_silu_bf16(const uint16_t* x, uint16_t* y, int64_t B, int64_t C, int64_t T, int64_t G, float eps,
                           const float* weight, const float* bias, const float* mul, const float* add,
@@ -184,14 +236,34 @@ void accel_norm_silu_f32(const float* x, float* y, int64_t B, int64_t C, int64_t
   norm_silu<F32>(x, y, B, C, T, G, eps, weight, bias, mul, add, smooth, lo_hi, threads);
 }
 
-void accel_codes_bf16(const uint16_t* y, uint8_t* q, int64_t B, int64_t C, int64_t T, float scale, float zp,
-                      int threads) {
-  codes<Bf16>(y, q, B, C, T, scale, zp, threads);
+void accel_codes_bf16(const uint16_t* y, const float* smooth, uint8_t* q, int64_t B, int64_t C, int64_t T,
+                      float scale, float zp, int threads) {
+  codes<Bf16>(y, smooth, q, B, C, T, scale, zp, threads);
 }
 
-void accel_codes_f32(const float* y, uint8_t* q, int64_t B, int64_t C, int64_t T, float scale, float zp,
-                     int threads) {
-  codes<F32>(y, q, B, C, T, scale, zp, threads);
+void accel_codes_f32(const float* y, const float* smooth, uint8_t* q, int64_t B, int64_t C, int64_t T, float scale,
+                     float zp, int threads) {
+  codes<F32>(y, smooth, q, B, C, T, scale, zp, threads);
+}
+
+void accel_minmax_bf16(const uint16_t* y, const float* smooth, int64_t B, int64_t C, int64_t T, float* lo_hi,
+                       int threads) {
+  minmax<Bf16>(y, smooth, B, C, T, lo_hi, threads);
+}
+
+void accel_minmax_f32(const float* y, const float* smooth, int64_t B, int64_t C, int64_t T, float* lo_hi,
+                      int threads) {
+  minmax<F32>(y, smooth, B, C, T, lo_hi, threads);
+}
+
+void accel_finish_bf16(const float* y, const uint16_t* low, const uint16_t* residual, uint16_t* out, int64_t B,
+                       int64_t C, int64_t T, int threads) {
+  finish<Bf16>(y, low, residual, out, B, C, T, threads);
+}
+
+void accel_finish_f32(const float* y, const float* low, const float* residual, float* out, int64_t B, int64_t C,
+                      int64_t T, int threads) {
+  finish<F32>(y, low, residual, out, B, C, T, threads);
 }
 
 void accel_float_codes_bf16(const uint16_t* y, float* out, int64_t n, float scale, float zp, int threads) {
