@@ -6,10 +6,11 @@ For each kernel-3 convolution shape of the U-Net at 30 s (batch 2), median milli
 
 - ``bf16 conv``: ``F.conv1d`` in bf16 (oneDNN), the shipped path;
 - ``int8 conv, ncw input`` / ``nwc input``: ``torch.ops.onednn.qconv_pointwise`` on uint8 codes laid out
-  channels-first or channels-last (bf16 output, bias fused), the kernel :mod:`accelerando.quant.int8_conv` calls;
-- ``quantize``: the compiled per-tensor uint8 quantizer of ``int8_conv`` (min/max, rounding, channels-last write);
-- ``relayout, contiguous`` / ``compiled``: oneDNN's channels-last bf16 output back to channels-first with
-  ``Tensor.contiguous`` or with the inductor kernel ``int8_conv`` uses.
+  channels-first or channels-last (float32 output, bias fused), the kernel :mod:`accelerando.quant.int8_conv` calls;
+- ``quantize``: the per-tensor uint8 quantizer ``int8_conv`` runs (its C++ min/max and codes passes; channels-last
+  write);
+- ``relayout, contiguous`` / ``cpp``: oneDNN's channels-last float32 output back to channels-first with
+  ``Tensor.contiguous`` or with the C++ pass ``int8_conv`` uses (before 2026-11-27: an inductor kernel).
 """
 
 import argparse
@@ -44,7 +45,7 @@ def _row(c_in: int, c_out: int, frames: int, repeats: int) -> dict:
 
     def qconv(q):
         return torch.ops.onednn.qconv_pointwise.tensor(
-            q, scale, zp, packed, ws, zeros, b, [1], [1], [1], 1, 1.0, 0, torch.bfloat16, "none", [], ""
+            q, scale, zp, packed, ws, zeros, b, [1], [1], [1], 1, 1.0, 0, torch.float32, "none", [], ""
         )
 
     y = qconv(q_nwc)
@@ -56,7 +57,7 @@ def _row(c_in: int, c_out: int, frames: int, repeats: int) -> dict:
         "int8_conv_nwc_ms": _median_ms(lambda: qconv(q_nwc), repeats),
         "quantize_ms": _median_ms(lambda: int8_conv._run(int8_conv._quantize, x, None), repeats),
         "relayout_contiguous_ms": _median_ms(lambda: y.contiguous(), repeats),
-        "relayout_compiled_ms": _median_ms(lambda: int8_conv._run(int8_conv._finish, y, None, y.dtype), repeats),
+        "relayout_cpp_ms": _median_ms(lambda: int8_conv._run(int8_conv._finish, y, None, y.dtype), repeats),
     }
 
 
@@ -77,7 +78,7 @@ def main() -> None:
             f"{c_in}->{c_out} x {frames}: bf16 conv {row['bf16_conv_ms']:.2f} ms, int8 conv "
             f"{row['int8_conv_ncw_ms']:.2f} (ncw) / {row['int8_conv_nwc_ms']:.2f} (nwc), quantize "
             f"{row['quantize_ms']:.2f}, relayout {row['relayout_contiguous_ms']:.2f} (contiguous) / "
-            f"{row['relayout_compiled_ms']:.2f} (compiled)"
+            f"{row['relayout_cpp_ms']:.2f} (C++)"
         )
     report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
     if args.json:

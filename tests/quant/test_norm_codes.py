@@ -147,6 +147,12 @@ def test_a_failed_build_warns_once_and_leaves_nothing(monkeypatch, tmp_path):
     assert "no-such-compiler-here" in norm_codes.status()["broken"]
     with pytest.raises(RuntimeError, match="unavailable"):
         norm_codes.frame_norm_silu_codes(torch.zeros(1, 4, 3), FrameGroupNorm(2, 4))
+    # int8_conv's passes fall back to the eager ops, with the same values
+    x, y = torch.randn(2, 4, 9), torch.randn(2, 9, 4).transpose(1, 2)
+    assert norm_codes.conv_input_codes(x, None) is None and norm_codes.conv_output(y, None, torch.float32) is None
+    want = int8_conv._quantize(x, None)
+    assert all(torch.equal(a, b) for a, b in zip(int8_conv._run(int8_conv._quantize, x, None), want, strict=True))
+    assert torch.equal(int8_conv._run(int8_conv._finish, y, None, torch.float32), y.contiguous())
     monkeypatch.setattr(norm_codes, "_SOURCE", tmp_path / "broken.cpp")
     (tmp_path / "broken.cpp").write_text("this is not C++\n")
     out = tmp_path / "k" / "x.so"

@@ -22,6 +22,9 @@ SmoothQuant with ``act_scale="tensor"``), or, on a CPU without VNNI, its float32
 (:func:`frame_norm_silu_float_codes`); everything else runs the block's own ops, and so do blocks whose norms or
 convolutions carry forward hooks. :func:`unfuse_block_norms` undoes it.
 
+The same library holds the two small passes around every other oneDNN int8 convolution
+(:func:`conv_input_codes`, :func:`conv_output`; :mod:`accelerando.quant.int8_conv` calls them).
+
 Build: at first use, ``g++ -O3 -march=native -fopenmp -ffp-contract=off`` into
 ``$ACCELERANDO_CACHE/kernels/norm_codes-<hash>.so`` (the hash covers the source, the flags and the CPU's feature
 flags; written to a temporary name and renamed, so an interrupted build leaves nothing half-written). It links
@@ -138,7 +141,11 @@ def _library() -> ctypes.CDLL | None:
         _state["lib"] = _bind(lib)
     except Exception as err:  # no compiler, no OpenMP, a read-only cache, ...
         _state["broken"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        warnings.warn(f"fused norm kernel unavailable ({_state['broken']}); blocks run their own ops", stacklevel=3)
+        warnings.warn(
+            f"C++ quantization kernels unavailable ({_state['broken']}); quantized U-Net blocks and int8 convolutions "
+            "run slower eager ops",
+            stacklevel=3,
+        )
     return _state["lib"]
 
 
