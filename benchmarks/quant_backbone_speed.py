@@ -33,7 +33,8 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
 - ``NAME+cnorm`` (any variant above): the same with the U-Net's per-frame norms compiled
   (:func:`accelerando.kernels.compile_frame_norms`, bit-identical output), e.g. ``bf16+cnorm``, ``w8a8t-eager+cnorm``;
 - ``NAME+zp`` (after everything else): the same with oneDNN given the activation zero point, the int8 conv path
-  before the zero point was folded into the bias (:func:`accelerando.quant.int8_conv.conv_codes`);
+  before the zero point was folded into the bias (:func:`accelerando.quant.int8_conv.conv_codes`). Faithful with
+  ``+f32`` only: under bf16 autocast oneDNN then writes bf16, and that output's relayout runs eagerly;
 - ``NAME+f32`` (last but ``+zp``): the same without bf16 autocast (float32 activations), what the pipeline runs on a CPU
   without bf16 arithmetic (:mod:`accelerando.modules.precision`), e.g. ``w8a8-eager+f32`` against ``fp32``;
 - ``NAME+fnorm`` (after ``+cnorm`` if both): the U-Net's residual blocks feed their oneDNN int8 convolutions from

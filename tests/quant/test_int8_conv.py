@@ -132,18 +132,20 @@ def _cpp_kernels():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("smooth", [False, True])
-def test_cpp_quantize_kernel_gives_the_eager_codes(dtype, smooth):
+@pytest.mark.parametrize("frames", [1, 50, 129, 300])  # the codes pass works in tiles of 128 frames
+def test_cpp_quantize_kernel_gives_the_eager_codes(dtype, smooth, frames):
     _cpp_kernels()
-    _, x = _conv(32, 48, 3)
-    x = x.to(dtype)
-    inv = torch.rand(32) + 0.5 if smooth else None
+    g = torch.Generator().manual_seed(frames)
+    x = torch.nn.functional.silu(torch.randn(2, 32, frames, generator=g) * 2).to(dtype)
+    inv = torch.rand(32, generator=g) + 0.5 if smooth else None
     want = int8_conv._quantize(x, inv)
     from accelerando.quant.norm_codes import conv_input_codes
 
     got = conv_input_codes(x, inv)
     assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
-    assert got[0].stride() == want[0].stride() == (x.shape[1] * x.shape[2], 1, x.shape[1])
-    assert conv_input_codes(x.transpose(1, 2).contiguous().transpose(1, 2), inv) is None  # not contiguous: eager
+    if frames > 1:  # (one frame: either layout is both)
+        assert got[0].stride() == want[0].stride() == (x.shape[1] * x.shape[2], 1, x.shape[1])
+        assert conv_input_codes(x.transpose(1, 2).contiguous().transpose(1, 2), inv) is None  # not contiguous
     assert all(torch.equal(a, b) for a, b in zip(int8_conv._run(int8_conv._quantize, x, inv), want, strict=True))
 
 
@@ -484,3 +486,34 @@ def test_zero_point_folded_into_the_bias_and_the_edge_frames(k, stride, padding,
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         fast16 = model(x)
     assert fast16.dtype == torch.bfloat16 and sqnr(ref, fast16.float()) > 40  # one bf16 rounding of the output
+
+
+def test_a_nan_input_gives_nan_outputs_on_every_path(no_vnni):
+    """The C++ min/max reports a NaN (std::min would skip it): the layer's output is all NaN, as the eager and
+    unfold paths give it, not finite values that hide a diverging activation."""
+    conv, x = _conv(16, 24, 3, padding=1)
+    x[1, 3, 7] = float("nan")
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor", reduce_range=True), **LINEAR)
+    with torch.no_grad():
+        fast = model(x)
+        with mock.patch.dict(int8_conv._state, {"cpp": False}):
+            eager = model(x)
+        with use_int8_convs(False):
+            ref = model(x)
+    assert fast.isnan().all() and eager.isnan().all() and ref.isnan().all()
+
+
+@needs_op
+def test_residual_added_in_the_output_pass_equals_adding_it_after(no_vnni):
+    conv, x = _conv(32, 48, 3, padding=1, seed=7)
+    model = nn.Sequential(UnfoldConv1d.from_conv(conv))
+    quantize_(model, RTNConfig(8, 8, act_scale="tensor", reduce_range=True), **LINEAR)
+    how = int8_conv.plan(model[0], x)
+    assert how is not None and how[1].mode == "onednn"
+    res = torch.randn(2, 48, 50)
+    q, scale, zp = int8_conv._run(int8_conv._quantize, x, None)
+    with torch.no_grad():
+        alone = int8_conv.conv_codes(model[0], q, scale, zp, how)
+        fused = int8_conv.conv_codes(model[0], q, scale, zp, how, residual=res)
+    assert torch.equal(fused, res + alone)

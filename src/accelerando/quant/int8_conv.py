@@ -53,9 +53,10 @@ Used when all of these hold, else the unfold path runs (the reference, same inte
 - no autograd through the input and the layer's ``forward`` not replaced (low-rank recovery trains through unfold).
 
 Numerics: the integer codes and int32 sums are those of the unfold reference (zero padding is a zero code offset,
-and the per-tensor range includes zero in both; the folded zero point is exact integer arithmetic moved into the
-float epilogue), so only the float epilogue's rounding differs (tests: SQNR of this
-path against the reference). Per-tensor scales are coarser than per-token ones; what that costs in audio is
+and the per-tensor range includes zero in both), so only the float epilogue's rounding differs. The folded zero
+point moves some integer arithmetic into that epilogue, where ``-scale zp w_scale sum(w)`` in the bias cancels
+against the sums: about 1e-7 relative per layer on the built-in (tests: SQNR of this path against the reference
+above 100 dB). Per-tensor scales are coarser than per-token ones; what that costs in audio is
 measured in BENCHMARKS.md ("W8A8 convolutions through oneDNN"). One scale covers the whole call, so every row of a
 batch (the guidance branches, batched prompts) shares it: outputs depend on what is batched together.
 """
@@ -123,8 +124,8 @@ def _covers_input(conv, frames: int) -> bool:
 
 
 def status() -> dict:
-    """Switch, oneDNN availability, the mode per-tensor convs run in and the compile failure text (``broken``) of
-    the two small kernels, for reports."""
+    """Switch, oneDNN availability, the mode per-tensor convs run in and the state of the two small C++ passes
+    (``cpp_kernels``: enabled, built, and why not), for reports."""
     return {
         "enabled": int8_convs_enabled(),
         "available": available(),
@@ -326,18 +327,14 @@ def float_codes_conv(conv, codes: torch.Tensor, scale, how: tuple, x: torch.Tens
     """The rest of the ``"float"`` mode from the codes: ``codes`` float32 [B, C_in, T] holding ``q - zp``, ``scale``
     fp32 [] -> [B, C_out, T_out]. ``x`` (the float input) is needed only by a low-rank branch."""
     res, entry, out_dtype = how
-    wq, w_scale, lowrank = entry.weight, entry.w_scale, entry.low
     with torch.autocast("cpu", enabled=False):  # float32 sums of integers: exact (autocast would round to bf16)
-        acc = F.conv1d(codes, wq, None, conv.stride, conv.padding, conv.dilation)
-    y = acc.mul_(w_scale[:, None]).mul_(scale)
+        acc = F.conv1d(codes, entry.weight, None, conv.stride, conv.padding, conv.dilation)
+    y = acc.mul_(entry.w_scale[:, None]).mul_(scale)
     if res.bias is not None:
         y.add_(res.bias[:, None])
     y = y.to(out_dtype)
-    if lowrank is not None:
-        down, up = lowrank
-        z = F.conv1d(x, down.to(x.dtype), None, conv.stride, conv.padding, conv.dilation)  # 1/s folded into down
-        y = y + F.conv1d(z, up.to(z.dtype)).to(y.dtype)
-    return y
+    low = _low_rank(conv, entry, x)  # added after the cast, as the unfold reference adds its branch
+    return y if low is None else y + low.to(y.dtype)
 
 
 def _padded_taps(conv, frames: int, frames_out: int) -> tuple[int, int, torch.Tensor]:
@@ -361,6 +358,8 @@ def _edges(conv, entry: _Entry, frames: int, frames_out: int) -> tuple[int, int,
     its entry: the weight codes (times their scales) that the padding multiplies at each edge frame."""
     hit = entry.edges.get((frames, frames_out))
     if hit is None:
+        if len(entry.edges) >= 64:  # many clip lengths (edit windows): keep the cache small
+            entry.edges.clear()
         n_left, n_right, mask = _padded_taps(conv, frames, frames_out)
         hit = entry.edges[(frames, frames_out)] = (n_left, n_right, entry.taps @ mask)
     return hit

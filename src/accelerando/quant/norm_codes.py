@@ -30,7 +30,7 @@ Build: at first use, ``g++ -O3 -march=native -fopenmp -ffp-contract=off`` into
 flags; written to a temporary name and renamed, so an interrupted build leaves nothing half-written). It links
 against ``libgomp.so.1``, which resolves to the OpenMP runtime PyTorch's CPU wheels already loaded (other builds
 may end up with two OpenMP runtimes). Without a compiler, or when the build fails, a warning names
-why (once) and the blocks run their own ops.
+why (once), the blocks run their own ops and :mod:`accelerando.quant.int8_conv` its eager passes.
 """
 
 import ctypes
@@ -184,8 +184,11 @@ def frame_norm_silu_codes(
     """
     lib, y, scale, zp, threads = _normalised(x, norm, mul, add, smooth)
     b, c, t = x.shape
-    q = torch.empty(b, t, c, dtype=torch.uint8)
-    getattr(lib, f"accel_codes_{_DTYPES[x.dtype]}")(_ptr(y), None, _ptr(q), b, c, t, float(scale), float(zp), threads)
+    q = torch.zeros(b, t, c, dtype=torch.uint8)
+    if torch.isfinite(scale):  # a NaN in the values makes the scale NaN (and every output NaN, as eagerly)
+        getattr(lib, f"accel_codes_{_DTYPES[x.dtype]}")(
+            _ptr(y), None, _ptr(q), b, c, t, float(scale), float(zp), threads
+        )
     return q.transpose(1, 2), scale, zp
 
 
@@ -199,10 +202,11 @@ def frame_norm_silu_float_codes(
     """As :func:`frame_norm_silu_codes`, with the codes minus the zero point as float32 [B, C, T] (channels-first):
     what a float32 convolution of the codes reads on a CPU without VNNI (``int8_conv``'s ``"float"`` mode)."""
     lib, y, scale, zp, threads = _normalised(x, norm, mul, add, smooth)
-    out = torch.empty(x.shape, dtype=torch.float32)
-    getattr(lib, f"accel_float_codes_{_DTYPES[x.dtype]}")(
-        _ptr(y), _ptr(out), y.numel(), float(scale), float(zp), threads
-    )
+    out = torch.zeros(x.shape, dtype=torch.float32)
+    if torch.isfinite(scale):  # NaN values: a NaN scale (every output NaN, as eagerly)
+        getattr(lib, f"accel_float_codes_{_DTYPES[x.dtype]}")(
+            _ptr(y), _ptr(out), y.numel(), float(scale), float(zp), threads
+        )
     return out, scale, zp
 
 
@@ -316,8 +320,11 @@ def conv_input_codes(x: torch.Tensor, inv: torch.Tensor | None) -> tuple | None:
     lo_hi = torch.zeros(2)
     getattr(_state["lib"], f"accel_minmax_{kind}")(_ptr(x), _ptr(s), b, c, t, _ptr(lo_hi), threads)
     scale, zp = u8_params(lo_hi[0], lo_hi[1])
-    q = torch.empty(b, t, c, dtype=torch.uint8)
-    getattr(_state["lib"], f"accel_codes_{kind}")(_ptr(x), _ptr(s), _ptr(q), b, c, t, float(scale), float(zp), threads)
+    q = torch.zeros(b, t, c, dtype=torch.uint8)
+    if torch.isfinite(scale):  # NaN values: a NaN scale (every output NaN, as eagerly)
+        getattr(_state["lib"], f"accel_codes_{kind}")(
+            _ptr(x), _ptr(s), _ptr(q), b, c, t, float(scale), float(zp), threads
+        )
     return q.transpose(1, 2), scale, zp
 
 

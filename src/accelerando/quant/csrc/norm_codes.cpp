@@ -28,9 +28,10 @@ inline float bf16_to_float(uint16_t h) {
   return f;
 }
 
-inline uint16_t float_to_bf16(float f) {  // round to nearest even, as PyTorch's c10::BFloat16 (no NaNs expected)
+inline uint16_t float_to_bf16(float f) {  // round to nearest even, as PyTorch's c10::BFloat16 (NaN stays NaN)
   uint32_t u;
   std::memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
   u += 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
@@ -83,7 +84,8 @@ void norm_silu(const typename D::T* x, typename D::T* y, int64_t B, int64_t C, i
                float* lo_hi, int threads) {
   const int64_t n = C / G, tiles = (T + kTile - 1) / kTile, items = B * G * tiles;
   float lo = 0.0f, hi = 0.0f;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi)
+  int nan = 0;  // std::min / std::max skip NaNs: count them apart so that the range reports them
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi) reduction(+ : nan)
   for (int64_t item = 0; item < items; ++item) {
     const int64_t b = item / (G * tiles), g = (item / tiles) % G, t0 = (item % tiles) * kTile;
     const int64_t len = std::min(kTile, T - t0);
@@ -114,7 +116,7 @@ void norm_silu(const typename D::T* x, typename D::T* y, int64_t B, int64_t C, i
       const float w = weight[c], bb = bias[c];
       const float m = mul ? mul[b * C + c] : 1.0f, a = add ? add[b * C + c] : 0.0f;
       const float sm = smooth ? smooth[c] : 1.0f;
-#pragma omp simd reduction(min : lo) reduction(max : hi)
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(+ : nan)
       for (int64_t t = 0; t < len; ++t) {
         float h = D::round((D::load(row[t]) - s[t]) * r[t]);
         h = D::round(D::round(h * w) + bb);
@@ -124,11 +126,12 @@ void norm_silu(const typename D::T* x, typename D::T* y, int64_t B, int64_t C, i
         out[t] = D::store(h);
         lo = std::min(lo, h);
         hi = std::max(hi, h);
+        nan += h != h;
       }
     }
   }
-  lo_hi[0] = lo;
-  lo_hi[1] = hi;
+  lo_hi[0] = nan ? NAN : lo;
+  lo_hi[1] = nan ? NAN : hi;
 }
 
 // Pass 2: codes[b, t, c] = clamp(round(y[b, c, t] * smooth[c] / scale) + zp, 0, 255), the product (if smooth is
@@ -171,24 +174,27 @@ void float_codes(const typename D::T* y, float* out, int64_t n, float scale, flo
   }
 }
 
-// min and max of y[b, c, t] * smooth[c] (rounded to D; smooth may be null) over [B, C, T], widened to include 0.
+// min and max of y[b, c, t] * smooth[c] (rounded to D; smooth may be null) over [B, C, T], widened to include 0;
+// both NaN if any value is (as PyTorch's amin / amax report it).
 template <class D>
 void minmax(const typename D::T* y, const float* smooth, int64_t B, int64_t C, int64_t T, float* lo_hi,
             int threads) {
   float lo = 0.0f, hi = 0.0f;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi)
+  int nan = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(min : lo) reduction(max : hi) reduction(+ : nan)
   for (int64_t row = 0; row < B * C; ++row) {
     const typename D::T* x = y + row * T;
     const float sm = smooth ? smooth[row % C] : 1.0f;
-#pragma omp simd reduction(min : lo) reduction(max : hi)
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(+ : nan)
     for (int64_t t = 0; t < T; ++t) {
       const float v = smooth ? D::round(D::load(x[t]) * sm) : D::load(x[t]);
       lo = std::min(lo, v);
       hi = std::max(hi, v);
+      nan += v != v;
     }
   }
-  lo_hi[0] = lo;
-  lo_hi[1] = hi;
+  lo_hi[0] = nan ? NAN : lo;
+  lo_hi[1] = nan ? NAN : hi;
 }
 
 // out[b, c, t] = residual[b, c, t] + D(y[b, t, c] + low[b, c, t]): oneDNN's channels-last float32 output back to
