@@ -40,7 +40,7 @@ def _library(source: str | None):
     done = subprocess.run(["g++", *norm_codes._FLAGS, str(src), "-o", str(so)], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"--source {source!r} does not build: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return norm_codes._bind(ctypes.CDLL(str(so)))
+    return ctypes.CDLL(str(so))
 
 
 def main() -> None:
@@ -54,6 +54,11 @@ def main() -> None:
     from accelerando.eval.efficiency import time_call
 
     lib = _library(args.source)
+    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    abi = lib.accel_norm_codes_abi()  # 3 gave the codes pass an (optional) smoothing argument
+    lib.accel_norm_silu_f32.argtypes = [p, p, i64, i64, i64, i64, f32, p, p, p, p, p, p, i32]
+    lib.accel_codes_f32.argtypes = [p, *([p] if abi >= 3 else []), p, i64, i64, i64, f32, f32, i32]
+    smooth = [None] if abi >= 3 else []
     g = torch.Generator().manual_seed(0)
     rows = []
     for c, t in SHAPES:
@@ -72,7 +77,7 @@ def main() -> None:
         scale = float(lo_hi[1] - lo_hi[0]) / 255
 
         def pass2(y=y, q=q, c=c, t=t, scale=scale):
-            lib.accel_codes_f32(y.data_ptr(), q.data_ptr(), 2, c, t, scale, 64.0, args.threads)
+            lib.accel_codes_f32(y.data_ptr(), *smooth, q.data_ptr(), 2, c, t, scale, 64.0, args.threads)
 
         row = {
             "channels": c,
