@@ -12,8 +12,8 @@ fuses a per-frame GroupNorm with a quantizer, so this one is written here.
 Values: each step rounds where the eager chain rounds (float32 sums in channel order, bf16 after every op under
 autocast), so the codes are those of ``quantize_per_tensor_u8(silu(norm(x) * mul + add) * smooth)`` except where
 the kernel's ``exp`` (a Cephes polynomial with fused multiply-adds, within 1 ulp) and PyTorch's differ before the
-bf16 rounding: a code may move by one (none of 9.9 million did at the tests' and the built-in's shapes, in bf16 and
-float32; the tests allow one in 10,000).
+bf16 rounding: a code may move by one (none of 14.2 million did at the tests' and the built-in's shapes, in bf16
+and float32: benchmarks/norm_codes_exactness.py; the tests allow one in 10,000).
 
 Use: :func:`fuse_block_norms` points every U-Net residual block whose norms are per-frame
 (:class:`~accelerando.models.unet.FrameGroupNorm`) at a forward that feeds its convolutions these codes where
@@ -120,6 +120,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn = getattr(lib, f"accel_float_codes_{name}")
         fn.argtypes = [p, p, i64, f32, f32, i32]
         fn.restype = None
+    lib.accel_exp_f32.argtypes = [p, p, i64]
+    lib.accel_exp_f32.restype = None
     return lib
 
 
@@ -303,6 +305,17 @@ def fuse_block_norms(model: nn.Module) -> int:
     for m in blocks:
         m.forward = types.MethodType(_block_forward, m)
     return len(blocks)
+
+
+def kernel_exp(x: torch.Tensor) -> torch.Tensor:
+    """The kernels' ``exp`` (the SiLU of pass 1) on float32 ``x`` (any shape), for accuracy checks. Raises
+    ``RuntimeError`` if the kernel is not available."""
+    if _library() is None:
+        raise RuntimeError(f"fused norm kernel unavailable: {_state['broken']}")
+    x = x.detach().float().contiguous()
+    y = torch.empty_like(x)
+    _state["lib"].accel_exp_f32(_ptr(x), _ptr(y), x.numel())
+    return y
 
 
 def conv_input_codes(x: torch.Tensor, inv: torch.Tensor | None) -> tuple | None:
