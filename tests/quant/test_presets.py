@@ -337,6 +337,23 @@ def test_cli_reduce_range_reaches_the_layers_and_keeps_codes_small(tmp_path, mon
     assert codes and max(int(c.short().abs().max()) for c in codes) <= 64
 
 
+def test_cli_points_to_reduce_range_on_a_cpu_without_vnni(tmp_path, monkeypatch, capsys, no_vnni):
+    from accelerando.cli import quantize
+    from accelerando.quant import int8_conv
+
+    if not int8_conv.op_available():
+        pytest.skip("PyTorch build without oneDNN int8 convolutions")
+    monkeypatch.setattr(quantize, "load_pipeline", lambda model: tiny_pipeline(backbone="unet"))
+    argv = ["quantize", "--config", "w8a8-rtn", "--act-scale", "tensor", "--calib-prompts", "1", "--json"]
+    args = _parser().parse_args([*argv, "-o", str(tmp_path / "t.safetensors")])
+    assert args.func(args) == 0
+    out = capsys.readouterr()
+    assert "without --reduce-range" in out.err and json.loads(out.out)["output"]  # the note stays off stdout
+    args = _parser().parse_args([*argv, "--reduce-range", "-o", str(tmp_path / "r.safetensors")])
+    assert args.func(args) == 0
+    assert "--reduce-range" not in capsys.readouterr().err
+
+
 def test_cli_clip_search_is_on_by_default_and_no_clip_search_turns_it_off(tmp_path, monkeypatch):
     from accelerando.cli import quantize
     from accelerando.pretrained import load_generator

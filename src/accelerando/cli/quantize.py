@@ -87,6 +87,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_run)
 
 
+def _slow_here(pipe, args: argparse.Namespace) -> bool:
+    """Whether the file asked for would run slowly on this CPU: per-tensor activations on a U-Net without
+    ``--reduce-range``, where oneDNN's int8 convolution is inexact for larger weight codes (no VNNI)."""
+    from accelerando.models.unet import MusicUNet
+    from accelerando.quant import int8_conv
+
+    if args.act_scale != "tensor" or args.reduce_range or not isinstance(pipe.model.dit, MusicUNet):
+        return False
+    return int8_conv.op_available() and not int8_conv.available()
+
+
 def _run(args: argparse.Namespace) -> int:
     from accelerando.quant.presets import PRESETS, preset_config, quantize_pipeline, save_quantized_generator
 
@@ -109,6 +120,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.recover_steps and "svd" not in args.config and "smooth" not in args.config:
             raise UserError(f"--recover-steps needs an SVD or SmoothQuant preset, not {args.config!r}")
     pipe = load_pipeline(args.model)
+    if _slow_here(pipe, args):
+        print(
+            "note: this CPU has no VNNI; without --reduce-range this file's per-tensor convolutions with weight codes "
+            "beyond ±64 run here as float32 convolutions of the codes, slower than float32 "
+            '(docs/quantization.md, "CPUs without VNNI")',
+            file=sys.stderr,
+        )
 
     bars: dict = {}
 
