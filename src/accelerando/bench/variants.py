@@ -400,9 +400,10 @@ register_technique(
 
 def _fuse_norms(pipeline, options: dict):
     from accelerando.quant import norm_codes
+    from accelerando.quant.api import has_per_tensor_layers
 
     dit = pipeline.model.dit
-    if not any(getattr(m, "act_scale", None) == "tensor" for m in dit.modules()):
+    if not has_per_tensor_layers(dit):
         raise UserError(
             "technique 'fuse-norms' needs per-tensor quantized convolutions: put it after "
             "quantize:PRESET:act_scale=tensor"

@@ -173,11 +173,13 @@ class LocalWindows(_UNetWindows):
     records_during_edit = True  # (nothing is recorded)
 
     def __init__(self, unet: MusicUNet):
+        from accelerando.quant.api import has_per_tensor_layers
+
         super().__init__(unet)
         # quantized layers with one activation scale per call (act_scale="tensor") take that scale from whatever the
         # call sees, the window or the whole clip: windowed calls are then close to a full call, not equal to it, so
         # the frames around an edit are recomputed as with the clip-statistics U-Net
-        self.exact = not any(getattr(m, "act_scale", None) == "tensor" for m in unet.modules())
+        self.exact = not has_per_tensor_layers(unet)
         if not self.exact:
             self.default_halo_s = 0.5
 

@@ -119,6 +119,11 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantConfig]:
     return {n: m.quant_config for n, m in model.named_modules() if hasattr(m, "quant_config")}
 
 
+def has_per_tensor_layers(model: nn.Module) -> bool:
+    """Whether any quantized layer of ``model`` takes one activation scale per call (``act_scale="tensor"``)."""
+    return any(getattr(m, "act_scale", None) == "tensor" for m in model.modules())
+
+
 def require_linear(module: nn.Module, config: QuantConfig) -> nn.Linear:
     if not isinstance(module, nn.Linear):
         raise TypeError(f"{type(config).__name__} quantizes nn.Linear only, got {type(module).__name__}")

@@ -369,13 +369,12 @@ def fuse_on_load(model: nn.Module) -> int:
     leaves every model alone (``on``, the default, or unset: fuse); another value is a ``UserError``. Per call, a
     block without a fused plan (no kernel, a GPU, hooks) still runs its own ops."""
     from accelerando.errors import UserError
-    from accelerando.quant.linear import QuantLinear
+    from accelerando.quant.api import has_per_tensor_layers
 
     value = os.environ.get(FUSE_ENV, "on").strip().lower() or "on"
     if value not in ("on", "off"):
         raise UserError(f"{FUSE_ENV}={value!r}; use on or off")
-    per_tensor = any(isinstance(m, QuantLinear) and m.a_bits == 8 and m.act_scale == "tensor" for m in model.modules())
-    return fuse_block_norms(model) if value == "on" and per_tensor else 0
+    return fuse_block_norms(model) if value == "on" and has_per_tensor_layers(model) else 0
 
 
 def unfuse_block_norms(model: nn.Module) -> int:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from accelerando.modules.precision import autocast
+from accelerando.quant.api import has_per_tensor_layers
 from accelerando.quant.svd import SVDQuantLinear
 
 __all__ = ["Teacher", "record_teacher", "recover_", "complex_stft_loss", "teacher_forced_audio", "RECOVERY_RESOLUTIONS"]
@@ -190,11 +191,6 @@ def _guided(v: torch.Tensor, calls: int, cfg: float, rhythm_cfg: float | None = 
     return torch.stack([combine_guidance(v[k * n : (k + 1) * n], cfg, rhythm_cfg)[0] for k in range(calls)])
 
 
-def _per_tensor(dit: torch.nn.Module) -> bool:
-    """Whether any quantized layer of ``dit`` takes one activation scale per call (``act_scale="tensor"``)."""
-    return any(getattr(m, "act_scale", None) == "tensor" for m in dit.modules())
-
-
 def _rows(cond, a: int, b: int):
     """Rows ``[a, b)`` of a batched conditioning (no extras: see ``record_teacher``)."""
     return replace(cond, **{f: None if v is None else v[a:b] for f, v in vars(cond).items() if f != "extras"})
@@ -210,7 +206,9 @@ def teacher_forced_audio(pipeline, item: _Item, cfg: float, rhythm_cfg: float | 
     :class:`Teacher` item): the recorded final latent plus the Euler-integrated guided velocity differences."""
     dit, model = pipeline.model.dit, pipeline.model
     with autocast("cpu"):  # the pipeline's precision on the CPU (bf16 only with bf16 hardware)
-        if _per_tensor(dit):  # one activation scale per call, as in generation: one backbone call per sampler call
+        if has_per_tensor_layers(
+            dit
+        ):  # one activation scale per call, as in generation: one backbone call per sampler call
             n = item.x.shape[0] // item.calls
             starts = range(0, len(item.x), n)
             v = torch.cat([dit(item.x[a : a + n], item.t[a : a + n], _rows(item.cond, a, a + n)) for a in starts])
