@@ -377,9 +377,8 @@ def conv_codes(
     convolution on the AVX2 CPU of BENCHMARKS.md ("W8A8 on a CPU without VNNI, second pass"). Instead oneDNN sums
     ``q w`` and the offset ``zp sum(w)`` is folded into the bias, ``b - scale zp w_scale sum(w)``; the padding,
     which oneDNN reads as code 0 where the reference reads code ``zp``, is put back on the few edge frames
-    afterwards. The integer sums are the
-    same; the epilogue rounds in float32 in another order (oneDNN writes float32 here and the final cast to bf16
-    comes after the edge fix)."""
+    afterwards. The integer sums are the same; the epilogue rounds in float32 in another order (oneDNN writes
+    float32 here and the final cast to bf16 comes after the edge fix)."""
     res, entry, out_dtype = how
     args = ([conv.stride], [conv.padding], [conv.dilation], 1)
     if not _state["fold_zp"]:

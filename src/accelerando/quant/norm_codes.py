@@ -185,13 +185,20 @@ def frame_norm_silu_codes(
     Raises ``RuntimeError`` if the kernel is not available (check :func:`available`).
     """
     lib, y, scale, zp, threads = _normalised(x, norm, mul, add, smooth)
-    b, c, t = x.shape
+    return _codes(lib, y, None, scale, zp, threads), scale, zp
+
+
+def _codes(lib, y: torch.Tensor, smooth: torch.Tensor | None, scale, zp, threads: int) -> torch.Tensor:
+    """The codes pass: ``y`` [B, C, T] contiguous (times ``smooth`` [C] float32, if given) -> uint8 codes [B, C, T]
+    laid out channels-last. A NaN in the values makes the scale NaN: the codes are then left at 0 (every output of
+    the convolution is NaN through the scale, as eagerly)."""
+    b, c, t = y.shape
     q = torch.zeros(b, t, c, dtype=torch.uint8)
-    if torch.isfinite(scale):  # a NaN in the values makes the scale NaN (and every output NaN, as eagerly)
-        getattr(lib, f"accel_codes_{_DTYPES[x.dtype]}")(
-            _ptr(y), None, _ptr(q), b, c, t, float(scale), float(zp), threads
+    if torch.isfinite(scale):
+        getattr(lib, f"accel_codes_{_DTYPES[y.dtype]}")(
+            _ptr(y), _ptr(smooth), _ptr(q), b, c, t, float(scale), float(zp), threads
         )
-    return q.transpose(1, 2), scale, zp
+    return q.transpose(1, 2)
 
 
 def frame_norm_silu_float_codes(
@@ -333,12 +340,7 @@ def conv_input_codes(x: torch.Tensor, inv: torch.Tensor | None) -> tuple | None:
     lo_hi = torch.zeros(2)
     getattr(_state["lib"], f"accel_minmax_{kind}")(_ptr(x), _ptr(s), b, c, t, _ptr(lo_hi), threads)
     scale, zp = u8_params(lo_hi[0], lo_hi[1])
-    q = torch.zeros(b, t, c, dtype=torch.uint8)
-    if torch.isfinite(scale):  # NaN values: a NaN scale (every output NaN, as eagerly)
-        getattr(_state["lib"], f"accel_codes_{kind}")(
-            _ptr(x), _ptr(s), _ptr(q), b, c, t, float(scale), float(zp), threads
-        )
-    return q.transpose(1, 2), scale, zp
+    return _codes(_state["lib"], x, s, scale, zp, threads), scale, zp
 
 
 def conv_output(y: torch.Tensor, low, dtype: torch.dtype, residual=None) -> torch.Tensor | None:
