@@ -1,4 +1,4 @@
-"""The two passes of the fused norm-codes kernel (accelerando.quant.norm_codes) at the built-in U-Net's shapes.
+"""The passes of the norm-codes kernel library (accelerando.quant.norm_codes) at the built-in U-Net's shapes.
 
     OMP_NUM_THREADS=T .venv/bin/python benchmarks/norm_codes_parts.py [--threads T] [--repeats 21]
         [--source OTHER.cpp] [--json OUT]
@@ -6,8 +6,10 @@
 For each block shape ``[B=2, C, T]`` of a 30 s clip (float32, per-frame GroupNorm of 32 groups, with the
 modulation ``conv2`` applies), the median milliseconds of pass 1 (statistics, normalised, modulated and SiLU-ed
 values and their min/max) and pass 2 (the uint8 codes, written channels-last), each called straight through
-ctypes. ``--source`` builds another version of ``quant/csrc/norm_codes.cpp`` with the same flags into a temporary
-directory and times that one instead, e.g. the kernel before its ``exp`` used fused multiply-adds::
+ctypes; and (kernels of ABI 3 and later) the output pass around each oneDNN int8 convolution: its channels-last
+float32 output back to channels-first with a block's skip connection added. ``--source`` builds another version of
+``quant/csrc/norm_codes.cpp`` with the same flags into a temporary directory and times that one instead, e.g. the
+kernel before its ``exp`` used fused multiply-adds::
 
     git show 14ee694:src/accelerando/quant/csrc/norm_codes.cpp > /tmp/old.cpp
 """
@@ -15,7 +17,6 @@ directory and times that one instead, e.g. the kernel before its ``exp`` used fu
 import argparse
 import ctypes
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -31,16 +32,12 @@ def _library(source: str | None):
         if lib is None:
             raise SystemExit(f"the fused norm kernel does not build here: {norm_codes.status()['broken']}")
         return lib
-    src = Path(source)
-    if not src.is_file():
+    if not Path(source).is_file():
         raise SystemExit(f"--source {source!r}: no such file")
-    so = Path(tempfile.mkdtemp(prefix="norm-codes-")) / "norm_codes.so"
-    import subprocess
-
-    done = subprocess.run(["g++", *norm_codes._FLAGS, str(src), "-o", str(so)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"--source {source!r} does not build: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return ctypes.CDLL(str(so))
+    try:
+        return norm_codes.build_source(Path(source))
+    except RuntimeError as err:
+        raise SystemExit(f"--source {source!r} does not build: {err}") from None
 
 
 def main() -> None:
@@ -85,6 +82,15 @@ def main() -> None:
             "pass1_ms": 1e3 * time_call(pass1, args.repeats, warmup=3),
             "pass2_ms": 1e3 * time_call(pass2, args.repeats, warmup=3),
         }
+        if abi >= 3:
+            lib.accel_finish_f32.argtypes = [p, p, p, p, i64, i64, i64, i32]
+            out = x.transpose(1, 2).contiguous().transpose(1, 2)  # as oneDNN's output: [B, C, T] channels-last
+            res, dst = torch.randn(2, c, t, generator=g), torch.empty(2, c, t)
+
+            def finish(out=out, res=res, dst=dst, c=c, t=t):
+                lib.accel_finish_f32(out.data_ptr(), None, res.data_ptr(), dst.data_ptr(), 2, c, t, args.threads)
+
+            row["output_pass_ms"] = 1e3 * time_call(finish, args.repeats, warmup=3)
         rows.append(row)
         print(json.dumps(row), flush=True)
     report = {"args": vars(args), "torch": torch.__version__, "rows": rows}

@@ -1,7 +1,7 @@
 """Backbone speed of the quantized execution paths against the shipped bf16-autocast default, in one process.
 
     .venv/bin/python benchmarks/quant_backbone_speed.py [--model PATH] [--seconds 30] [--repeats 7] [--threads 1]
-        [--variants fp32,bf16,...] [--fresh-cache] [--json OUT]
+        [--variants fp32,bf16,...] [--fresh-cache] [--kernel-source OTHER.cpp] [--json OUT]
 
 One guided backbone evaluation (batch 2: the conditional and the unconditional branch) on ``--seconds`` of latent
 (30 s -> 703 tokens -> M = 1406 rows per Linear; a U-Net: one row per frame at each level), the real backbone
@@ -32,11 +32,15 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
   per tensor with ``reduce_range=True``;
 - ``NAME+cnorm`` (any variant above): the same with the U-Net's per-frame norms compiled
   (:func:`accelerando.kernels.compile_frame_norms`, bit-identical output), e.g. ``bf16+cnorm``, ``w8a8t-eager+cnorm``;
-- ``NAME+zp`` (after everything else): the same with oneDNN given the activation zero point, the int8 conv path
+- ``NAME+zp`` (after everything but ``+oldk``): the same with oneDNN given the activation zero point, the int8 conv path
   before the zero point was folded into the bias (:func:`accelerando.quant.int8_conv.conv_codes`). Faithful with
   ``+f32`` only: under bf16 autocast oneDNN then writes bf16, and that output's relayout runs eagerly;
-- ``NAME+f32`` (last but ``+zp``): the same without bf16 autocast (float32 activations), what the pipeline runs on a CPU
-  without bf16 arithmetic (:mod:`accelerando.modules.precision`), e.g. ``w8a8-eager+f32`` against ``fp32``;
+- ``NAME+oldk`` (after everything else): the same with the norm-codes library (the C++ passes around the oneDNN
+  int8 convolutions and the fused block norms) built from ``--kernel-source`` instead of the package's, e.g. the
+  version before a change: ``git show HASH:src/accelerando/quant/csrc/norm_codes.cpp > /tmp/old.cpp``;
+- ``NAME+f32`` (last but ``+zp`` and ``+oldk``): the same without bf16 autocast (float32 activations), what the
+  pipeline runs on a CPU without bf16 arithmetic (:mod:`accelerando.modules.precision`), e.g. ``w8a8-eager+f32``
+  against ``fp32``;
 - ``NAME+fnorm`` (after ``+cnorm`` if both): the U-Net's residual blocks feed their oneDNN int8 convolutions from
   the fused norm + SiLU + quantize kernel (:func:`accelerando.quant.norm_codes.fuse_block_norms`), e.g.
   ``w8a8t-eager+cnorm+fnorm``;
@@ -104,6 +108,9 @@ _PATCHES = {
 
 def _variant(name: str, base_dit, inputs=None):
     """(backbone module, fused-kernel settings or None, autocast on)."""
+    if name.endswith("+oldk"):
+        mod, opts, ac = _variant(name[: -len("+oldk")], base_dit, inputs)
+        return mod, {**(opts or {"eager": True}), "kernel": "old"}, ac
     if name.endswith("+zp"):
         mod, opts, ac = _variant(name[: -len("+zp")], base_dit, inputs)
         return mod, {**(opts or {"eager": True}), "fold_zp": False}, ac
@@ -181,6 +188,24 @@ def _conv_modes(module) -> dict[str, int]:
     return counts
 
 
+_OTHER_KERNEL: dict = {"lib": None}  # the library built from --kernel-source, for the +oldk variants
+
+
+def _other_kernel(source: str):
+    """The norm-codes library built from ``source`` (same flags, same ABI as the package's), bound for calls."""
+    from accelerando.quant import norm_codes
+
+    if not Path(source).is_file():
+        raise SystemExit(f"--kernel-source {source!r}: no such file")
+    try:
+        lib = norm_codes.build_source(Path(source))
+    except RuntimeError as err:
+        raise SystemExit(f"--kernel-source {source!r} does not build: {err}") from None
+    if lib.accel_norm_codes_abi() != 3:
+        raise SystemExit(f"--kernel-source {source!r} is ABI {lib.accel_norm_codes_abi()}; this script calls ABI 3")
+    return norm_codes._bind(lib)
+
+
 def _caller(dit, fused_opts, autocast: bool, inputs):
     from accelerando.quant import int8_conv, use_fused_kernels, use_group_folding
     from accelerando.quant.switches import use_int8_convs
@@ -190,17 +215,23 @@ def _caller(dit, fused_opts, autocast: bool, inputs):
     fold = opts.pop("fold", True)
     convs = opts.pop("convs", True)
     fold_zp = opts.pop("fold_zp", True)
+    lib = _OTHER_KERNEL["lib"] if opts.pop("kernel", None) == "old" else None
     fused = fused_opts is not None and not opts.pop("eager", False)
 
     @torch.inference_mode()
     def run():
+        from accelerando.quant import norm_codes
+
+        own = norm_codes._state["lib"]
         int8_conv._state["fold_zp"] = fold_zp
+        norm_codes._state["lib"] = lib or own
         try:
             with use_fused_kernels(fused, **opts), use_group_folding(fold), use_int8_convs(convs):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                     return dit(x, t, cond)
         finally:
             int8_conv._state["fold_zp"] = True
+            norm_codes._state["lib"] = own
 
     return run
 
@@ -214,8 +245,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", default=",".join(ALL))
     ap.add_argument("--fresh-cache", action="store_true")
+    ap.add_argument("--kernel-source", default=None, help="the norm-codes C++ source the +oldk variants run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if any(n.endswith("+oldk") for n in args.variants.split(",")):
+        if args.kernel_source is None:
+            raise SystemExit("the +oldk variants need --kernel-source")
+        _OTHER_KERNEL["lib"] = _other_kernel(args.kernel_source)
     if args.fresh_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")
     torch.set_num_threads(args.threads)

@@ -133,11 +133,12 @@ def _cpp_kernels():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("smooth", [False, True])
 @pytest.mark.parametrize("frames", [1, 50, 129, 300])  # the codes pass works in tiles of 128 frames
-def test_cpp_quantize_kernel_gives_the_eager_codes(dtype, smooth, frames):
+@pytest.mark.parametrize("channels", [32, 44])  # and writes 8 channels x 8 frames at a time (44: 4 channels left)
+def test_cpp_quantize_kernel_gives_the_eager_codes(dtype, smooth, frames, channels):
     _cpp_kernels()
     g = torch.Generator().manual_seed(frames)
-    x = torch.nn.functional.silu(torch.randn(2, 32, frames, generator=g) * 2).to(dtype)
-    inv = torch.rand(32, generator=g) + 0.5 if smooth else None
+    x = torch.nn.functional.silu(torch.randn(2, channels, frames, generator=g) * 2).to(dtype)
+    inv = torch.rand(channels, generator=g) + 0.5 if smooth else None
     want = int8_conv._quantize(x, inv)
     from accelerando.quant.norm_codes import conv_input_codes
 
@@ -152,7 +153,8 @@ def test_cpp_quantize_kernel_gives_the_eager_codes(dtype, smooth, frames):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cpp_finish_adds_low_rank_and_residual_as_eager(dtype):
     """oneDNN's channels-last float32 output, the low-rank branch and a block's skip connection: the C++ pass rounds
-    where ``residual + conv(x)`` does in eager mode. Shapes that are not multiples of its 64 x 64 tiles."""
+    where ``residual + conv(x)`` does in eager mode. Shapes that are not multiples of its 64 x 64 tiles, nor of the
+    8 x 8 register transposes inside them."""
     _cpp_kernels()
     from accelerando.quant.norm_codes import conv_output
 

@@ -35,6 +35,7 @@ why (once), the blocks run their own ops and :mod:`accelerando.quant.int8_conv` 
 
 import ctypes
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -88,18 +89,27 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _build(so: Path, compiler: str) -> None:
+def _build(so: Path, compiler: str, source: Path | None = None) -> None:
     so.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True)
+        done = subprocess.run([compiler, *_FLAGS, str(source or _SOURCE), "-o", tmp], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:200]}")
         os.replace(tmp, so)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def build_source(source: Path) -> ctypes.CDLL:
+    """Another version of the kernel's source built with the package's flags into a temporary directory and loaded
+    (not bound: older versions have other signatures), for benchmarks that time one version against another.
+    Raises ``RuntimeError`` naming the compiler's last message if it does not build."""
+    so = Path(tempfile.mkdtemp(prefix="norm-codes-")) / "norm_codes.so"
+    _build(so, os.environ.get("CXX", "g++"), Path(source))
+    return ctypes.CDLL(str(so))
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -193,11 +203,11 @@ def _codes(lib, y: torch.Tensor, smooth: torch.Tensor | None, scale, zp, threads
     laid out channels-last. A NaN in the values makes the scale NaN: the codes are then left at 0 (every output of
     the convolution is NaN through the scale, as eagerly)."""
     b, c, t = y.shape
-    q = torch.zeros(b, t, c, dtype=torch.uint8)
-    if torch.isfinite(scale):
-        getattr(lib, f"accel_codes_{_DTYPES[y.dtype]}")(
-            _ptr(y), _ptr(smooth), _ptr(q), b, c, t, float(scale), float(zp), threads
-        )
+    step = float(scale)
+    if not math.isfinite(step):
+        return torch.zeros(b, t, c, dtype=torch.uint8).transpose(1, 2)
+    q = torch.empty(b, t, c, dtype=torch.uint8)  # every code is written
+    getattr(lib, f"accel_codes_{_DTYPES[y.dtype]}")(_ptr(y), _ptr(smooth), _ptr(q), b, c, t, step, float(zp), threads)
     return q.transpose(1, 2)
 
 

@@ -16,6 +16,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -75,6 +78,74 @@ inline float exp_vec(float v) {
 inline float round_even(float v) {  // |v| < 2^22: round half to even in the default rounding mode
   const float magic = 12582912.0f;
   return (v + magic) - magic;
+}
+
+// dst[j * ds + i] = src[i * ss + j] for i < rows, j < cols: a float32 block transposed, by 8 x 8 register
+// transposes where AVX2 is compiled in (the strided scalar copy it replaces made the output pass a tenth of a
+// quantized backbone call: BENCHMARKS.md, "W8A8 on a CPU without VNNI, third pass"), the scalar copy elsewhere.
+inline void transpose_scalar(const float* src, int64_t ss, int64_t rows, int64_t cols, float* dst, int64_t ds) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ds + i] = src[i * ss + j];
+}
+
+#if defined(__AVX2__)
+inline void transpose8(__m256 r[8]) {  // r[i][j] -> r[j][i]
+  __m256 t[8], s[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 2; ++k) {
+    s[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x20);
+    r[k + 4] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x31);
+  }
+}
+#endif
+
+inline void transpose_block(const float* src, int64_t ss, int64_t rows, int64_t cols, float* dst, int64_t ds) {
+#if defined(__AVX2__)
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t i = 0; i < r8; i += 8)
+    for (int64_t j = 0; j < c8; j += 8) {
+      __m256 r[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * ss + j);
+      transpose8(r);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ds + i, r[k]);
+    }
+  transpose_scalar(src + c8, ss, rows, cols - c8, dst + c8 * ds, ds);  // the columns past the last 8
+  transpose_scalar(src + r8 * ss, ss, rows - r8, c8, dst + r8, ds);    // the rows past the last 8
+#else
+  transpose_scalar(src, ss, rows, cols, dst, ds);
+#endif
+}
+
+// codes[t * qs + j] = uint8(tile[j * ts + t]) for j < 8, t < len: eight channels' codes (float32 holding integers in
+// [0, 255]) written channels-last.
+inline void store_codes8(const float* tile, int64_t ts, int64_t len, uint8_t* codes, int64_t qs) {
+  int64_t t = 0;
+#if defined(__AVX2__)
+  for (; t + 8 <= len; t += 8) {
+    __m256 r[8];
+    for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(tile + k * ts + t);
+    transpose8(r);  // r[k]: the eight channels of frame t + k
+    for (int k = 0; k < 8; k += 2) {
+      const __m256i a = _mm256_cvtps_epi32(r[k]), b = _mm256_cvtps_epi32(r[k + 1]);
+      const __m128i w0 = _mm_packus_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+      const __m128i w1 = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+      const __m128i bytes = _mm_packus_epi16(w0, w1);  // frame t + k in the low 8 bytes, t + k + 1 in the high
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + (t + k) * qs), bytes);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + (t + k + 1) * qs), _mm_unpackhi_epi64(bytes, bytes));
+    }
+  }
+#endif
+  for (; t < len; ++t)
+    for (int64_t j = 0; j < 8; ++j) codes[t * qs + j] = static_cast<uint8_t>(tile[j * ts + t]);
 }
 
 // Pass 1: y = smooth * silu(mod(affine(norm(x)))) with the eager chain's roundings; returns min and max of y.
@@ -143,20 +214,30 @@ void codes(const typename D::T* y, const float* smooth, uint8_t* q, int64_t B, i
 #pragma omp parallel num_threads(threads)
   {
     std::vector<uint8_t> buf(kTile * C);
-    float row_codes[kTile];
+    float tile[8 * kTile];  // eight channels' codes [8, kTile]
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t b = item / tiles, t0 = (item % tiles) * kTile, len = std::min(kTile, T - t0);
-      for (int64_t c = 0; c < C; ++c) {
-        const typename D::T* row = y + (b * C + c) * T + t0;
-        const float sm = smooth ? smooth[c] : 1.0f;
+      for (int64_t c0 = 0; c0 < C; c0 += 8) {
+        const int64_t nc = std::min<int64_t>(8, C - c0);
+        for (int64_t j = 0; j < nc; ++j) {
+          const int64_t c = c0 + j;
+          const typename D::T* row = y + (b * C + c) * T + t0;
+          const float sm = smooth ? smooth[c] : 1.0f;
+          float* out = tile + j * kTile;
 #pragma omp simd
-        for (int64_t t = 0; t < len; ++t) {
-          const float v = smooth ? D::round(D::load(row[t]) * sm) : D::load(row[t]);
-          float code = round_even(v / scale) + zp;
-          row_codes[t] = std::min(std::max(code, 0.0f), 255.0f);
+          for (int64_t t = 0; t < len; ++t) {
+            const float v = smooth ? D::round(D::load(row[t]) * sm) : D::load(row[t]);
+            float code = round_even(v / scale) + zp;
+            out[t] = std::min(std::max(code, 0.0f), 255.0f);
+          }
         }
-        for (int64_t t = 0; t < len; ++t) buf[t * C + c] = static_cast<uint8_t>(row_codes[t]);
+        if (nc == 8) {
+          store_codes8(tile, kTile, len, buf.data() + c0, C);
+        } else {
+          for (int64_t j = 0; j < nc; ++j)
+            for (int64_t t = 0; t < len; ++t) buf[t * C + c0 + j] = static_cast<uint8_t>(tile[j * kTile + t]);
+        }
       }
       std::memcpy(q + (b * T + t0) * C, buf.data(), len * C);
     }
@@ -209,12 +290,15 @@ void finish(const float* y, const typename D::T* low, const typename D::T* resid
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t item = 0; item < B * cb * tb; ++item) {
     const int64_t b = item / (cb * tb), c0 = (item / tb) % cb * kBlock, t0 = item % tb * kBlock;
-    const int64_t c1 = std::min(C, c0 + kBlock), len = std::min(kBlock, T - t0);
-    for (int64_t c = c0; c < c1; ++c) {
-      const float* src = y + (b * T + t0) * C + c;
-      const int64_t o = (b * C + c) * T + t0;
+    const int64_t nc = std::min(kBlock, C - c0), len = std::min(kBlock, T - t0);
+    float tile[kBlock * kBlock];  // [c - c0, t - t0]
+    transpose_block(y + (b * T + t0) * C + c0, C, len, nc, tile, kBlock);
+    for (int64_t j = 0; j < nc; ++j) {
+      const float* src = tile + j * kBlock;
+      const int64_t o = (b * C + c0 + j) * T + t0;
+#pragma omp simd
       for (int64_t t = 0; t < len; ++t) {
-        float v = src[t * C];
+        float v = src[t];
         if (low) v += D::load(low[o + t]);
         v = D::round(v);
         if (residual) v = D::round(D::load(residual[o + t]) + v);
