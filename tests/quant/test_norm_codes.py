@@ -93,12 +93,14 @@ def _quantized(cfg, seed: int = 0) -> MusicUNet:
     return model
 
 
+@pytest.mark.parametrize("method", ["rtn", "svd"])
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("mode", ["onednn", "float", "auto"])
-def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, monkeypatch, request):
+def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, method, monkeypatch, request):
     """Every consumer of the codes: oneDNN's int8 convolution (VNNI CPUs), the float32 convolution of the codes
     (CPUs without VNNI, forced here with ACCELERANDO_QUANT_INT_MM=float), and oneDNN again for reduced-range layers
-    on a CPU without VNNI ("auto", VNNI hidden here)."""
+    on a CPU without VNNI ("auto", VNNI hidden here). SVDQuant layers also read the float input (their low-rank
+    branch) and smooth the codes' input."""
     if mode == "onednn" and not int8_conv.available():
         pytest.skip("no oneDNN int8 convolutions (VNNI) here")
     if mode == "auto" and not int8_conv.op_available():
@@ -107,13 +109,19 @@ def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, monkeyp
         request.getfixturevalue("no_vnni")
     else:
         monkeypatch.setenv(INT_MM_ENV, "native" if mode == "onednn" else "float")
-    model = _quantized(RTNConfig(8, 8, act_scale="tensor", reduce_range=mode == "auto"))
+    small = mode == "auto"
+    if method == "svd":
+        cfg = SVDQuantConfig(4, 8, rank=4, group_size=None, calibration=None, act_scale="tensor", reduce_range=small)
+    else:
+        cfg = RTNConfig(8, 8, act_scale="tensor", reduce_range=small)
+    model = _quantized(cfg)
     h, c = _features(model)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         ref = model.features(h, c)
         assert norm_codes.fuse_block_norms(model) == 8 and norm_codes.blocks_fused(model)  # 2 down, 2 mid, 4 up
         how = norm_codes._fused_plan(model.down[0][0].conv1, model.down[0][0].norm1, model.in_conv(h), None)
         assert how is not None and how[1].mode == ("float" if mode == "float" else "onednn")
+        assert (how[1].low is not None) == (method == "svd") and (how[1].inv is not None) == (method == "svd")
         out = model.features(h, c)
         assert norm_codes.unfuse_block_norms(model) == 8 and not norm_codes.blocks_fused(model)
         again = model.features(h, c)
@@ -125,9 +133,8 @@ def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, monkeyp
 def test_blocks_without_a_fused_plan_run_their_own_ops():
     float_model = _unet()
     h, c = _features(float_model)
-    svd = _quantized(SVDQuantConfig(4, 8, rank=4, group_size=None, calibration=None, act_scale="tensor"))
     token = _quantized(RTNConfig(8, 8))  # per-token scales: no oneDNN plan
-    for model in (float_model, svd, token):
+    for model in (float_model, token):
         with torch.no_grad():
             ref = model.features(h, c)
             norm_codes.fuse_block_norms(model)

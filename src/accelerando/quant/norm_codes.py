@@ -17,9 +17,11 @@ and float32: benchmarks/norm_codes_exactness.py; the tests allow one in 10,000).
 
 Use: :func:`fuse_block_norms` points every U-Net residual block whose norms are per-frame
 (:class:`~accelerando.models.unet.FrameGroupNorm`) at a forward that feeds its convolutions these codes where
-:func:`accelerando.quant.int8_conv.plan` runs them through oneDNN without a low-rank branch (W8A8 and W4A8 RTN /
-SmoothQuant with ``act_scale="tensor"``), or, on a CPU without VNNI, its float32 convolution of the codes
-(:func:`frame_norm_silu_float_codes`); everything else runs the block's own ops, and so do blocks whose norms or
+:func:`accelerando.quant.int8_conv.plan` runs them through oneDNN (W8A8 and W4A8 RTN / SmoothQuant / SVDQuant with
+``act_scale="tensor"``), or, on a CPU without VNNI, its float32 convolution of the codes
+(:func:`frame_norm_silu_float_codes`). An SVDQuant layer's low-rank branch reads the float values of pass 1, so
+there pass 1 writes them unsmoothed and the smoothing goes into a min/max pass and the codes pass
+(:func:`conv_input_codes`). Everything else runs the block's own ops, and so do blocks whose norms or
 convolutions carry forward hooks. :func:`unfuse_block_norms` undoes it.
 
 The same library holds the two small passes around every other oneDNN int8 convolution
@@ -278,7 +280,7 @@ def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
     if torch.is_grad_enabled() and (x.requires_grad or norm.weight.requires_grad):
         return None
     how = int8_conv.plan(conv, x)
-    if how is None or how[1].low is not None or not available():  # no low-rank branch: it reads the float input
+    if how is None or not available():
         return None
     return how
 
@@ -286,10 +288,21 @@ def _fused_plan(conv, norm, x: torch.Tensor, mul: torch.Tensor | None):
 def _conv_after_norm(conv, norm, x: torch.Tensor, mul=None, add=None, residual=None) -> torch.Tensor:
     """``residual + conv(silu(norm(x) * mul + add))`` (without ``residual`` when None), through the fused codes where
     :func:`_fused_plan` finds a plan (oneDNN then adds the residual in the pass that makes its output channels-first).
+
+    A layer with a low-rank branch (SVDQuant) reads the float input ``h = silu(norm(x) * mul + add)`` as well as the
+    codes of ``h / s``: pass 1 then writes ``h`` unsmoothed, and the min/max and codes passes of
+    :func:`conv_input_codes` apply the smoothing, so both inputs are those of the block's own ops.
     """
     from accelerando.quant import int8_conv
 
     how = _fused_plan(conv, norm, x, mul)
+    if how is not None and how[1].low is not None:
+        h = _normalised(x, norm, mul, add, None)[1]
+        if how[1].mode == "float":
+            y = int8_conv.int8_conv1d(conv, h, how)
+            return y if residual is None else residual + y
+        q, scale, zp = conv_input_codes(h, how[1].inv)
+        return int8_conv.conv_codes(conv, q, scale, zp, how, x=h, residual=residual)
     if how is not None and how[1].mode != "float":
         q, scale, zp = frame_norm_silu_codes(x, norm, mul, add, how[1].inv)
         return int8_conv.conv_codes(conv, q, scale, zp, how, residual=residual)
