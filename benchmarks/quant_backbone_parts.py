@@ -1,7 +1,7 @@
 """Where the time of a per-tensor quantized U-Net backbone call goes, by part, on this CPU.
 
     OMP_NUM_THREADS=T .venv/bin/python benchmarks/quant_backbone_parts.py --model QUANTIZED.safetensors
-        [--seconds 30] [--repeats 7] [--threads T] [--json OUT]
+        [--seconds 30] [--repeats 7] [--threads T] [--kernel-source OTHER.cpp] [--json OUT]
 
 Loads ``--model`` with ``accelerando.pretrained.load_generator`` (so its blocks run fused, as ``accelerando
 generate`` runs them) and times guided backbone calls (batch 2) on ``--seconds`` of latent. Each part is timed
@@ -9,12 +9,15 @@ by wrapping it with a wall clock: oneDNN's int8 convolutions (``torch.ops.onednn
 pass of the norm-codes library (``accel_*``: the fused norm + SiLU pass, the min/max, the codes, the output
 pass), and ``rest`` = the call minus those (float convolutions outside the blocks, attention, Python). Reports
 milliseconds per call (the mean over ``--repeats`` calls after two warm-up calls) and the share of the call.
-The wrappers add a few microseconds per call of each part; the untimed call is reported too.
+The wrappers add a few microseconds per call of each part; the untimed call is reported too, with its minor page
+faults (first touches of freshly allocated memory). ``--kernel-source``
+runs the norm-codes library built from that source (ABI 3) instead of the package's, e.g. an older version.
 """
 
 import argparse
 import collections
 import json
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--kernel-source", default=None, help="run the norm-codes library built from this source")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if not Path(args.model).is_file():
@@ -37,6 +41,13 @@ def main() -> None:
     from accelerando.quant import norm_codes
     from accelerando.testing.models import backbone_inputs
 
+    if args.kernel_source is not None:
+        if not Path(args.kernel_source).is_file():
+            raise SystemExit(f"--kernel-source {args.kernel_source!r}: no such file")
+        other = norm_codes.build_source(Path(args.kernel_source))
+        if other.accel_norm_codes_abi() != 3:
+            raise SystemExit(f"--kernel-source {args.kernel_source!r} is not ABI 3")
+        norm_codes._state["lib"] = norm_codes._bind(other)
     dit = load_generator(args.model).dit.eval()
     x, t, cond = backbone_inputs(dit.config, args.seconds)
     spent: collections.Counter = collections.Counter()
@@ -55,10 +66,12 @@ def main() -> None:
         for _ in range(2):
             dit(x, t, cond)
         plain = []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(args.repeats):
             start = time.perf_counter()
             dit(x, t, cond)
             plain.append(time.perf_counter() - start)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.repeats
         lib = norm_codes._state["lib"]
         if lib is None:
             raise SystemExit(f"the C++ kernels do not build here: {norm_codes.status()['broken']}")
@@ -88,6 +101,7 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "untimed_call_ms": 1e3 * statistics.median(plain),
+        "minor_page_faults_per_call": faults,
         "timed_call_ms": 1e3 * total,
         "parts_ms": parts,
         "share": {k: v / (1e3 * total) for k, v in parts.items()},
