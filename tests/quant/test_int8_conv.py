@@ -2,6 +2,7 @@
 against the unfold reference, SVD smoothing shared by a conv's taps, cache invalidation, and save / load."""
 
 import os
+import platform
 from unittest import mock
 
 import pytest
@@ -169,6 +170,30 @@ def test_cpp_finish_adds_low_rank_and_residual_as_eager(dtype):
         assert torch.equal(int8_conv._run(int8_conv._finish, y, lo, dtype, r), want)
     assert conv_output(y.contiguous(), None, dtype) is None  # channels-first input: the eager pass
     assert conv_output(y, low.float() if dtype == torch.bfloat16 else low.bfloat16(), dtype) is None
+
+
+def test_cpp_passes_built_without_avx2_give_the_eager_values(monkeypatch):
+    """The scalar transposes that CPUs without AVX2 (and other architectures) compile: the codes and output passes
+    built with ``-mno-avx2`` give the eager values too."""
+    _cpp_kernels()
+    from accelerando.quant import norm_codes
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the AVX2 paths are x86 only: the package's own build is the scalar one here")
+    try:
+        lib = norm_codes._bind(norm_codes.build_source(extra_flags=("-mno-avx2",)))
+    except RuntimeError as err:
+        pytest.skip(f"no build without AVX2: {err}")
+    monkeypatch.setitem(norm_codes._state, "lib", lib)
+    g = torch.Generator().manual_seed(5)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.nn.functional.silu(torch.randn(2, 44, 137, generator=g) * 2).to(dtype)
+        inv = torch.rand(44, generator=g) + 0.5
+        got, want = norm_codes.conv_input_codes(x, inv), int8_conv._quantize(x, inv)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+        y = torch.randn(2, 137, 70, generator=g).transpose(1, 2)
+        res = torch.randn(2, 70, 137, generator=g).to(dtype)
+        assert torch.equal(norm_codes.conv_output(y, None, dtype, res), int8_conv._finish(y, None, dtype, res))
 
 
 def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onednn(conv_mode):

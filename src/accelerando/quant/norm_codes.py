@@ -91,12 +91,13 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _build(so: Path, compiler: str, source: Path | None = None) -> None:
+def _build(so: Path, compiler: str, source: Path | None = None, extra: tuple = ()) -> None:
     so.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *_FLAGS, str(source or _SOURCE), "-o", tmp], capture_output=True, text=True)
+        cmd = [compiler, *_FLAGS, *extra, str(source or _SOURCE), "-o", tmp]
+        done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:200]}")
         os.replace(tmp, so)
@@ -105,12 +106,14 @@ def _build(so: Path, compiler: str, source: Path | None = None) -> None:
             os.unlink(tmp)
 
 
-def build_source(source: Path) -> ctypes.CDLL:
-    """Another version of the kernel's source built with the package's flags into a temporary directory and loaded
-    (not bound: older versions have other signatures), for benchmarks that time one version against another.
-    Raises ``RuntimeError`` naming the compiler's last message if it does not build."""
+def build_source(source: Path | None = None, extra_flags: tuple = ()) -> ctypes.CDLL:
+    """A version of the kernel's source (default: the package's) built with the package's flags plus
+    ``extra_flags`` into a temporary directory and loaded (not bound: older versions have other signatures), for
+    benchmarks that time one version against another and for tests of the paths another CPU compiles (e.g.
+    ``("-mno-avx2",)``: the scalar transposes). Raises ``RuntimeError`` naming the compiler's last message if it
+    does not build."""
     so = Path(tempfile.mkdtemp(prefix="norm-codes-")) / "norm_codes.so"
-    _build(so, os.environ.get("CXX", "g++"), Path(source))
+    _build(so, os.environ.get("CXX", "g++"), None if source is None else Path(source), tuple(extra_flags))
     return ctypes.CDLL(str(so))
 
 
