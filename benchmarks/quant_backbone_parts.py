@@ -4,7 +4,8 @@
         [--seconds 30] [--repeats 7] [--threads T] [--kernel-source OTHER.cpp] [--json OUT]
 
 Loads ``--model`` with ``accelerando.pretrained.load_generator`` (so its blocks run fused, as ``accelerando
-generate`` runs them) and times guided backbone calls (batch 2) on ``--seconds`` of latent. Each part is timed
+generate`` runs them, and in the pipeline's precision: bf16 autocast where the CPU has bf16 arithmetic) and times
+guided backbone calls (batch 2) on ``--seconds`` of latent. Each part is timed
 by wrapping it with a wall clock: oneDNN's int8 convolutions (``torch.ops.onednn.qconv_pointwise``), each C++
 pass of the norm-codes library (``accel_*``: the fused norm + SiLU pass, the min/max, the codes, the output
 pass), and ``rest`` = the call minus those (float convolutions outside the blocks, attention, Python). Reports
@@ -37,8 +38,10 @@ def main() -> None:
     if not Path(args.model).is_file():
         raise SystemExit(f"--model {args.model!r}: no such file")
     torch.set_num_threads(args.threads)
+    from accelerando.modules.precision import autocast
     from accelerando.pretrained import load_generator
     from accelerando.quant import norm_codes
+    from accelerando.quant.api import has_per_tensor_layers
     from accelerando.testing.models import backbone_inputs
 
     if args.kernel_source is not None:
@@ -49,6 +52,8 @@ def main() -> None:
             raise SystemExit(f"--kernel-source {args.kernel_source!r} is not ABI 3")
         norm_codes._state["lib"] = norm_codes._bind(other)
     dit = load_generator(args.model).dit.eval()
+    if not has_per_tensor_layers(dit):
+        raise SystemExit(f"--model {args.model!r} has no per-tensor quantized layers: nothing here runs the C++ passes")
     x, t, cond = backbone_inputs(dit.config, args.seconds)
     spent: collections.Counter = collections.Counter()
 
@@ -62,7 +67,7 @@ def main() -> None:
 
         return run
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast("cpu"):  # the pipeline's precision on this CPU (float32 without bf16)
         for _ in range(2):
             dit(x, t, cond)
         plain = []

@@ -215,7 +215,11 @@ def _caller(dit, fused_opts, autocast: bool, inputs):
     fold = opts.pop("fold", True)
     convs = opts.pop("convs", True)
     fold_zp = opts.pop("fold_zp", True)
-    lib = _OTHER_KERNEL["lib"] if opts.pop("kernel", None) == "old" else None
+    lib = None
+    if opts.pop("kernel", None) == "old":
+        lib = _OTHER_KERNEL["lib"]
+        if lib is None:
+            raise SystemExit("a +oldk variant without the library of --kernel-source")
     fused = fused_opts is not None and not opts.pop("eager", False)
 
     @torch.inference_mode()
@@ -248,7 +252,7 @@ def main() -> None:
     ap.add_argument("--kernel-source", default=None, help="the norm-codes C++ source the +oldk variants run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    if any(n.endswith("+oldk") for n in args.variants.split(",")):
+    if any("+oldk" in n for n in args.variants.split(",")):
         if args.kernel_source is None:
             raise SystemExit("the +oldk variants need --kernel-source")
         _OTHER_KERNEL["lib"] = _other_kernel(args.kernel_source)

@@ -187,13 +187,14 @@ def test_cpp_passes_built_without_avx2_give_the_eager_values(monkeypatch):
     monkeypatch.setitem(norm_codes._state, "lib", lib)
     g = torch.Generator().manual_seed(5)
     for dtype in (torch.float32, torch.bfloat16):
-        x = torch.nn.functional.silu(torch.randn(2, 44, 137, generator=g) * 2).to(dtype)
-        inv = torch.rand(44, generator=g) + 0.5
-        got, want = norm_codes.conv_input_codes(x, inv), int8_conv._quantize(x, inv)
-        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
-        y = torch.randn(2, 137, 70, generator=g).transpose(1, 2)
-        res = torch.randn(2, 70, 137, generator=g).to(dtype)
-        assert torch.equal(norm_codes.conv_output(y, None, dtype, res), int8_conv._finish(y, None, dtype, res))
+        for c, t in ((44, 137), (7, 9), (65, 8), (9, 1)):
+            x = torch.nn.functional.silu(torch.randn(2, c, t, generator=g) * 2).to(dtype)
+            inv = torch.rand(c, generator=g) + 0.5
+            got, want = norm_codes.conv_input_codes(x, inv), int8_conv._quantize(x, inv)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+            y = torch.randn(2, t, c, generator=g).transpose(1, 2)
+            low, res = torch.randn(2, c, t, generator=g).to(dtype), torch.randn(2, c, t, generator=g).to(dtype)
+            assert torch.equal(norm_codes.conv_output(y, low, dtype, res), int8_conv._finish(y, low, dtype, res))
 
 
 def test_svd_per_tensor_conv_shares_smoothing_across_taps_and_runs_through_onednn(conv_mode):

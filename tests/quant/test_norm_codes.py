@@ -126,8 +126,10 @@ def test_fused_blocks_give_the_blocks_own_output(kernel, mode, autocast, method,
         assert norm_codes.unfuse_block_norms(model) == 8 and not norm_codes.blocks_fused(model)
         again = model.features(h, c)
     torch.testing.assert_close(again, ref, rtol=0, atol=0)
-    # the same codes reach the same oneDNN convolutions; a rare code one off would show as a tiny difference
+    # the same codes reach the same oneDNN convolutions; a rare code one off would show as a tiny difference, and
+    # an SVD layer's branch passes on the kernel's exp where it is an ulp off PyTorch's (float32 rounding)
     torch.testing.assert_close(out, ref, rtol=1e-2, atol=1e-2)
+    assert float((out.float() - ref.float()).abs().median()) < 1e-6
 
 
 def test_blocks_without_a_fused_plan_run_their_own_ops():
