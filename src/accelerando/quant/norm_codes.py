@@ -301,7 +301,7 @@ def _conv_after_norm(conv, norm, x: torch.Tensor, mul=None, add=None, residual=N
     codes of ``h / s``: pass 1 then writes ``h`` unsmoothed (its min/max goes unused), and the min/max and codes
     passes of :func:`conv_input_codes` apply the smoothing. Both inputs are those of the block's own ops except
     where the kernel's ``exp`` is an ulp off PyTorch's: in float32 the low-rank branch passes that on, so the output
-    moves by float32 rounding (at most 3e-7 in the tests), where RTN layers, which read only the codes, rarely move.
+    moves by float32 rounding, where RTN layers, which read only the codes, rarely move.
     """
     from accelerando.quant import int8_conv
 
