@@ -47,6 +47,23 @@ def test_per_tensor_u8_codes_cover_the_range_and_keep_zero_exact():
     assert torch.equal(nq.long(), nz.expand(5))
 
 
+def test_u8_params_from_floats_equal_the_tensor_ops():
+    """The Python-float scale and zero point (what the C++ passes' min/max feed) equal ``u8_params`` bit for bit,
+    across magnitudes, at exact halves, and where the tensor ops take over (NaN, inf, ranges beyond float32)."""
+    from accelerando.quant.primitives import u8_params, u8_params_of
+
+    g = torch.Generator().manual_seed(11)
+    pairs = [torch.randn(400, 2, generator=g) * 2.0**e for e in range(-40, 41, 4)]
+    halves = torch.tensor([[-127.5, 127.5], [-0.5, 0.0], [-2.5 * 0.1, 252.5 * 0.1]])
+    edge = torch.tensor([[0.0, 0.0], [-0.0, 0.0], [1e-45, 2e-45], [-1e-38, 1e-38], [-3e38, 3e38], [5.0, 7.0]])
+    special = torch.tensor([[float("nan"), 1.0], [-1.0, float("inf")], [float("-inf"), 0.0]])
+    for lo, hi in torch.cat([*pairs, halves, edge, special]).tolist():
+        got, want = u8_params_of(lo, hi), u8_params(torch.tensor(lo), torch.tensor(hi))
+        assert got[0].dtype == torch.float32 and got[1].dtype == torch.int64 and got[0].shape == got[1].shape == ()
+        assert torch.equal(got[0], want[0]) or (got[0].isnan() and want[0].isnan()), (lo, hi)
+        assert want[0].isnan() or torch.equal(got[1], want[1]), (lo, hi)
+
+
 @pytest.mark.parametrize("w_bits,group", [(8, None), (4, 16)])
 def test_per_tensor_linear_int_mm_equals_the_int32_reference(w_bits, group):
     g = torch.Generator().manual_seed(1)

@@ -242,7 +242,7 @@ def frame_norm_silu_float_codes(
 def _normalised(x, norm, mul, add, smooth):
     """Pass 1: (library, ``silu(norm(x) * mul + add) * smooth`` [B, C, T] in ``x``'s dtype, scale, zero point,
     threads)."""
-    from accelerando.quant.primitives import u8_params
+    from accelerando.quant.primitives import u8_params_of
 
     if x.dim() != 3 or x.dtype not in _DTYPES:
         raise ValueError(f"x must be [B, C, T] float32 or bfloat16, got {x.dtype} of shape {tuple(x.shape)}")
@@ -266,7 +266,7 @@ def _normalised(x, norm, mul, add, smooth):
     threads = torch.get_num_threads()
     args = (b, c, t, norm.num_groups, norm.eps, _ptr(w), _ptr(bias), _ptr(m), _ptr(a), _ptr(s), _ptr(lo_hi), threads)
     getattr(lib, f"accel_norm_silu_{kind}")(_ptr(x), _ptr(y), *args)
-    scale, zp = u8_params(lo_hi[0], lo_hi[1])
+    scale, zp = u8_params_of(*lo_hi.tolist())
     return lib, y, scale, zp, threads
 
 
@@ -363,7 +363,7 @@ def conv_input_codes(x: torch.Tensor, inv: torch.Tensor | None) -> tuple | None:
     contiguous float32 or bfloat16 (times ``inv`` [C] in ``x``'s dtype, if given) -> (codes uint8 [B, C, T] with
     strides [T C, 1, C], scale fp32 [], zero point int64 []), equal to the eager ones; None where the kernel does
     not apply (another dtype or layout, or no kernel)."""
-    from accelerando.quant.primitives import u8_params
+    from accelerando.quant.primitives import u8_params_of
 
     if x.dtype not in _DTYPES or x.dim() != 3 or not x.is_contiguous() or x.numel() == 0 or _library() is None:
         return None
@@ -372,7 +372,7 @@ def conv_input_codes(x: torch.Tensor, inv: torch.Tensor | None) -> tuple | None:
     s = None if inv is None else _per_channel(inv, x.dtype, (c,))
     lo_hi = torch.zeros(2)
     getattr(_state["lib"], f"accel_minmax_{kind}")(_ptr(x), _ptr(s), b, c, t, _ptr(lo_hi), threads)
-    scale, zp = u8_params(lo_hi[0], lo_hi[1])
+    scale, zp = u8_params_of(*lo_hi.tolist())
     return _codes(_state["lib"], x, s, scale, zp, threads), scale, zp
 
 

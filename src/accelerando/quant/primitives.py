@@ -6,6 +6,7 @@ Dims: ``N`` output features, ``K`` input features, ``M`` tokens (all leading dim
 
 import functools
 import os
+import struct
 
 import torch
 
@@ -154,6 +155,32 @@ def u8_params(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.T
     scale = ((hi - lo) / 255).clamp(min=_EPS)
     zp = torch.round(-lo / scale).clamp(0, 255)
     return scale, zp.to(torch.int64)
+
+
+_F32 = struct.Struct("f")
+
+
+def _f32(v: float) -> float:
+    """``v`` rounded to the nearest float32 (returned as a Python float)."""
+    return _F32.unpack(_F32.pack(v))[0]
+
+
+def u8_params_of(lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`u8_params` for a min and a max given as Python floats holding float32 values (a C++ pass's result):
+    the same scale and zero point bit for bit, in Python arithmetic rounded to float32 after every step (rounding
+    a float64 sum or quotient of float32 values to float32 gives the correctly rounded float32 result), instead of
+    eight tensor ops (about 60 us a call on the AVX2 CPU of BENCHMARKS.md, a tenth of a short convolution's time).
+    NaN, infinities and ranges wider than float32 go through :func:`u8_params`."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    span = hi - lo
+    if span < 3.4e38:  # (float32 inputs, as ``torch.tensor(lo)`` would take them)
+        lo, hi = _f32(lo), _f32(hi)
+        span = hi - lo
+    if not span < 3.4e38:  # NaN, inf, or a width float32 cannot hold
+        return u8_params(torch.tensor(lo), torch.tensor(hi))
+    scale = max(_f32(_f32(span) / 255.0), _EPS)
+    zp = min(max(round(_f32(-lo / scale)), 0), 255)  # round(): half to even, as torch.round
+    return torch.scalar_tensor(scale), torch.scalar_tensor(zp, dtype=torch.int64)
 
 
 def u8_offset(q: torch.Tensor, zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
