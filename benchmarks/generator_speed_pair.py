@@ -6,9 +6,11 @@
 Both pipelines share one text encoder. Each round generates ``--seconds`` of audio with each model (prompt "a
 chorale", 100 bpm, G major, seed = round), alternating which goes first; the first round is a warm-up. Prints the
 median wall time of each, the ratio b / a, and the share of each generation spent inside backbone calls.
-``--compile-norms``: run those pipelines' per-frame norms compiled (``accelerando.kernels.compile_frame_norms``).
-``--fuse-norms``: those pipelines' residual blocks make their int8 convolutions' input codes with the fused norm
-kernel (``accelerando.quant.norm_codes.fuse_block_norms``; per-tensor quantized U-Nets).
+The process keeps freed memory as the ``accelerando`` command does (``ACCELERANDO_MALLOC=default`` for glibc's
+own settings, as before 2026-11-27). ``--compile-norms``: run those pipelines' per-frame norms compiled
+(``accelerando.kernels.compile_frame_norms``). ``--fuse-norms``: those pipelines' residual blocks make their int8
+convolutions' input codes with the fused norm kernel (``accelerando.quant.norm_codes.fuse_block_norms``;
+per-tensor quantized U-Nets).
 """
 
 import argparse
@@ -47,6 +49,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     compiled, fused = _which("--compile-norms", args.compile_norms), _which("--fuse-norms", args.fuse_norms)
     torch.set_num_threads(args.threads)
+    from accelerando.runtime import apply_malloc_setting
+
+    apply_malloc_setting()  # as the accelerando command runs (ACCELERANDO_MALLOC=default: glibc's own settings)
     from accelerando.conditioning.text import TextEncoder
     from accelerando.pipelines.text_to_music import TextToMusicPipeline
 

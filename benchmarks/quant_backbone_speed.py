@@ -52,6 +52,9 @@ One guided backbone evaluation (batch 2: the conditional and the unconditional b
   by a zero output of the right shape, so ``bf16 - bf16-no-linears`` is the time those Linears take (the part
   quantization can speed up: Amdahl ceiling).
 
+The process keeps freed memory as the ``accelerando`` command does (:mod:`accelerando.runtime`;
+``ACCELERANDO_MALLOC=default`` for glibc's own settings, as before 2026-11-27).
+
 Also reported: each fused variant's first call (compile included; ``--fresh-cache`` points inductor at an empty
 cache directory so this is the cold figure; without it a warm on-disk cache may serve it) and the first call at a
 different length (``--seconds2``: recompile cost of a new clip length).
@@ -252,6 +255,9 @@ def main() -> None:
     ap.add_argument("--kernel-source", default=None, help="the norm-codes C++ source the +oldk variants run")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    from accelerando.runtime import apply_malloc_setting
+
+    apply_malloc_setting()  # as the accelerando command runs (ACCELERANDO_MALLOC=default: glibc's own settings)
     if any("+oldk" in n for n in args.variants.split(",")):
         if args.kernel_source is None:
             raise SystemExit("the +oldk variants need --kernel-source")

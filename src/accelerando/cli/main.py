@@ -11,6 +11,7 @@ import sys
 
 from accelerando import __version__
 from accelerando.errors import UserError
+from accelerando.runtime import apply_malloc_setting
 
 __all__ = ["main", "build_parser"]
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        apply_malloc_setting()  # keep freed memory in the process (accelerando.runtime)
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
