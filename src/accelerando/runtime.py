@@ -4,8 +4,8 @@ Why: a backbone call allocates tens of megabytes of activations, frees them, and
 call. glibc gives freed memory at the top of its heap back to the OS once more than ``M_TRIM_THRESHOLD`` of it is
 free (a threshold that follows the mmap threshold, so a few tens of MB at most), and the next call then touches
 fresh pages again: each first touch is a page fault and a zeroed page. On the AVX2 CPU of BENCHMARKS.md ("Keeping
-freed memory") that was about 26,000 minor page faults per 30 s float32 backbone call and 8,000 per W8A8 one, and
-keeping the memory took 3-8% off a float32 backbone call. Keeping it in the process, which is what PyTorch's CPU
+freed memory") that was about 8,000 minor page faults per 30 s W8A8 backbone call (more for float32), and keeping
+the memory took 3-8% off a float32 backbone call. Keeping it in the process, which is what PyTorch's CPU
 performance guides get by preloading jemalloc or tcmalloc, removes them. No library sets this from inside Python, so it is done here with ``mallopt``.
 
 :func:`keep_freed_memory` raises the trim threshold to 1 GiB, the mmap threshold to 32 MiB (glibc's maximum on
