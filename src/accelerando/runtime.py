@@ -6,7 +6,8 @@ free (a threshold that follows the mmap threshold, so a few tens of MB at most),
 fresh pages again: each first touch is a page fault and a zeroed page. On the AVX2 CPU of BENCHMARKS.md ("Keeping
 freed memory") that was about 8,000 minor page faults per 30 s W8A8 backbone call (more for float32), and keeping
 the memory took 3-8% off a float32 backbone call. Keeping it in the process, which is what PyTorch's CPU
-performance guides get by preloading jemalloc or tcmalloc, removes them. No library sets this from inside Python, so it is done here with ``mallopt``.
+performance guides get by preloading jemalloc or tcmalloc, removes them. No library sets this from inside Python,
+so it is done here with ``mallopt``.
 
 :func:`keep_freed_memory` raises the trim threshold to 1 GiB, the mmap threshold to 32 MiB (glibc's maximum on
 64-bit: larger blocks are still mapped and unmapped per allocation) and the top pad to 64 MiB. The cost: the
@@ -16,7 +17,6 @@ other value is a ``UserError``). Elsewhere than glibc it does nothing.
 """
 
 import ctypes
-import ctypes.util
 import os
 
 from accelerando.errors import UserError
@@ -33,14 +33,12 @@ _SETTINGS = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TO
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep freed memory in the process (see the module doc); True if every setting took,
     False where there is no glibc ``mallopt`` (another libc or OS)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    try:  # the symbols already loaded into the process (libc among them); no library search at start-up
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return all(mallopt(param, value) == 1 for param, value in _SETTINGS)
+    return all([mallopt(param, value) == 1 for param, value in _SETTINGS])  # every setting tried
 
 
 def apply_malloc_setting() -> bool:
