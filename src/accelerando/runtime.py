@@ -17,9 +17,8 @@ other value is a ``UserError``). Elsewhere than glibc it does nothing.
 """
 
 import ctypes
-import os
 
-from accelerando.errors import UserError
+from accelerando.errors import env_choice
 
 __all__ = ["MALLOC_ENV", "keep_freed_memory", "apply_malloc_setting"]
 
@@ -44,7 +43,4 @@ def keep_freed_memory() -> bool:
 def apply_malloc_setting() -> bool:
     """:func:`keep_freed_memory` unless ``ACCELERANDO_MALLOC=default``; returns whether the settings were applied.
     ``UserError`` naming any other value."""
-    value = os.environ.get(MALLOC_ENV, "keep").strip().lower() or "keep"
-    if value not in ("keep", "default"):
-        raise UserError(f"{MALLOC_ENV}={value!r}; use keep or default")
-    return value == "keep" and keep_freed_memory()
+    return env_choice(MALLOC_ENV, ("keep", "default"), "keep") == "keep" and keep_freed_memory()

@@ -403,13 +403,11 @@ def fuse_on_load(model: nn.Module) -> int:
     per-frame-norm residual blocks at the fused forward; returns how many. ``ACCELERANDO_QUANT_FUSED_NORMS=off``
     leaves every model alone (``on``, the default, or unset: fuse); another value is a ``UserError``. Per call, a
     block without a fused plan (no kernel, a GPU, hooks) still runs its own ops."""
-    from accelerando.errors import UserError
+    from accelerando.errors import env_choice
     from accelerando.quant.api import has_per_tensor_layers
 
-    value = os.environ.get(FUSE_ENV, "on").strip().lower() or "on"
-    if value not in ("on", "off"):
-        raise UserError(f"{FUSE_ENV}={value!r}; use on or off")
-    return fuse_block_norms(model) if value == "on" and has_per_tensor_layers(model) else 0
+    fuse = env_choice(FUSE_ENV, ("on", "off"), "on") == "on"
+    return fuse_block_norms(model) if fuse and has_per_tensor_layers(model) else 0
 
 
 def unfuse_block_norms(model: nn.Module) -> int:

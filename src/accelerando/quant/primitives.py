@@ -5,12 +5,11 @@ Dims: ``N`` output features, ``K`` input features, ``M`` tokens (all leading dim
 """
 
 import functools
-import os
 import struct
 
 import torch
 
-from accelerando.errors import UserError
+from accelerando.errors import env_choice
 
 __all__ = [
     "qrange",
@@ -226,10 +225,7 @@ def _cpu_has_vnni() -> bool:
 def int_mm_setting() -> str:
     """``ACCELERANDO_QUANT_INT_MM`` as ``"native"``, ``"float"`` or ``"auto"`` (unset or empty); ``UserError`` for
     anything else."""
-    value = os.environ.get(INT_MM_ENV, "auto").strip().lower() or "auto"
-    if value not in ("auto", "native", "float"):
-        raise UserError(f"{INT_MM_ENV}={value!r}; use native, float or auto")
-    return value
+    return env_choice(INT_MM_ENV, ("native", "float", "auto"), "auto")
 
 
 def int_mm_native(device: torch.device | str = "cpu") -> bool:
