@@ -45,12 +45,10 @@ def main() -> None:
     from accelerando.testing.models import backbone_inputs
 
     if args.kernel_source is not None:
-        if not Path(args.kernel_source).is_file():
-            raise SystemExit(f"--kernel-source {args.kernel_source!r}: no such file")
-        other = norm_codes.build_source(Path(args.kernel_source))
-        if other.accel_norm_codes_abi() != 3:
-            raise SystemExit(f"--kernel-source {args.kernel_source!r} is not ABI 3")
-        norm_codes._state["lib"] = norm_codes._bind(other)
+        try:
+            norm_codes._state["lib"] = norm_codes.load_source(Path(args.kernel_source))
+        except RuntimeError as err:
+            raise SystemExit(f"--kernel-source {args.kernel_source!r}: {err}") from None
     dit = load_generator(args.model).dit.eval()
     if not has_per_tensor_layers(dit):
         raise SystemExit(f"--model {args.model!r} has no per-tensor quantized layers: nothing here runs the C++ passes")

@@ -171,6 +171,22 @@ def test_a_failed_build_warns_once_and_leaves_nothing(monkeypatch, tmp_path):
         assert not out.exists() and list(out.parent.iterdir()) == []  # no half-written library left behind
 
 
+def test_another_kernel_source_loads_bound_or_names_the_problem(kernel, tmp_path):
+    """What the benchmarks' --kernel-source takes: the package's own source loads bound; a missing file, a source of
+    another ABI and one that does not build are named."""
+    lib = norm_codes.load_source(norm_codes._SOURCE)
+    assert lib.accel_norm_codes_abi() == norm_codes._ABI and lib.accel_finish_f32.argtypes is not None
+    with pytest.raises(RuntimeError, match="no such file"):
+        norm_codes.load_source(tmp_path / "missing.cpp")
+    other = tmp_path / "other.cpp"
+    other.write_text('extern "C" int accel_norm_codes_abi() { return 99; }\n')
+    with pytest.raises(RuntimeError, match="ABI 99"):
+        norm_codes.load_source(other)
+    other.write_text("not C++\n")
+    with pytest.raises(RuntimeError, match="failed"):
+        norm_codes.load_source(other)
+
+
 def test_bad_inputs_are_named_and_hooks_keep_the_modules_own_calls(monkeypatch):
     norm = FrameGroupNorm(4, 8)
     with pytest.raises(ValueError, match="8 channels for a norm over 12"):

@@ -78,6 +78,7 @@ _FLAGS = [
     "-fPIC",
     "-std=c++17",
 ]
+_ABI = 3  # accel_norm_codes_abi() of the source this module binds
 _state: dict = {"lib": None, "broken": None}
 _DTYPES = {torch.bfloat16: "bf16", torch.float32: "f32"}
 
@@ -122,6 +123,18 @@ def build_source(source: Path | None = None, extra_flags: tuple = ()) -> ctypes.
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def load_source(source: Path) -> ctypes.CDLL:
+    """Another version of the kernel's source, built (:func:`build_source`), checked to be of this module's ABI and
+    bound for calls in place of the package's (benchmarks swap it into ``_state["lib"]``). ``RuntimeError`` naming
+    the problem: no such file, a failed build, another ABI."""
+    if not Path(source).is_file():
+        raise RuntimeError("no such file")
+    lib = build_source(Path(source))
+    if lib.accel_norm_codes_abi() != _ABI:
+        raise RuntimeError(f"ABI {lib.accel_norm_codes_abi()}, where this version calls ABI {_ABI}")
+    return _bind(lib)
+
+
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
     for name in ("bf16", "f32"):
@@ -158,7 +171,7 @@ def _library() -> ctypes.CDLL | None:
         if not so.exists():
             _build(so, compiler)
         lib = ctypes.CDLL(str(so))
-        if lib.accel_norm_codes_abi() != 3:
+        if lib.accel_norm_codes_abi() != _ABI:
             raise RuntimeError(f"{so} is from another version")
         _state["lib"] = _bind(lib)
     except Exception as err:  # no compiler, no OpenMP, a read-only cache, ...
